@@ -1,0 +1,1 @@
+"""seller-connector: the seller domain, its use cases, and the adapters behind its ports."""

@@ -1,0 +1,117 @@
+"""Engines, sessions and schema migrations."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from connector.adapters.sql.repositories import (
+    SqlAudit,
+    SqlMarkers,
+    SqlOutbox,
+    SqlPermissionSets,
+    SqlSellers,
+    SqlTokens,
+    SqlUsers,
+)
+from connector.domain.model import text_key
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _fold(value: Any) -> Any:
+    return text_key(value) if isinstance(value, str) else value
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine. SQLite gets WAL, a busy timeout and foreign keys, so that several
+    gunicorn workers can share one file."""
+    parsed = make_url(url)
+    kwargs: dict[str, Any] = {"future": True}
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 5, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+        kwargs["pool_size"] = 5
+    engine = create_engine(url, **kwargs)
+    if parsed.get_backend_name() == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # Let SQLAlchemy, not pysqlite, open transactions: SAVEPOINTs need it.
+            dbapi_connection.isolation_level = None
+            # SQLite's lower() folds ASCII only; filters need the same folding as text_key().
+            dbapi_connection.create_function("lower", 1, _fold, deterministic=True)
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(connection: Any) -> None:
+            # IMMEDIATE takes the write lock up front, so two writers queue instead of
+            # failing half-way with "database is locked" on upgrade from a read lock.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the latest migration."""
+    command.upgrade(alembic_config(url), "head")
+
+
+class SqlUnitOfWork:
+    """One transaction over the store, with its repositories.
+
+    Used as a context manager: leaving it without ``commit`` rolls everything back.
+    """
+
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session = self.session_factory()
+        self.sellers = SqlSellers(self.session)
+        self.users = SqlUsers(self.session)
+        self.permission_sets = SqlPermissionSets(self.session)
+        self.tokens = SqlTokens(self.session)
+        self.audit = SqlAudit(self.session)
+        self.outbox = SqlOutbox(self.session)
+        self.markers = SqlMarkers(self.session)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction: what fails inside is undone, the rest of the request stays."""
+        with self.session.begin_nested():
+            yield

@@ -1,0 +1,44 @@
+"""What callers ask of the use cases: plain data, free of any protocol."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.domain.model import Email, Role
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes a change: a token (``token:<id>``), an operator command or a directory source."""
+
+    name: str
+
+
+@dataclass
+class UserDraft:
+    """The whole desired state of a user, as a SCIM body or a directory entry gives it."""
+
+    user_name: str
+    emails: list[Email] = field(default_factory=list)
+    given_name: str | None = None
+    family_name: str | None = None
+    display_name: str | None = None
+    external_id: str | None = None
+    active: bool = True
+    permissions: dict[str, str] = field(default_factory=dict)
+    notifications: list[str] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    requested_role: Role | None = None
+    """The role the client sent, if any: it is read-only, so a different one is refused."""
+
+
+@dataclass
+class PermissionSetDraft:
+    """The whole desired state of a permission set (a SCIM Group)."""
+
+    display_name: str
+    external_id: str | None = None
+    permissions: dict[str, str] = field(default_factory=dict)
+    member_ids: list[str] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)

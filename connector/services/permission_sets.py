@@ -1,0 +1,170 @@
+"""Use cases on permission sets (SCIM Groups)."""
+
+from __future__ import annotations
+
+from connector.domain.catalogue import Catalogue
+from connector.domain.errors import InvalidValue, NotFound, Uniqueness, VersionMismatch
+from connector.domain.model import PermissionSet, SellerAccount, utcnow, validate_permissions
+from connector.services.commands import Actor, PermissionSetDraft
+from connector.services.unit_of_work import AuditEvent, OutboxEntry, UnitOfWork
+from connector.services.users import enqueue_user_sync, new_id
+
+
+def _check_members(uow: UnitOfWork, seller: SellerAccount, member_ids: list[str]) -> list[str]:
+    """Members must be visible users of this seller; anything else is an invalid value."""
+    wanted = list(dict.fromkeys(member_ids))
+    found = {u.id for u in uow.users.get_many(seller.id, wanted) if not u.deleted}
+    missing = [m for m in wanted if m not in found]
+    if missing:
+        raise InvalidValue(
+            f"Group members must be users of this seller; not found: {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
+    return wanted
+
+
+def _check_name_free(uow: UnitOfWork, seller: SellerAccount, set_id: str | None, name: str) -> None:
+    if not name or not name.strip():
+        raise InvalidValue("displayName is required and may not be blank.")
+    holder = uow.permission_sets.by_display_name(seller.id, name)
+    if holder is not None and holder.id != set_id:
+        raise Uniqueness(f"A group named {name!r} already exists for this seller.")
+
+
+def _enqueue(uow: UnitOfWork, permission_set: PermissionSet, touched_users: set[str]) -> None:
+    uow.outbox.add(
+        OutboxEntry(
+            seller_id=permission_set.seller_id,
+            topic="permission_set.sync",
+            aggregate_id=permission_set.id,
+        )
+    )
+    for user in uow.users.get_many(permission_set.seller_id, sorted(touched_users)):
+        enqueue_user_sync(uow, user)
+
+
+def create_permission_set(
+    uow: UnitOfWork,
+    catalogue: Catalogue,
+    seller: SellerAccount,
+    draft: PermissionSetDraft,
+    actor: Actor,
+) -> PermissionSet:
+    """Create a permission set, with its permissions and members."""
+    _check_name_free(uow, seller, None, draft.display_name)
+    now = utcnow()
+    permission_set = PermissionSet(
+        id=new_id(),
+        seller_id=seller.id,
+        display_name=draft.display_name,
+        external_id=draft.external_id,
+        permissions=validate_permissions(catalogue, draft.permissions),
+        member_ids=_check_members(uow, seller, draft.member_ids),
+        profile=dict(draft.profile),
+        created_at=now,
+        updated_at=now,
+    )
+    uow.permission_sets.add(permission_set)
+    uow.audit.append(
+        AuditEvent(
+            seller.id,
+            actor.name,
+            "group.created",
+            f"group:{permission_set.id}",
+            {
+                "displayName": permission_set.display_name,
+                "permissions": {k: v.value for k, v in permission_set.permissions.items()},
+                "members": permission_set.member_ids,
+            },
+        )
+    )
+    _enqueue(uow, permission_set, set(permission_set.member_ids))
+    return permission_set
+
+
+def get_permission_set(uow: UnitOfWork, seller: SellerAccount, set_id: str) -> PermissionSet:
+    """A permission set of this seller; another seller's is not found."""
+    found = uow.permission_sets.get(seller.id, set_id)
+    if found is None:
+        raise NotFound(f"Group {set_id} not found.")
+    return found
+
+
+def replace_permission_set(
+    uow: UnitOfWork,
+    catalogue: Catalogue,
+    seller: SellerAccount,
+    set_id: str,
+    draft: PermissionSetDraft,
+    actor: Actor,
+    *,
+    expected_version: int | None = None,
+) -> PermissionSet:
+    """Replace a permission set's name, permissions and members."""
+    permission_set = get_permission_set(uow, seller, set_id)
+    _check_name_free(uow, seller, set_id, draft.display_name)
+    permissions = validate_permissions(catalogue, draft.permissions)
+    members = _check_members(uow, seller, draft.member_ids)
+    changes: dict[str, object] = {}
+    if permission_set.display_name != draft.display_name:
+        changes["displayName"] = {"from": permission_set.display_name, "to": draft.display_name}
+    if permission_set.permissions != permissions:
+        changes["permissions"] = {
+            "from": {k: v.value for k, v in permission_set.permissions.items()},
+            "to": {k: v.value for k, v in permissions.items()},
+        }
+    added = set(members) - set(permission_set.member_ids)
+    removed = set(permission_set.member_ids) - set(members)
+    if added:
+        changes["membersAdded"] = sorted(added)
+    if removed:
+        changes["membersRemoved"] = sorted(removed)
+    if permission_set.external_id != draft.external_id or permission_set.profile != draft.profile:
+        changes["profile"] = True
+    if not changes and members == permission_set.member_ids:
+        return permission_set
+    permission_set.display_name = draft.display_name
+    permission_set.external_id = draft.external_id
+    permission_set.permissions = permissions
+    permission_set.member_ids = members
+    permission_set.profile = dict(draft.profile)
+    permission_set.updated_at = utcnow()
+    uow.permission_sets.save(permission_set, expected_version=expected_version)
+    uow.audit.append(
+        AuditEvent(seller.id, actor.name, "group.updated", f"group:{permission_set.id}", changes)
+    )
+    # Every member's effective permissions change when the set's permissions do.
+    touched = added | removed | (set(members) if "permissions" in changes else set())
+    _enqueue(uow, permission_set, touched)
+    return permission_set
+
+
+def delete_permission_set(
+    uow: UnitOfWork,
+    seller: SellerAccount,
+    set_id: str,
+    actor: Actor,
+    *,
+    expected_version: int | None = None,
+) -> None:
+    """Delete a permission set; its members lose what it granted."""
+    permission_set = get_permission_set(uow, seller, set_id)
+    if expected_version is not None and permission_set.version != expected_version:
+        raise VersionMismatch(f"Group {set_id} changed since version {expected_version}.")
+    uow.permission_sets.delete(permission_set)
+    uow.audit.append(
+        AuditEvent(
+            seller.id,
+            actor.name,
+            "group.deleted",
+            f"group:{permission_set.id}",
+            {"displayName": permission_set.display_name, "members": permission_set.member_ids},
+        )
+    )
+    uow.outbox.add(
+        OutboxEntry(
+            seller_id=seller.id, topic="permission_set.delete", aggregate_id=permission_set.id
+        )
+    )
+    for user in uow.users.get_many(seller.id, permission_set.member_ids):
+        enqueue_user_sync(uow, user)

@@ -1,0 +1,71 @@
+"""Read-only views for people and scripts: notification recipients, access review, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from connector.domain.catalogue import Catalogue
+from connector.domain.errors import InvalidValue
+from connector.domain.model import Grant, SellerAccount, SellerUser, effective_permissions, utcnow
+from connector.services.unit_of_work import AuditEvent, UnitOfWork
+
+STALE_AFTER = dt.timedelta(days=90)
+
+
+def notification_recipients(
+    uow: UnitOfWork, catalogue: Catalogue, seller: SellerAccount, category: str
+) -> list[SellerUser]:
+    """Who receives a notification category: the primary always, active secondaries that subscribed."""
+    if catalogue.notification(category) is None:
+        raise InvalidValue(
+            f"Unknown notification category {category!r}. Known categories: "
+            + ", ".join(catalogue.notification_ids)
+        )
+    recipients = []
+    for user in uow.users.list(seller.id):
+        if user.is_primary or (user.active and category in user.notifications):
+            recipients.append(user)
+    recipients.sort(key=lambda u: (not u.is_primary, u.user_name.casefold()))
+    return recipients
+
+
+@dataclass
+class ReviewLine:
+    """One user in an access review."""
+
+    user: SellerUser
+    grants: list[Grant]
+    administrator: bool
+    stale: bool
+
+
+def access_review(
+    uow: UnitOfWork, catalogue: Catalogue, seller: SellerAccount, now: dt.datetime | None = None
+) -> list[ReviewLine]:
+    """Every user with role, status, effective permissions and where they come from.
+
+    Administrators (admin on the administrator category, or the primary) are flagged,
+    and so are users with no change and no login for 90 days.
+    """
+    now = now or utcnow()
+    users = uow.users.list(seller.id)
+    groups = uow.permission_sets.of_users([u.id for u in users])
+    lines = []
+    for user in users:
+        grants = effective_permissions(catalogue, user, groups.get(user.id, []))
+        admin = user.is_primary or any(
+            g.category == catalogue.administrator_category and g.level.value == "admin"
+            for g in grants
+        )
+        last_seen = max(t for t in (user.updated_at, user.last_login_at, user.created_at) if t)
+        lines.append(ReviewLine(user, grants, admin, now - last_seen > STALE_AFTER))
+    lines.sort(key=lambda line: (not line.user.is_primary, line.user.user_name.casefold()))
+    return lines
+
+
+def audit_trail(
+    uow: UnitOfWork, seller: SellerAccount, limit: int | None = None
+) -> list[AuditEvent]:
+    """Every recorded change of a seller account, oldest first."""
+    return uow.audit.list(seller.id, limit=limit)

@@ -1,0 +1,203 @@
+"""The Flask application: SCIM 2.0 at /scim/v2, health at /healthz.
+
+Flask only carries requests to scim2-server's handler and back; the protocol is
+scim2-server's, the rules are connector's. ``create_app`` is the gunicorn entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from flask import Flask, Response, g, request
+from scim2_models import Error, NotFoundException, SCIMException
+from scim2_server.requests import ScimRequest
+from scim2_server.responses import ScimResponse
+from scim2_server.routing import Operation
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from connector.bootstrap import Connector, bootstrap
+from connector.services.commands import Actor
+from scim.auth import FailureBrake, TooManyFailures, authenticate_request
+from scim.logs import configure_logging, log
+from scim.schemas import build_models
+from scim.service import SellerScimHandler, SellerScimService
+from scim.storage import SellerStorage, StorageContext, requested_role
+
+logger = logging.getLogger("seller_connector.http")
+
+SCIM_PREFIX = "/scim/v2"
+METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+DISCOVERY = {
+    Operation.service_provider_config,
+    Operation.resource_types,
+    Operation.resource_type,
+    Operation.schemas,
+    Operation.schema,
+}
+
+
+def _error(status: int, detail: str, scim_type: str | None = None) -> ScimResponse:
+    error = Error(status=status, detail=detail, scim_type=scim_type)
+    return ScimResponse(HTTPStatus(status), error.model_dump())
+
+
+def _to_flask(response: ScimResponse) -> Response:
+    body = json.dumps(response.body) if response.body is not None else None
+    return Response(body, status=int(response.status), headers=response.headers)
+
+
+def create_app(connector: Connector | None = None) -> Flask:
+    """Build the application. Without a connector, bootstrap one from the environment."""
+    configure_logging()
+    connector = connector or bootstrap()
+    settings = connector.settings
+    models = build_models(connector.catalogue)
+    service = SellerScimService(models.provider, secret=settings.secret_key)
+    brake = FailureBrake(settings.auth_failures_per_minute)
+    base_url = f"{settings.public_url}{SCIM_PREFIX}"
+
+    app = Flask("seller_connector")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.extensions["seller_connector"] = connector
+
+    @app.before_request
+    def _start() -> None:
+        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
+        g.started = time.perf_counter()
+        g.seller_id = None
+
+    @app.after_request
+    def _finish(response: Response) -> Response:
+        response.headers["X-Request-Id"] = g.request_id
+        log(
+            logger,
+            logging.INFO,
+            "request",
+            request_id=g.request_id,
+            method=request.method,
+            path=request.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - g.started) * 1000, 1),
+            seller=g.seller_id,
+        )
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        try:
+            with connector.engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+        except DBAPIError:
+            return Response(
+                json.dumps({"status": "unavailable", "database": "unreachable"}),
+                status=503,
+                headers={"Content-Type": "application/json", "Retry-After": "5"},
+            )
+        return Response(json.dumps({"status": "ok"}), headers={"Content-Type": "application/json"})
+
+    def serve(path: str) -> ScimResponse:
+        scim_request = ScimRequest(
+            method=request.method,
+            base_url=base_url,
+            path="/" + path,
+            query=request.args.to_dict(),
+            headers=list(request.headers.items()),
+            body=request.get_data(cache=False),
+        )
+        try:
+            operation = service.match(scim_request).operation
+        except SCIMException:
+            operation = None
+        with connector.uow() as uow:
+            storage: Any = None
+            if operation not in DISCOVERY:
+                client = request.remote_addr or "unknown"
+                auth = authenticate_request(
+                    uow, request.headers.get("Authorization"), client, brake
+                )
+                g.seller_id = auth.seller.id
+                storage = SellerStorage(
+                    StorageContext(
+                        uow=uow,
+                        seller=auth.seller,
+                        actor=Actor(auth.actor),
+                        catalogue=connector.catalogue,
+                        provider=models.provider,
+                        invitation_lifespan=settings.invitation_lifespan,
+                    )
+                )
+            else:
+                storage = _DISCOVERY_STORAGE
+            requested_role.set(None)
+            response = SellerScimHandler(service, storage).handle(scim_request)
+            if response.status < 400:
+                uow.commit()
+            return response
+
+    @app.route(SCIM_PREFIX, defaults={"path": ""}, methods=METHODS)
+    @app.route(f"{SCIM_PREFIX}/", defaults={"path": ""}, methods=METHODS)
+    @app.route(f"{SCIM_PREFIX}/<path:path>", methods=METHODS)
+    def scim(path: str) -> Response:
+        try:
+            response = serve(path)
+        except TooManyFailures as error:
+            response = service.error_response(error)
+            response.headers["Retry-After"] = str(error.retry_after)
+        except SCIMException as error:
+            response = service.error_response(error)
+        except OperationalError as error:
+            log(
+                logger,
+                logging.WARNING,
+                "database unavailable",
+                request_id=g.request_id,
+                error=str(error.orig),
+            )
+            response = _error(503, "The database is busy or unavailable. Retry shortly.")
+            response.headers["Retry-After"] = "2"
+        except HTTPException as error:
+            response = _error(error.code or 400, error.description or error.name)
+        except Exception:
+            logger.exception("unexpected error", extra={"fields": {"request_id": g.request_id}})
+            response = _error(500, f"Internal error; reference {g.request_id} in the server log.")
+        return _to_flask(response)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Response:
+        detail = error.description or error.name
+        if error.code == 413:
+            detail = f"The request body exceeds {settings.max_body_bytes} bytes."
+        response = _to_flask(_error(error.code or 500, detail))
+        for key, value in error.get_headers():
+            if key.lower() == "allow":
+                response.headers[key] = value
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Response:
+        logger.exception("unexpected error", extra={"fields": {"request_id": g.get("request_id")}})
+        return _to_flask(_error(500, "Internal error; see the server log."))
+
+    return app
+
+
+class _DiscoveryStorage(SellerStorage):
+    """Discovery needs no data: a storage that has none."""
+
+    def __init__(self) -> None:
+        pass
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotFoundException
+
+    search = create = update = delete = get  # type: ignore[assignment]
+
+
+_DISCOVERY_STORAGE = _DiscoveryStorage()
