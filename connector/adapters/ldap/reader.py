@@ -1,0 +1,766 @@
+"""Read users and their mapped group memberships from OpenLDAP or Active Directory.
+
+Everything is streamed with the paged results control: a scan yields one user at a
+time and keeps one page of entries, never the whole directory. Every search result
+code is checked: a size or time limit, a referral or a partial answer raises
+:class:`DirectoryIncomplete`, because a truncated list read as "the others are gone"
+would deactivate real people.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import ssl
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
+from ldap3.core.exceptions import (
+    LDAPCommunicationError,
+    LDAPException,
+    LDAPSocketOpenError,
+    LDAPSocketReceiveError,
+    LDAPStartTLSError,
+)
+from ldap3.utils.conv import escape_filter_chars
+
+from connector.adapters.ldap.config import (
+    ChangeTracking,
+    DirectoryConfig,
+    DirectoryConfigError,
+    NestedGroups,
+    TlsMode,
+    normalize_dn,
+)
+from connector.directory.errors import (
+    DirectoryAuthFailed,
+    DirectoryBaseNotFound,
+    DirectoryError,
+    DirectoryIncomplete,
+    DirectoryTlsError,
+    DirectoryUnreachable,
+    MarkerError,
+)
+from connector.directory.model import DirectoryScan, DirectoryUser, Problem
+from connector.domain.model import is_email
+
+PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
+DOMAIN_SCOPE_OID = "1.2.840.113556.1.4.1339"
+IN_CHAIN_RULE = "1.2.840.113556.1.4.1941"
+
+# LDAP result codes (RFC 4511) the reader tells apart.
+SUCCESS = 0
+OPERATIONS_ERROR = 1
+TIME_LIMIT_EXCEEDED = 3
+SIZE_LIMIT_EXCEEDED = 4
+PARTIAL_RESULTS = 9
+REFERRAL = 10
+ADMIN_LIMIT_EXCEEDED = 11
+UNAVAILABLE_CRITICAL_EXTENSION = 12
+NO_SUCH_OBJECT = 32
+INVALID_CREDENTIALS = 49
+INSUFFICIENT_ACCESS = 50
+BUSY = 51
+UNAVAILABLE = 52
+
+_INCOMPLETE = {
+    TIME_LIMIT_EXCEEDED: "timeLimitExceeded",
+    SIZE_LIMIT_EXCEEDED: "sizeLimitExceeded",
+    PARTIAL_RESULTS: "partialResults",
+    REFERRAL: "referral",
+    ADMIN_LIMIT_EXCEEDED: "adminLimitExceeded",
+}
+
+_ID_BATCH = 50
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A high-water mark of one change-tracking kind, stored as text between runs."""
+
+    tracking: ChangeTracking
+    value: str
+
+    def dump(self) -> str:
+        """The marker as a string for ``DirectoryTarget.set_marker``."""
+        return json.dumps({"tracking": self.tracking.value, "value": self.value})
+
+    @classmethod
+    def load(cls, text: str) -> Marker:
+        """Read a marker written by :meth:`dump`.
+
+        :raises MarkerError: when the text is not such a marker.
+        """
+        try:
+            data = json.loads(text)
+            return cls(ChangeTracking(data["tracking"]), str(data["value"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise MarkerError(
+                f"unreadable directory marker {text[:80]!r}: run a full sync"
+            ) from exc
+
+
+def _first(values: list[bytes] | None) -> bytes | None:
+    return values[0] if values else None
+
+
+def _text(value: bytes | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        text = value.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return None
+    return text or None
+
+
+def stable_id_text(attribute: str, raw: bytes) -> str | None:
+    """The stable id as text: objectGUID (16 bytes, little-endian) as a UUID string."""
+    if attribute.lower() == "objectguid" or (len(raw) == 16 and _text(raw) is None):
+        if len(raw) != 16:
+            return None
+        return str(uuid.UUID(bytes_le=raw))
+    text = _text(raw)
+    return text.lower() if text else None
+
+
+def stable_id_filter_value(attribute: str, stable_id: str) -> str:
+    """The filter assertion value matching one stable id (binary GUIDs escaped per byte)."""
+    if attribute.lower() == "objectguid":
+        raw = uuid.UUID(stable_id).bytes_le
+        return "".join(f"\\{b:02x}" for b in raw)
+    return escape_filter_chars(stable_id)
+
+
+def entry_to_user(
+    config: DirectoryConfig,
+    dn: str,
+    attributes: dict[str, list[bytes]],
+    group_sets: dict[str, frozenset[str]],
+) -> DirectoryUser | Problem:
+    """Map one directory entry (attribute names lower-cased, raw values) to a user.
+
+    Returns a :class:`Problem` instead when a required attribute is missing or wrong:
+    the caller skips that entry and goes on with the rest.
+    """
+    stable_attr = config.stable_id_attribute
+    raw_id = _first(attributes.get(stable_attr.lower()))
+    stable_id = stable_id_text(stable_attr, raw_id) if raw_id is not None else None
+    if stable_id is None:
+        return Problem(dn, f"skipped: no usable {stable_attr} (the stable id)")
+    mapping = config.attributes
+    email = _text(_first(attributes.get(mapping.mail.lower())))
+    if email is None:
+        return Problem(dn, f"skipped: no {mapping.mail} (email)")
+    if not is_email(email):
+        return Problem(dn, f"skipped: {mapping.mail} {email!r} is not an email address")
+    given = _text(_first(attributes.get(mapping.given_name.lower())))
+    if given is None:
+        return Problem(dn, f"skipped: no {mapping.given_name} (given name)")
+    family = _text(_first(attributes.get(mapping.family_name.lower())))
+    if family is None:
+        return Problem(dn, f"skipped: no {mapping.family_name} (family name)")
+    disabled = False
+    flag = config.disabled_flag
+    if flag is not None:
+        values = [t for t in (_text(v) for v in attributes.get(flag.attribute.lower(), [])) if t]
+        disabled = flag.is_disabled(values)
+    sets: set[str] = set()
+    for raw in attributes.get(config.member_of_attribute.lower(), []):
+        text = _text(raw)
+        if text is None:
+            continue
+        try:
+            sets |= group_sets.get(normalize_dn(text), frozenset())
+        except ValueError:
+            continue
+    return DirectoryUser(
+        stable_id=stable_id,
+        dn=dn,
+        email=email,
+        given_name=given,
+        family_name=family,
+        disabled=disabled,
+        permission_sets=frozenset(sets),
+    )
+
+
+class DirectoryReader:
+    """Reads one directory source. Connects on first use; use it as a context manager.
+
+    ``password`` overrides the configured ``bind_password_env``/``bind_password_file``
+    (tests, or a caller that already holds it).
+    """
+
+    def __init__(self, config: DirectoryConfig, *, password: str | None = None) -> None:
+        self.config = config
+        self._password = password
+        self._conn: Connection | None = None
+        self._group_sets: dict[str, frozenset[str]] | None = None
+
+    # -- connection --------------------------------------------------------------
+
+    def __enter__(self) -> DirectoryReader:
+        self.connect()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Unbind and close the connection (safe to call twice)."""
+        if self._conn is not None:
+            with contextlib.suppress(LDAPException):
+                self._conn.unbind()
+            self._conn = None
+
+    def _where(self) -> str:
+        return f"directory server {self.config.server_label}"
+
+    def _tls(self) -> Tls | None:
+        tls = self.config.tls
+        if tls.mode is TlsMode.none:
+            return None
+        if tls.ca_file is not None and not tls.ca_file.is_file():
+            raise DirectoryTlsError(
+                f"{self._where()}: tls.ca_file {tls.ca_file} does not exist: point it at "
+                "the PEM file of the CA that signed the server's certificate"
+            )
+        return Tls(
+            validate=ssl.CERT_REQUIRED if tls.verify else ssl.CERT_NONE,
+            ca_certs_file=str(tls.ca_file) if tls.ca_file else None,
+            version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+
+    def connect(self) -> None:
+        """Open the connection, start TLS if configured, and bind as the sync account.
+
+        :raises DirectoryUnreachable, DirectoryTlsError, DirectoryAuthFailed: saying
+            what to check.
+        """
+        if self._conn is not None:
+            return
+        cfg = self.config
+        password = self._password if self._password is not None else cfg.read_bind_password()
+        try:
+            server = Server(
+                cfg.url,
+                use_ssl=cfg.tls.mode is TlsMode.ldaps,
+                tls=self._tls(),
+                get_info=NONE,
+                connect_timeout=cfg.connect_timeout,
+            )
+            conn = Connection(
+                server,
+                user=cfg.bind_dn,
+                password=password,
+                authentication=SIMPLE,
+                auto_bind=False,
+                read_only=True,
+                raise_exceptions=False,
+                auto_referrals=False,  # a referral means "incomplete here", never chased
+                receive_timeout=cfg.receive_timeout,
+                return_empty_attributes=False,
+                auto_escape=False,  # filters are escaped here, once
+                check_names=False,
+            )
+        except LDAPException as exc:
+            raise DirectoryConfigError(f"{self._where()}: cannot be used: {exc}") from exc
+        try:
+            conn.open()
+        except LDAPSocketOpenError as exc:
+            if cfg.tls.mode is TlsMode.ldaps and "ssl" in str(exc).lower():
+                raise self._tls_error(exc) from exc
+            raise DirectoryUnreachable(
+                f"cannot reach the {self._where()}: {exc}. Check the url (host and port), "
+                "that the server runs, and any firewall in between."
+            ) from exc
+        except LDAPCommunicationError as exc:
+            raise DirectoryUnreachable(f"cannot reach the {self._where()}: {exc}") from exc
+        if cfg.tls.mode is TlsMode.starttls:
+            try:
+                started = conn.start_tls()
+            except (LDAPStartTLSError, LDAPCommunicationError, ssl.SSLError) as exc:
+                raise self._tls_error(exc) from exc
+            if not started:
+                raise self._tls_error(conn.result.get("description") or conn.result)
+        try:
+            bound = conn.bind()
+        except LDAPCommunicationError as exc:
+            raise DirectoryUnreachable(
+                f"the {self._where()} dropped the connection during bind: {exc}"
+            ) from exc
+        if not bound:
+            code = conn.result.get("result")
+            secret = (
+                f"the environment variable {cfg.bind_password_env}"
+                if cfg.bind_password_env
+                else f"the file {cfg.bind_password_file}"
+            )
+            if code == INVALID_CREDENTIALS:
+                raise DirectoryAuthFailed(
+                    f"the {self._where()} refused the bind as {cfg.bind_dn}: invalid "
+                    f"credentials. Check bind_dn and the password in {secret} (and that "
+                    "the account is not locked or expired)."
+                )
+            if code == 13:  # confidentialityRequired
+                raise DirectoryTlsError(
+                    f"the {self._where()} requires TLS before bind: set tls.mode to "
+                    "starttls or ldaps"
+                )
+            raise DirectoryAuthFailed(
+                f"the {self._where()} refused the bind as {cfg.bind_dn}: "
+                f"{conn.result.get('description')} ({code}) {conn.result.get('message', '')}"
+            )
+        self._conn = conn
+
+    def _tls_error(self, exc: object) -> DirectoryTlsError:
+        return DirectoryTlsError(
+            f"TLS with the {self._where()} failed: {exc}. Check tls.mode ("
+            f"{self.config.tls.mode.value}), tls.ca_file (the CA that signed the server "
+            "certificate) and that the url's host name matches the certificate."
+        )
+
+    @property
+    def connection(self) -> Connection:
+        """The bound connection (connects on first use)."""
+        self.connect()
+        assert self._conn is not None
+        return self._conn
+
+    # -- searching ---------------------------------------------------------------
+
+    def search(
+        self,
+        base: str,
+        search_filter: str,
+        attributes: list[str],
+        *,
+        scope: str = SUBTREE,
+        what: str = "entries",
+    ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
+        """Stream ``(dn, raw attributes with lower-cased names)`` with paged searches.
+
+        Checks the result code of every page.
+
+        :raises DirectoryIncomplete: on a size/time/admin limit, a referral, a partial
+            answer, or a continuation reference.
+        :raises DirectoryBaseNotFound: when ``base`` does not exist.
+        """
+        cfg = self.config
+        conn = self.connection
+        controls = [(DOMAIN_SCOPE_OID, False, None)] if cfg.send_domain_scope else None
+        cookie: bytes | None = None
+        count = 0
+        while True:
+            try:
+                conn.search(
+                    base,
+                    search_filter,
+                    search_scope=scope,
+                    attributes=attributes or ["1.1"],
+                    paged_size=cfg.page_size if scope != BASE else None,
+                    paged_cookie=cookie,
+                    time_limit=cfg.time_limit,
+                    controls=controls,
+                )
+            except LDAPSocketReceiveError as exc:
+                raise DirectoryUnreachable(
+                    f"the {self._where()} did not answer the search of {base} within "
+                    f"{cfg.receive_timeout} s (receive_timeout): {exc}"
+                ) from exc
+            except LDAPCommunicationError as exc:
+                raise DirectoryUnreachable(
+                    f"lost the connection to the {self._where()} while reading {base}: {exc}"
+                ) from exc
+            result = conn.result
+            code = result.get("result")
+            for item in conn.response or []:
+                kind = item.get("type")
+                if kind == "searchResRef":
+                    raise DirectoryIncomplete(
+                        f"the {self._where()} answered the search of {base} with a referral "
+                        f"to {item.get('uri')}: part of the tree is held elsewhere and was "
+                        "not read. Nothing was changed. Narrow base_dn to one server's "
+                        "naming context (AD: keep domain_scope on)."
+                    )
+                if kind != "searchResEntry":
+                    continue
+                count += 1
+                raw = item.get("raw_attributes") or {}
+                yield item["dn"], {k.lower(): list(v) for k, v in raw.items()}
+            self._check(code, result, base, what, count)
+            if scope == BASE:
+                return
+            page = (result.get("controls") or {}).get(PAGED_RESULTS_OID) or {}
+            cookie = (page.get("value") or {}).get("cookie")
+            if not cookie:
+                return
+
+    def _check(self, code: Any, result: dict[str, Any], base: str, what: str, count: int) -> None:
+        if code == SUCCESS:
+            return
+        description = result.get("description") or str(code)
+        message = (result.get("message") or "").strip()
+        if code in _INCOMPLETE:
+            raise DirectoryIncomplete(
+                f"the {self._where()} stopped the search of {what} under {base} after "
+                f"{count} entries: {_INCOMPLETE[code]} ({code}){': ' + message if message else ''}. "
+                "The answer is incomplete, so nothing was changed and nobody was "
+                "deactivated. Give the sync account "
+                f"{self.config.bind_dn} unlimited size and time limits (OpenLDAP: olcLimits "
+                "size=unlimited time=unlimited; AD: MaxPageSize/MaxResultSetSize) or raise "
+                "time_limit."
+            )
+        if code == NO_SUCH_OBJECT:
+            raise DirectoryBaseNotFound(
+                f"{base} does not exist on the {self._where()} (noSuchObject"
+                f"{', matched ' + result['dn'] if result.get('dn') else ''}). Check "
+                "base_dn and groups.base_dn, and that the sync account may read them."
+            )
+        if code == INSUFFICIENT_ACCESS:
+            raise DirectoryAuthFailed(
+                f"the {self._where()} does not let {self.config.bind_dn} read {base}: "
+                "grant the sync account read access"
+            )
+        if code in (BUSY, UNAVAILABLE, OPERATIONS_ERROR):
+            raise DirectoryUnreachable(
+                f"the {self._where()} could not answer the search of {base}: "
+                f"{description} ({code}) {message}. Try again later."
+            )
+        if code == UNAVAILABLE_CRITICAL_EXTENSION:
+            raise DirectoryIncomplete(
+                f"the {self._where()} does not support a control the sync needs (paged "
+                f"results or domain scope): {message}. Set domain_scope: false for a "
+                "non-AD server."
+            )
+        raise DirectoryError(
+            f"the {self._where()} refused the search of {what} under {base}: "
+            f"{description} ({code}) {message}"
+        )
+
+    # -- groups ------------------------------------------------------------------
+
+    def _group_dns(self) -> set[str]:
+        """Normalized DNs of every group under groups.base_dn matching groups.filter."""
+        return {
+            normalize_dn(dn)
+            for dn, _ in self.search(
+                self.config.group_base_dn, self.config.group_filter, [], what="groups"
+            )
+        }
+
+    def group_index(self) -> dict[str, frozenset[str]]:
+        """Normalized group DN -> the permission sets membership of that group grants.
+
+        A group nested (at any depth) inside a mapped group grants the mapped group's
+        sets. Nested groups are walked with a visited set, so membership loops end.
+
+        :raises DirectoryBaseNotFound: when a mapped group does not exist.
+        """
+        cfg = self.config
+        mapping = cfg.group_map
+        if not mapping:
+            return {}
+        attr = cfg.groups.member_attribute
+        mode = cfg.nested_groups
+        children: dict[str, set[str]] = {}
+        if mode is NestedGroups.flatten:
+            groups = self._group_dns()
+            for dn, attrs in self.search(
+                cfg.group_base_dn, cfg.group_filter, [attr], what="group members"
+            ):
+                subgroups = set()
+                for raw in attrs.get(attr.lower(), []):
+                    text = _text(raw)
+                    if text is None:
+                        continue
+                    try:
+                        member = normalize_dn(text)
+                    except ValueError:
+                        continue
+                    if member in groups:
+                        subgroups.add(member)
+                if subgroups:
+                    children[normalize_dn(dn)] = subgroups
+            missing = [dn for dn in mapping if dn not in groups]
+        else:
+            missing = [dn for dn in mapping if not self._exists(dn)]
+        if missing:
+            originals = {normalize_dn(dn): dn for dn in cfg.groups.map}
+            raise DirectoryBaseNotFound(
+                f"mapped group(s) not found on the {self._where()} under "
+                f"{cfg.group_base_dn} matching {cfg.group_filter}: "
+                + "; ".join(originals[m] for m in missing)
+                + ". A renamed or deleted group would remove everyone's permission set: "
+                "fix groups.map (nothing was changed)."
+            )
+        index: dict[str, set[str]] = {}
+        for mapped, name in mapping.items():
+            if mode is NestedGroups.flatten:
+                closure = _descendants(mapped, children)
+            elif mode is NestedGroups.in_chain:
+                closure = {mapped} | {
+                    normalize_dn(dn)
+                    for dn, _ in self.search(
+                        cfg.group_base_dn,
+                        f"(&{cfg.group_filter}(memberOf:{IN_CHAIN_RULE}:="
+                        f"{escape_filter_chars(mapped)}))",
+                        [],
+                        what="nested groups",
+                    )
+                }
+            else:
+                closure = {mapped}
+            for group in closure:
+                index.setdefault(group, set()).add(name)
+        self._group_sets = {dn: frozenset(names) for dn, names in index.items()}
+        return self._group_sets
+
+    def _exists(self, dn: str) -> bool:
+        try:
+            for _ in self.search(dn, "(objectClass=*)", [], scope=BASE, what="a mapped group"):
+                return True
+        except DirectoryBaseNotFound:
+            return False
+        return False
+
+    # -- markers -----------------------------------------------------------------
+
+    def _naming_context(self) -> str:
+        """The naming context (suffix) that holds base_dn: its contextCSN is the mark."""
+        base = normalize_dn(self.config.base_dn)
+        contexts: list[str] = []
+        for _, attrs in self.search("", "(objectClass=*)", ["namingContexts"], scope=BASE):
+            contexts = [t for t in (_text(v) for v in attrs.get("namingcontexts", [])) if t]
+        best = ""
+        for context in contexts:
+            norm = normalize_dn(context)
+            if (base == norm or base.endswith("," + norm)) and len(norm) > len(best):
+                best = context
+        if not best:
+            raise DirectoryBaseNotFound(
+                f"base_dn {self.config.base_dn} is in none of the naming contexts of the "
+                f"{self._where()} ({', '.join(contexts) or 'none published'}): check base_dn"
+            )
+        return best
+
+    def current_marker(self) -> Marker | None:
+        """The server's high-water mark now, read BEFORE a scan.
+
+        Changes made while the scan runs are then read again next time, never lost.
+        ``None`` for modifyTimestamp tracking, whose mark comes from the entries read.
+        """
+        tracking = self.config.tracking
+        if tracking is ChangeTracking.entry_csn:
+            context = self._naming_context()
+            values: list[str] = []
+            for _, attrs in self.search(context, "(objectClass=*)", ["contextCSN"], scope=BASE):
+                values = [t for t in (_text(v) for v in attrs.get("contextcsn", [])) if t]
+            if not values:
+                raise DirectoryError(
+                    f"the {self._where()} publishes no contextCSN on {context}: load the "
+                    "syncprov overlay on that database, or set change_tracking: "
+                    "modify_timestamp"
+                )
+            # Several values in multi-provider setups (one per server id): the oldest
+            # is safe, it may re-read a little but never skips a change.
+            return Marker(tracking, min(values))
+        if tracking is ChangeTracking.usn_changed:
+            for _, attrs in self.search("", "(objectClass=*)", ["highestCommittedUSN"], scope=BASE):
+                value = _text(_first(attrs.get("highestcommittedusn")))
+                if value and value.isdigit():
+                    return Marker(tracking, value)
+            raise DirectoryError(
+                f"the {self._where()} publishes no highestCommittedUSN: uSNChanged "
+                "tracking needs Active Directory; set change_tracking: modify_timestamp"
+            )
+        return None
+
+    def _changed_filter(self, marker: Marker) -> str:
+        if marker.tracking is ChangeTracking.entry_csn:
+            value = escape_filter_chars(marker.value)
+            return f"(&(entryCSN>={value})(!(entryCSN={value})))"
+        if marker.tracking is ChangeTracking.usn_changed:
+            return f"(uSNChanged>={int(marker.value) + 1})"
+        # One-second resolution: >= re-reads that second, which is harmless.
+        return f"(modifyTimestamp>={escape_filter_chars(marker.value)})"
+
+    # -- scans -------------------------------------------------------------------
+
+    def _user_attributes(self) -> list[str]:
+        cfg = self.config
+        names = [
+            cfg.stable_id_attribute,
+            cfg.attributes.mail,
+            cfg.attributes.given_name,
+            cfg.attributes.family_name,
+            cfg.member_of_attribute,
+        ]
+        if cfg.disabled_flag is not None:
+            names.append(cfg.disabled_flag.attribute)
+        if cfg.tracking is ChangeTracking.modify_timestamp:
+            names.append("modifyTimestamp")
+        return list(dict.fromkeys(names))  # operational ones must be asked for by name
+
+    def _users(
+        self,
+        search_filter: str,
+        group_sets: dict[str, frozenset[str]],
+        scan: DirectoryScan,
+        *,
+        track_timestamp: bool = False,
+    ) -> Iterator[DirectoryUser]:
+        for dn, attrs in self.search(
+            self.config.base_dn, search_filter, self._user_attributes(), what="users"
+        ):
+            if track_timestamp:
+                _raise_marker(scan, attrs)
+            found = entry_to_user(self.config, dn, attrs, group_sets)
+            if isinstance(found, Problem):
+                scan.problems.append(found)
+            else:
+                yield found
+
+    def read_all(self) -> DirectoryScan:
+        """A full scan: every user the user filter matches, streamed.
+
+        The marker is taken before reading. Mapped groups are resolved first, so a
+        missing group raises here, before any user is planned.
+        """
+        marker = self.current_marker()
+        group_sets = self.group_index()
+        tracking_ts = self.config.tracking is ChangeTracking.modify_timestamp
+        scan = DirectoryScan(users=iter(()), marker=marker.dump() if marker else None)
+        if tracking_ts:
+            self._raise_marker_from_groups(scan)
+        scan.users = self._users(
+            self.config.effective_user_filter, group_sets, scan, track_timestamp=tracking_ts
+        )
+        return scan
+
+    def read_changes(self, since_marker: str) -> DirectoryScan:
+        """A delta scan: users changed since ``since_marker``, and every current member
+        of a mapped group that changed (membership changes touch the group, not the user).
+
+        ``affected_permission_sets`` names the sets whose groups changed: users who hold
+        one must be read again (:meth:`read_users_by_id`), since who left a group no
+        longer shows among its members. Deleted entries do not show: only a full run
+        deactivates users missing from the directory.
+
+        :raises MarkerError: when ``since_marker`` is unreadable or of another tracking
+            kind than configured (run a full sync).
+        """
+        cfg = self.config
+        since = Marker.load(since_marker)
+        if since.tracking is not cfg.tracking:
+            raise MarkerError(
+                f"the stored marker tracks {since.tracking.value}, the source "
+                f"{cfg.id!r} now uses {cfg.tracking.value}: run a full sync"
+            )
+        now = self.current_marker()
+        group_sets = self.group_index()
+        changed_filter = self._changed_filter(since)
+        tracking_ts = cfg.tracking is ChangeTracking.modify_timestamp
+        scan = DirectoryScan(users=iter(()), marker=now.dump() if now else since.dump())
+        affected: set[str] = set()
+        for dn, attrs in self.search(
+            cfg.group_base_dn,
+            f"(&{cfg.group_filter}{changed_filter})",
+            ["modifyTimestamp"] if tracking_ts else [],
+            what="changed groups",
+        ):
+            if tracking_ts:
+                _raise_marker(scan, attrs)
+            affected |= group_sets.get(normalize_dn(dn), frozenset())
+        scan.affected_permission_sets = frozenset(affected)
+        member_groups = sorted(g for g, names in group_sets.items() if names & affected)
+
+        def users() -> Iterator[DirectoryUser]:
+            user_filter = cfg.effective_user_filter
+            yield from self._users(
+                f"(&{user_filter}{changed_filter})", group_sets, scan, track_timestamp=tracking_ts
+            )
+            member_of = cfg.member_of_attribute
+            for start in range(0, len(member_groups), _ID_BATCH):
+                terms = "".join(
+                    f"({member_of}={escape_filter_chars(g)})"
+                    for g in member_groups[start : start + _ID_BATCH]
+                )
+                yield from self._users(f"(&{user_filter}(|{terms}))", group_sets, scan)
+
+        scan.users = users()
+        return scan
+
+    def read_users_by_id(
+        self, stable_ids: Iterable[str], group_sets: dict[str, frozenset[str]] | None = None
+    ) -> DirectoryScan:
+        """Read the users with these stable ids (those still matching the user filter).
+
+        Ids the directory no longer has are simply absent from the result. The group
+        index of the last scan is reused (``group_sets`` overrides it).
+        """
+        ids = sorted(set(stable_ids))
+        scan = DirectoryScan(users=iter(()))
+        sets = group_sets if group_sets is not None else self._group_sets
+        if sets is None:
+            sets = self.group_index() if ids else {}
+        attr = self.config.stable_id_attribute
+
+        def users() -> Iterator[DirectoryUser]:
+            for start in range(0, len(ids), _ID_BATCH):
+                terms = "".join(
+                    f"({attr}={stable_id_filter_value(attr, i)})"
+                    for i in ids[start : start + _ID_BATCH]
+                )
+                yield from self._users(
+                    f"(&{self.config.effective_user_filter}(|{terms}))", sets, scan
+                )
+
+        scan.users = users()
+        return scan
+
+    def _raise_marker_from_groups(self, scan: DirectoryScan) -> None:
+        for _, attrs in self.search(
+            self.config.group_base_dn,
+            self.config.group_filter,
+            ["modifyTimestamp"],
+            what="groups",
+        ):
+            _raise_marker(scan, attrs)
+
+
+def _raise_marker(scan: DirectoryScan, attrs: dict[str, list[bytes]]) -> None:
+    """modifyTimestamp tracking: the mark is the newest timestamp read."""
+    stamp = _text(_first(attrs.get("modifytimestamp")))
+    if not stamp:
+        return
+    current = Marker.load(scan.marker).value if scan.marker else ""
+    if _stamp_key(stamp) > _stamp_key(current):
+        scan.marker = Marker(ChangeTracking.modify_timestamp, stamp).dump()
+
+
+def _stamp_key(stamp: str) -> str:
+    """Generalized times compare as text once the fraction and zone are dropped."""
+    return stamp.split(".")[0].rstrip("Z")[:14]
+
+
+def _descendants(root: str, children: dict[str, set[str]]) -> set[str]:
+    """``root`` and every group nested in it, at any depth; loops are cut."""
+    seen = {root}
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                stack.append(child)
+    return seen

@@ -1,0 +1,390 @@
+"""Run one directory sync: read, plan, guard, apply through a ``DirectoryTarget``.
+
+The order of a run:
+
+1. Read the stored state (high-water marker, last full run) and decide full or delta.
+2. Read the directory (streamed) and plan against the store's users. A read that
+   cannot be complete raises before anything is planned, so nothing changes.
+3. Check the deactivation threshold (``force`` overrides).
+4. Dry run: report the plan and stop. Otherwise apply it, least privilege first.
+5. Store the new marker only when every action succeeded: a failed or interrupted
+   run is read again from the old marker, and since each action sets a state
+   (rather than toggling one), the re-run converges to the same result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from connector.directory.errors import MarkerError, ThresholdExceeded
+from connector.directory.model import DirectoryScan, DirectoryUser, KnownUser, Problem
+from connector.directory.plan import (
+    Action,
+    CreateUser,
+    Deactivate,
+    Reactivate,
+    SetPermissionSets,
+    SyncPlan,
+    UpdateUser,
+    plan_sync,
+)
+from connector.domain.errors import DomainError
+
+Progress = Callable[[str], None]
+
+
+class SyncSettings(Protocol):
+    """What a run needs from a source's configuration
+    (``connector.adapters.ldap.config.SyncSettings`` has it)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def seller_id(self) -> str | None: ...
+    @property
+    def seller_name(self) -> str | None: ...
+    @property
+    def deactivation_threshold(self) -> float: ...
+    @property
+    def deactivation_floor(self) -> int: ...
+    @property
+    def managed_permission_sets(self) -> frozenset[str]: ...
+    @property
+    def require_mapped_group(self) -> bool: ...
+    @property
+    def reconcile_runs(self) -> int | None: ...
+    @property
+    def reconcile_hours(self) -> float | None: ...
+
+
+class DirectoryTarget(Protocol):
+    """Where a directory sync writes: the store of seller users (the service layer).
+
+    Every method sets a state and may be called again with the same arguments
+    harmlessly (an interrupted run is re-run). A method refusing one change for a
+    reason of the seller domain raises ``connector.domain.errors.DomainError``: the
+    run records it and goes on with the other users (and does not advance the
+    marker). Any other exception stops the run.
+    """
+
+    def resolve_seller(self, seller_id: str | None, seller_name: str | None) -> str:
+        """The id of the seller account the source feeds, given its id or its name.
+
+        :raises DomainError: (``NotFound``) when there is no such seller.
+        """
+        ...
+
+    def known_users(self, seller_id: str) -> list[KnownUser]:
+        """Every user of the seller, active or not, primary included, with
+        ``external_id`` set for the users linked to a directory entry (None otherwise).
+        """
+        ...
+
+    def create_user(
+        self,
+        seller_id: str,
+        *,
+        external_id: str,
+        email: str,
+        given_name: str,
+        family_name: str,
+        permission_sets: frozenset[str],
+    ) -> str:
+        """Create an active secondary user linked to ``external_id``, member of
+        exactly ``permission_sets`` (by name), and invite it. Atomic: afterwards the
+        user exists with its ``external_id`` or not at all. Returns the user id.
+        """
+        ...
+
+    def update_user(
+        self,
+        seller_id: str,
+        user_id: str,
+        *,
+        email: str | None = None,
+        given_name: str | None = None,
+        family_name: str | None = None,
+    ) -> None:
+        """Set the given fields (``None``: unchanged). ``email`` replaces the primary
+        address (the user keeps its id, external id and permission sets)."""
+        ...
+
+    def set_permission_sets(
+        self, seller_id: str, user_id: str, permission_sets: frozenset[str]
+    ) -> None:
+        """Make the user a member of exactly these permission sets (by name)."""
+        ...
+
+    def deactivate(self, seller_id: str, user_id: str, *, reason: str) -> None:
+        """Make the user inactive (never delete); ``reason`` is for the audit log.
+        Already inactive: nothing to do."""
+        ...
+
+    def reactivate(self, seller_id: str, user_id: str) -> None:
+        """Make an inactive user active again. Already active: nothing to do."""
+        ...
+
+    def get_marker(self, source_id: str) -> str | None:
+        """The state ``set_marker`` stored for this directory source, or None."""
+        ...
+
+    def set_marker(self, source_id: str, marker: str) -> None:
+        """Store the source's sync state (an opaque string of at most a few hundred
+        characters) after a successful run."""
+        ...
+
+
+class DirectorySource(Protocol):
+    """What a sync reads from (``connector.adapters.ldap.reader.DirectoryReader``)."""
+
+    def read_all(self) -> DirectoryScan:
+        """Every user in scope, streamed, with the marker taken before reading."""
+        ...
+
+    def read_changes(self, since_marker: str) -> DirectoryScan:
+        """Users changed since the marker, and members of changed mapped groups."""
+        ...
+
+    def read_users_by_id(self, stable_ids: Iterable[str]) -> DirectoryScan:
+        """The users with these stable ids that are still in scope."""
+        ...
+
+
+@dataclass(frozen=True)
+class SyncState:
+    """What is stored between runs under the source id."""
+
+    marker: str | None
+    """The reader's high-water mark (opaque here)."""
+    full_at: dt.datetime
+    """When the last successful full run started."""
+    runs_since_full: int = 0
+
+    def dump(self) -> str:
+        return json.dumps(
+            {
+                "v": 1,
+                "marker": self.marker,
+                "full_at": self.full_at.isoformat(),
+                "runs_since_full": self.runs_since_full,
+            }
+        )
+
+    @classmethod
+    def load(cls, text: str | None) -> SyncState | None:
+        """Read a stored state; ``None`` when there is none or it cannot be read."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(
+                marker=data["marker"],
+                full_at=dt.datetime.fromisoformat(data["full_at"]),
+                runs_since_full=int(data["runs_since_full"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An action the target refused; the run went on with the others."""
+
+    action: Action
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.action.describe()}: {self.message}"
+
+
+@dataclass
+class SyncResult:
+    """What a run did (or, in a dry run, would do)."""
+
+    plan: SyncPlan
+    full: bool
+    dry_run: bool
+    applied: list[Action] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    marker_stored: bool = False
+    blocked: str | None = None
+    """Dry run over the threshold: the error a real run would raise."""
+
+    @property
+    def problems(self) -> list[Problem]:
+        return self.plan.problems
+
+    @property
+    def ok(self) -> bool:
+        """Everything planned was applied (or, for a dry run, could be)."""
+        return not self.failures and self.blocked is None
+
+
+def _full_due(config: SyncSettings, state: SyncState, now: dt.datetime) -> str | None:
+    runs, hours = config.reconcile_runs, config.reconcile_hours
+    if runs is not None and state.runs_since_full + 1 >= runs:
+        return f"{runs} runs since the last full run"
+    if hours is not None and now - state.full_at >= dt.timedelta(hours=hours):
+        return f"{hours} h since the last full run"
+    return None
+
+
+def run_sync(
+    config: SyncSettings,
+    reader: DirectorySource,
+    target: DirectoryTarget,
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+    now: dt.datetime | None = None,
+) -> SyncResult:
+    """Sync one directory source into its seller account.
+
+    ``full`` forces a full run (deltas cannot see deleted entries; a full run is also
+    made when there is no stored state, or ``full_reconcile_every`` is due). ``force``
+    lets a run exceed the deactivation threshold. ``progress`` gets one line at a
+    time (the plan included). Directory errors (``DirectoryError``) and
+    ``ThresholdExceeded`` raise before anything is changed.
+    """
+    say: Progress = progress or (lambda _line: None)
+    started = now or dt.datetime.now(dt.UTC)
+    seller_id = target.resolve_seller(config.seller_id, config.seller_name)
+    state = SyncState.load(target.get_marker(config.id))
+    known = target.known_users(seller_id)
+
+    run_full = full
+    if not run_full:
+        if state is None or state.marker is None:
+            run_full = True
+            say(f"{config.id}: no stored sync state: full run")
+        else:
+            due = _full_due(config, state, started)
+            if due:
+                run_full = True
+                say(f"{config.id}: full run ({due})")
+
+    scans: list[DirectoryScan] = []
+    users: Iterator[DirectoryUser]
+    if not run_full:
+        assert state is not None and state.marker is not None
+        try:
+            delta = reader.read_changes(state.marker)
+        except MarkerError as exc:
+            say(f"{config.id}: {exc}: full run")
+            run_full = True
+        else:
+            scans.append(delta)
+            users = _delta_users(reader, delta, known, scans)
+    if run_full:
+        scan = reader.read_all()
+        scans.append(scan)
+        users = scan.users
+
+    plan = plan_sync(
+        users,
+        known,
+        seller_id=seller_id,
+        full=run_full,
+        managed_sets=config.managed_permission_sets,
+        require_mapped_group=config.require_mapped_group,
+    )
+    # The users are consumed: every scan's problems and final marker are known now.
+    plan.problems[:0] = [p for s in scans for p in s.problems]
+    result = SyncResult(plan=plan, full=run_full, dry_run=dry_run)
+    for line in plan.describe():
+        say(line)
+
+    try:
+        plan.check_threshold(config.deactivation_threshold, force, floor=config.deactivation_floor)
+    except ThresholdExceeded as exc:
+        if not dry_run:
+            raise
+        result.blocked = str(exc)
+        say(f"dry run: a real run would stop here: {exc}")
+        return result
+    if dry_run:
+        say("dry run: nothing was changed")
+        return result
+
+    _apply(plan, target, seller_id, result, say)
+    if result.failures:
+        say(
+            f"{len(result.failures)} changes failed: the marker stays where it was, so "
+            "the next run tries them again"
+        )
+        return result
+    marker = scans[0].marker
+    new_state = SyncState(
+        marker=marker,
+        full_at=started if run_full else state.full_at,  # type: ignore[union-attr]
+        runs_since_full=0 if run_full else state.runs_since_full + 1,  # type: ignore[union-attr]
+    )
+    target.set_marker(config.id, new_state.dump())
+    result.marker_stored = True
+    say(f"{config.id}: done, {len(result.applied)} changes applied")
+    return result
+
+
+def _delta_users(
+    reader: DirectorySource,
+    delta: DirectoryScan,
+    known: list[KnownUser],
+    scans: list[DirectoryScan],
+) -> Iterator[DirectoryUser]:
+    """The changed users, then every known user holding a set whose group changed
+    (read again by id: one who left the group is no longer among its members)."""
+    yield from delta.users
+    affected = delta.affected_permission_sets
+    if not affected:
+        return
+    ids = [k.external_id for k in known if k.external_id and k.permission_sets & affected]
+    if ids:
+        again = reader.read_users_by_id(ids)
+        scans.append(again)
+        yield from again.users
+
+
+def _apply(
+    plan: SyncPlan, target: DirectoryTarget, seller_id: str, result: SyncResult, say: Progress
+) -> None:
+    for action in plan.actions():
+        try:
+            _apply_one(action, target, seller_id)
+        except DomainError as exc:
+            result.failures.append(Failure(action, exc.detail))
+            say(f"failed     {action.describe()}: {exc.detail}")
+        else:
+            result.applied.append(action)
+
+
+def _apply_one(action: Action, target: DirectoryTarget, seller_id: str) -> None:
+    match action:
+        case Deactivate():
+            target.deactivate(seller_id, action.user_id, reason=action.reason.value)
+        case SetPermissionSets():
+            target.set_permission_sets(seller_id, action.user_id, action.after)
+        case UpdateUser():
+            target.update_user(
+                seller_id,
+                action.user_id,
+                email=action.email,
+                given_name=action.given_name,
+                family_name=action.family_name,
+            )
+        case Reactivate():
+            target.reactivate(seller_id, action.user_id)
+        case CreateUser():
+            target.create_user(
+                seller_id,
+                external_id=action.stable_id,
+                email=action.email,
+                given_name=action.given_name,
+                family_name=action.family_name,
+                permission_sets=action.permission_sets,
+            )
