@@ -233,7 +233,8 @@ class DirectoryConfig(_Strict):
     time_limit: int = Field(default=120, ge=0)
     """Seconds the server may spend on one search (0: the server's limit)."""
     connect_timeout: float = Field(default=10, gt=0)
-    receive_timeout: float = Field(default=120, gt=0)
+    receive_timeout: int = Field(default=120, gt=0)
+    """Seconds to wait for any answer (whole seconds: ldap3 sets SO_RCVTIMEO)."""
     change_tracking: ChangeTracking | None = None
     deactivation_threshold: float = Field(default=0.10, ge=0, le=1)
     """Refuse a run that would deactivate more than this share of the active users."""

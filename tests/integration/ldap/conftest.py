@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.integration.ldap.ldap_helpers import seed_corp  # noqa: E402
 from tests.support.slapd import Slapd, slapd_available  # noqa: E402
 
 
@@ -60,3 +61,10 @@ def slapd_shared() -> Iterator[Slapd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def corp(slapd: Slapd) -> Slapd:
+    """A fresh slapd seeded with :func:`seed_corp`."""
+    seed_corp(slapd)
+    return slapd
