@@ -337,13 +337,21 @@ def _delta_users(
     known: list[KnownUser],
     scans: list[DirectoryScan],
 ) -> Iterator[DirectoryUser]:
-    """The changed users, then every known user holding a set whose group changed
-    (read again by id: one who left the group is no longer among its members)."""
-    yield from delta.users
+    """The changed users and the current members of changed groups' permission sets,
+    then, read again by id, every known holder of such a set that was not among them:
+    one who left a group no longer shows among its members."""
+    seen: set[str] = set()
+    for user in delta.users:
+        seen.add(user.stable_id)
+        yield user
     affected = delta.affected_permission_sets
     if not affected:
         return
-    ids = [k.external_id for k in known if k.external_id and k.permission_sets & affected]
+    ids = [
+        k.external_id
+        for k in known
+        if k.external_id and k.external_id not in seen and k.permission_sets & affected
+    ]
     if ids:
         again = reader.read_users_by_id(ids)
         scans.append(again)

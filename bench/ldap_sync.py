@@ -1,0 +1,286 @@
+"""Benchmark the directory sync against a real, throwaway slapd on 127.0.0.1.
+
+Seeds USERS people in GROUPS groups (ldapadd, so the memberof overlay sees them),
+then measures:
+
+* a read-only streamed scan (how fast the reader pages through the directory),
+* the first full sync (read + plan + apply into the in-memory target: all creates),
+* a steady full sync (read + plan, nothing to change),
+* a delta of CHANGES changes (emails, group moves, disables, new people): the group
+  moves touch every permission set, so every member of them is read again (the
+  worst case: who left a group shows only by re-reading the set's holders),
+* a delta of attribute-only changes (no group changed: only the changed entries),
+* peak Python memory (tracemalloc) of a scan and of a full sync, the process's
+  peak RSS, and slapd's RSS.
+
+Prints a table and writes JSON to bench/results/. Run:
+``.venv/bin/python bench/ldap_sync.py [--users 10000 --groups 200 --changes 100]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import gc
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from connector.adapters.ldap.config import DirectoryConfig  # noqa: E402
+from connector.adapters.ldap.reader import DirectoryReader  # noqa: E402
+from connector.directory.apply import SyncResult, run_sync  # noqa: E402
+from tests.support.slapd import GROUPS, PEOPLE, Slapd  # noqa: E402
+from tests.unit.directory.memory_target import MemoryTarget  # noqa: E402
+
+SETS = 10  # permission sets; each group maps to one of them
+
+
+def user_dn(i: int) -> str:
+    return f"uid=user{i:05d},ou=staff,{PEOPLE}"
+
+
+def group_dn(g: int) -> str:
+    return f"cn=group{g:03d},{GROUPS}"
+
+
+def seed_ldif(users: int, groups: int) -> tuple[str, str]:
+    """People first (one LDIF), then groups (each person in one group, round robin)."""
+    people = []
+    for i in range(users):
+        people.append(
+            f"dn: {user_dn(i)}\nobjectClass: inetOrgPerson\nuid: user{i:05d}\n"
+            f"cn: User {i}\nsn: Number{i}\ngivenName: User\nmail: user{i:05d}@example.com\n"
+        )
+    members: list[list[str]] = [[] for _ in range(groups)]
+    for i in range(users):
+        members[i % groups].append(user_dn(i))
+    group_entries = []
+    for g in range(groups):
+        lines = [f"dn: {group_dn(g)}", "objectClass: groupOfNames", f"cn: group{g:03d}"]
+        lines += [f"member: {m}" for m in members[g]] or [f"member: {group_dn(g)}"]
+        group_entries.append("\n".join(lines) + "\n")
+    return "\n".join(people), "\n".join(group_entries)
+
+
+def changes_ldif(users: int, groups: int, count: int) -> str:
+    """``count`` changes: 40% email changes, 30% group moves, 20% disables, 10% new people."""
+    emails, moves, disables = int(count * 0.4), int(count * 0.3), int(count * 0.2)
+    new = count - emails - moves - disables
+    out = []
+    step = max(1, users // count)
+    picks = iter(range(0, users, step))
+    for _ in range(emails):
+        i = next(picks)
+        out.append(
+            f"dn: {user_dn(i)}\nchangetype: modify\nreplace: mail\nmail: renamed{i:05d}@example.com\n"
+        )
+    for _ in range(moves):
+        i = next(picks)
+        old, new_group = i % groups, (i + 1) % groups
+        out.append(
+            f"dn: {group_dn(old)}\nchangetype: modify\ndelete: member\nmember: {user_dn(i)}\n"
+        )
+        out.append(
+            f"dn: {group_dn(new_group)}\nchangetype: modify\nadd: member\nmember: {user_dn(i)}\n"
+        )
+    for _ in range(disables):
+        i = next(picks)
+        out.append(
+            f"dn: {user_dn(i)}\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n"
+        )
+    for n in range(new):
+        i = users + n
+        out.append(
+            f"dn: {user_dn(i)}\nchangetype: add\nobjectClass: inetOrgPerson\nuid: user{i:05d}\n"
+            f"cn: User {i}\nsn: Number{i}\ngivenName: User\nmail: user{i:05d}@example.com\n"
+        )
+        out.append(
+            f"dn: {group_dn(n % groups)}\nchangetype: modify\nadd: member\nmember: {user_dn(i)}\n"
+        )
+    return "\n".join(out)
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    gc.collect()
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def traced(fn: Callable[[], Any]) -> tuple[int, Any]:
+    """Peak Python allocation (bytes) while ``fn`` runs."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        value = fn()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, value
+
+
+def rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--groups", type=int, default=200)
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--page-size", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    args = parser.parse_args()
+
+    figures: dict[str, Any] = {}
+    with Slapd() as server:
+        server.seed_base()
+        people, group_entries = seed_ldif(args.users, args.groups)
+        figures["seed_s"], _ = timed(lambda: (server.add(people), server.add(group_entries)))
+
+        config = DirectoryConfig.model_validate(
+            {
+                "id": "bench",
+                "preset": "openldap",
+                "url": server.url,
+                "bind_dn": server.sync_dn,
+                "bind_password_env": "UNUSED_PASSWORD_IS_PASSED_DIRECTLY",
+                "base_dn": PEOPLE,
+                "attributes": {"disabled": {"attribute": "employeeType", "values": ["disabled"]}},
+                "groups": {
+                    "base_dn": GROUPS,
+                    "map": {group_dn(g): f"Set {g % SETS}" for g in range(args.groups)},
+                },
+                "seller": {"id": "seller-1"},
+                "page_size": args.page_size,
+                "deactivation_threshold": 0.10,
+            }
+        )
+        target = MemoryTarget(permission_sets={f"Set {s}" for s in range(SETS)})
+
+        def sync(**kwargs: Any) -> SyncResult:
+            with DirectoryReader(config, password=server.sync_password) as reader:
+                return run_sync(config, reader, target, **kwargs)
+
+        def scan_only() -> int:
+            with DirectoryReader(config, password=server.sync_password) as reader:
+                return sum(1 for _ in reader.read_all().users)
+
+        figures["scan_s"], scanned = timed(scan_only)
+        figures["scanned_users"] = scanned
+        figures["first_full_s"], first = timed(lambda: sync(full=True))
+        assert first.ok and len(first.plan.creates) == args.users, first.plan.summary()
+        figures["first_full_creates"] = len(first.plan.creates)
+        figures["steady_full_s"], steady = timed(lambda: sync(full=True, dry_run=True))
+        assert steady.plan.is_empty, steady.plan.summary()
+
+        figures["changes_applied_s"], _ = timed(
+            lambda: server.modify(changes_ldif(args.users, args.groups, args.changes))
+        )
+        # A delta right after a full run would be due for... nothing: runs=24 by default.
+        figures["delta_s"], delta = timed(lambda: sync())
+        assert not delta.full and delta.ok, delta.plan.summary()
+        plan = delta.plan
+        figures["delta"] = {
+            "directory_users_read": plan.directory_users,
+            "updates": len(plan.updates),
+            "permission_changes": len(plan.permission_changes),
+            "deactivations": len(plan.deactivations),
+            "creates": len(plan.creates),
+        }
+        figures["delta_after_s"], after = timed(lambda: sync())
+        assert after.plan.is_empty, after.plan.summary()
+
+        # The common case: people's attributes change, no group does.
+        attribute_changes = "\n".join(
+            f"dn: {user_dn(i)}\nchangetype: modify\nreplace: sn\nsn: Changed{i}\n"
+            for i in range(1, args.users, max(1, args.users // args.changes))
+        )
+        server.modify(attribute_changes)
+        figures["delta_attributes_s"], attrs_delta = timed(lambda: sync())
+        assert not attrs_delta.full and attrs_delta.ok
+        figures["delta_attributes"] = {
+            "directory_users_read": attrs_delta.plan.directory_users,
+            "updates": len(attrs_delta.plan.updates),
+        }
+
+        figures["scan_peak_python_mib"] = traced(scan_only)[0] / 2**20
+        figures["full_sync_peak_python_mib"] = (
+            traced(lambda: sync(full=True, dry_run=True))[0] / 2**20
+        )
+        figures["process_max_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        assert server.process is not None
+        slapd_rss = rss_kib(server.process.pid)
+        figures["slapd_rss_mib"] = slapd_rss / 1024 if slapd_rss else None
+
+    slapd_version = subprocess.run(
+        ["slapd", "-VV"], capture_output=True, text=True, check=False
+    ).stderr.splitlines()
+    figures["environment"] = {
+        "users": args.users,
+        "groups": args.groups,
+        "changes": args.changes,
+        "page_size": args.page_size,
+        "python": platform.python_version(),
+        "slapd": slapd_version[0].strip() if slapd_version else None,
+        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+    rows = [
+        ("seed (ldapadd users + groups)", f"{figures['seed_s']:.2f} s"),
+        (f"streamed scan of {scanned} users", f"{figures['scan_s']:.2f} s"),
+        (
+            f"first full sync ({figures['first_full_creates']} creates)",
+            f"{figures['first_full_s']:.2f} s",
+        ),
+        ("steady full sync (read + plan, no change)", f"{figures['steady_full_s']:.2f} s"),
+        (
+            f"delta after {args.changes} changes "
+            f"({figures['delta']['directory_users_read']} entries read)",
+            f"{figures['delta_s']:.2f} s",
+        ),
+        ("delta with nothing changed", f"{figures['delta_after_s']:.2f} s"),
+        (
+            f"delta after {figures['delta_attributes']['updates']} attribute-only changes",
+            f"{figures['delta_attributes_s']:.2f} s",
+        ),
+        ("peak Python memory, scan", f"{figures['scan_peak_python_mib']:.1f} MiB"),
+        ("peak Python memory, full sync", f"{figures['full_sync_peak_python_mib']:.1f} MiB"),
+        ("process peak RSS", f"{figures['process_max_rss_mib']:.0f} MiB"),
+        ("slapd RSS", f"{figures['slapd_rss_mib']:.0f} MiB" if figures["slapd_rss_mib"] else "?"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  value")
+    print(f"{'-' * width}  -----")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+    print("delta plan:", json.dumps(figures["delta"]))
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"ldap_sync-{stamp}.json"
+    path.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
