@@ -1,0 +1,267 @@
+"""A real Keycloak for tests, run through deploy/keycloak/keycloak.sh.
+
+:class:`KeycloakServer` starts one on free loopback ports with a throwaway in-memory database
+(``--db dev-mem``) and its own state folder, waits for ``/health/ready`` and stops it; or,
+with :meth:`KeycloakServer.from_env`, points at one that already runs
+(``SELLER_CONNECTOR_TEST_KEYCLOAK_URL`` and the master admin's credentials in
+``SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER`` / ``_ADMIN_PASSWORD``). Either way it offers the
+master admin's API (for what an administrator does in the console) and the settings of the
+least-privilege ``seller-connector`` client (what the adapter runs as).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from connector.adapters.keycloak.settings import KeycloakSettings
+from tests.support.smtp import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "deploy" / "keycloak" / "keycloak.sh"
+REALM = "sellers"
+ENV_URL = "SELLER_CONNECTOR_TEST_KEYCLOAK_URL"
+ENV_ADMIN_USER = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER"
+ENV_ADMIN_PASSWORD = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_PASSWORD"
+
+
+class KeycloakUnavailable(RuntimeError):
+    """Keycloak could not be fetched or started here (no Java 25, no Maven, ...)."""
+
+
+@dataclass
+class KeycloakServer:
+    """One Keycloak with the ``sellers`` realm imported."""
+
+    url: str
+    admin_user: str
+    admin_password: str = field(repr=False)
+    client_secret: str | None = field(default=None, repr=False)
+    realm: str = REALM
+    state_dir: Path | None = None
+    port: int | None = None
+    management_port: int | None = None
+    owned: bool = False
+    """True when this object started the server (and so stops it)."""
+    _admin_token: str | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def from_env(cls) -> KeycloakServer | None:
+        """The already running Keycloak named by ``SELLER_CONNECTOR_TEST_KEYCLOAK_URL``."""
+        url = os.environ.get(ENV_URL, "").strip().rstrip("/")
+        if not url:
+            return None
+        return cls(
+            url=url,
+            admin_user=os.environ.get(ENV_ADMIN_USER, "admin"),
+            admin_password=os.environ.get(ENV_ADMIN_PASSWORD, "admin"),
+        )
+
+    @classmethod
+    def start(cls, timeout: float = 300.0) -> KeycloakServer:
+        """Fetch (once) and start a throwaway Keycloak on free ports; wait until ready.
+
+        :raises KeycloakUnavailable: with the script's own explanation and the log's tail.
+        """
+        state = Path(tempfile.mkdtemp(prefix="seller-connector-keycloak-"))
+        port, management_port = free_port(), free_port()
+        admin_password = secrets.token_urlsafe(16)
+        client_secret = secrets.token_urlsafe(24)
+        env = {
+            **os.environ,
+            "KEYCLOAK_STATE_DIR": str(state),
+            "KEYCLOAK_PORT": str(port),
+            "KEYCLOAK_MANAGEMENT_PORT": str(management_port),
+            "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
+            "SELLER_CONNECTOR_KEYCLOAK_CLIENT_SECRET": client_secret,
+        }
+        server = cls(
+            url=f"http://127.0.0.1:{port}",
+            admin_user="admin",
+            admin_password=admin_password,
+            client_secret=client_secret,
+            state_dir=state,
+            port=port,
+            management_port=management_port,
+            owned=True,
+        )
+        for command in (
+            ["fetch"],
+            ["start", "--db", "dev-mem"],
+            ["wait", "--timeout", str(int(timeout))],
+        ):
+            done = subprocess.run(
+                [str(SCRIPT), *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout + 60,
+                check=False,
+            )
+            if done.returncode != 0:
+                server.stop()
+                log_tail = server.log_tail()
+                raise KeycloakUnavailable(
+                    f"keycloak.sh {' '.join(command)} failed ({done.returncode}):\n"
+                    f"{done.stdout}{done.stderr}\n{log_tail}"
+                )
+        return server
+
+    def _script_env(self) -> dict[str, str]:
+        assert self.state_dir is not None
+        return {
+            **os.environ,
+            "KEYCLOAK_STATE_DIR": str(self.state_dir),
+            "KEYCLOAK_PORT": str(self.port),
+            "KEYCLOAK_MANAGEMENT_PORT": str(self.management_port),
+        }
+
+    def stop(self) -> None:
+        """Stop the server if this object started it, and remove its state folder."""
+        if not self.owned or self.state_dir is None:
+            return
+        subprocess.run(
+            [str(SCRIPT), "stop", "--timeout", "30"],
+            env=self._script_env(),
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+        self.owned = False
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The end of Keycloak's log (when this object started it)."""
+        if self.state_dir is None:
+            return ""
+        log = self.state_dir / "keycloak.log"
+        if not log.exists():
+            return ""
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+    # ------------------------------------------------------------------ the master admin
+
+    def admin_token(self, fresh: bool = False) -> str:
+        """An access token of the master realm's admin (the 'console' in tests)."""
+        if self._admin_token is None or fresh:
+            response = requests.post(
+                f"{self.url}/realms/master/protocol/openid-connect/token",
+                data={
+                    "grant_type": "password",
+                    "client_id": "admin-cli",
+                    "username": self.admin_user,
+                    "password": self.admin_password,
+                },
+                timeout=15,
+            )
+            response.raise_for_status()
+            self._admin_token = str(response.json()["access_token"])
+        return self._admin_token
+
+    def admin_request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Call the admin API of the realm as the master admin; ``path`` is relative to
+        ``/admin/realms/{realm}`` (or absolute from ``/admin``)."""
+        if path.startswith("/admin"):
+            url = f"{self.url}{path}"
+        else:
+            url = f"{self.url}/admin/realms/{self.realm}"
+            url += f"/{path.lstrip('/')}" if path.strip("/") else ""
+        for attempt in (0, 1):
+            response = requests.request(
+                method,
+                url,
+                headers={"Authorization": f"Bearer {self.admin_token(fresh=bool(attempt))}"},
+                timeout=30,
+                **kwargs,
+            )
+            if response.status_code != 401:
+                break
+        return response
+
+    def admin_json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """:meth:`admin_request`, raising on errors and decoding JSON."""
+        response = self.admin_request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise AssertionError(f"{method} {path}: {response.status_code} {response.text[:300]}")
+        return response.json() if response.content else None
+
+    def connector_client_secret(self) -> str:
+        """The seller-connector client's secret (asked of Keycloak when not known)."""
+        if self.client_secret is None:
+            clients = self.admin_json("GET", "clients", params={"clientId": "seller-connector"})
+            secret = self.admin_json("GET", f"clients/{clients[0]['id']}/client-secret")
+            self.client_secret = str(secret["value"])
+        return self.client_secret
+
+    def connector_settings(self, **overrides: Any) -> KeycloakSettings:
+        """Settings of the adapter: the least-privilege seller-connector client."""
+        values: dict[str, Any] = {
+            "url": self.url,
+            "realm": self.realm,
+            "client_id": "seller-connector",
+            "client_secret": self.connector_client_secret(),
+            "timeout": 30.0,
+        }
+        values.update(overrides)
+        return KeycloakSettings(**values)
+
+    def set_smtp(self, host: str, port: int, sender: str = "no-reply@sellers.test") -> None:
+        """Point the realm's outgoing mail at ``host:port`` (plain SMTP, no auth)."""
+        self.admin_json(
+            "PUT",
+            "",
+            json={
+                "smtpServer": {
+                    "host": host,
+                    "port": str(port),
+                    "from": sender,
+                    "fromDisplayName": "Seller Central",
+                    "ssl": "false",
+                    "starttls": "false",
+                    "auth": "false",
+                }
+            },
+        )
+
+
+def keycloak_server_fixture(
+    scope: str = "session",
+) -> Callable[..., Iterator[KeycloakServer]]:
+    """Make a pytest fixture giving ONE Keycloak for its scope.
+
+    It reuses the server named by ``SELLER_CONNECTOR_TEST_KEYCLOAK_URL`` when set; otherwise it
+    starts one (dev-mem) and stops it at the end. When Keycloak cannot run here (no Java 25 or
+    Maven) the tests are skipped, unless ``SELLER_CONNECTOR_REQUIRE_KEYCLOAK=1`` (CI) makes
+    that an error.
+    """
+
+    @pytest.fixture(scope=scope)  # type: ignore[misc]
+    def keycloak_server() -> Iterator[KeycloakServer]:
+        server = KeycloakServer.from_env()
+        if server is None:
+            try:
+                server = KeycloakServer.start()
+            except KeycloakUnavailable as exc:
+                if os.environ.get("SELLER_CONNECTOR_REQUIRE_KEYCLOAK") == "1":
+                    raise
+                pytest.skip(f"Keycloak cannot run here: {exc}")
+        try:
+            yield server
+        finally:
+            server.stop()
+
+    return keycloak_server
