@@ -1,0 +1,593 @@
+"""The IdentityProvider port on Keycloak: sellers as organizations, permissions as client roles.
+
+How the seller domain lands in the one realm of mappings/idp.yaml:
+
+* a seller account is an organization (alias ``seller-{seller_id}``, attribute ``seller_id``);
+  its users are members of it;
+* each permission category and level is a client role of the portal client
+  (``inventory:view``); a higher level is a composite of the next lower one, so a token with
+  ``inventory:edit`` also carries ``inventory:view``;
+* a permission set is a group (``/sellers/{seller_id}/{permission set id}``) carrying its
+  roles; a user's direct permissions are direct client role mappings; the primary user gets
+  every category at its highest level directly (the domain never leaves it to groups);
+* user attributes ``seller_id``, ``seller_role``, ``seller_connector_user_id``; username is the
+  user's userName, email its primary email.
+
+Every method converges: it reads what Keycloak has and changes only the difference, so the
+outbox may call it again after a crash. Users are never deleted: a deactivated user is
+disabled and logged out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from connector.adapters.keycloak.api import (
+    AdminApi,
+    ConflictInKeycloak,
+    ForbiddenInKeycloak,
+    NotFoundInKeycloak,
+    seg,
+)
+from connector.adapters.keycloak.settings import KeycloakSettings
+from connector.domain.catalogue import Catalogue, Level
+from connector.domain.model import PermissionSet, SellerAccount, SellerUser
+from connector.mappings import KeycloakNames, load_catalogue, load_keycloak_names
+from connector.ports import IdentityProviderRejected
+
+log = logging.getLogger(__name__)
+
+# Keycloak pages lists; this is the page size used when reading "all" of something.
+_PAGE = 200
+
+
+@dataclass
+class BulkSyncResult:
+    """What :meth:`KeycloakIdentityProvider.bulk_sync_users` did, per connector user id."""
+
+    provider_ids: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    imported: int = 0
+    """How many users ``partialImport`` created in one call (0 when it was not used)."""
+
+
+class KeycloakIdentityProvider:
+    """The :class:`connector.ports.IdentityProvider` on a Keycloak realm."""
+
+    def __init__(
+        self,
+        settings: KeycloakSettings,
+        names: KeycloakNames | None = None,
+        catalogue: Catalogue | None = None,
+        api: AdminApi | None = None,
+    ) -> None:
+        self.settings = settings
+        self.names = names or load_keycloak_names()
+        self.catalogue = catalogue or load_catalogue()
+        self.api = api or AdminApi(settings)
+        self._realm = self.api.realm_path
+        self._portal_uuid: str | None = None
+        self._roles: dict[str, dict[str, str]] | None = None
+        # None: not tried yet; False: the account may not (403), so bulk uses concurrency.
+        self._partial_import_allowed: bool | None = None
+        attrs = self.names.attributes
+        self._attr_seller = attrs["seller_id"]
+        self._attr_role = attrs["role"]
+        self._attr_connector = attrs["connector_id"]
+        # Groups under this prefix belong to this service: sync_user removes memberships there.
+        self._managed_prefix = "/" + self._format_path(seller_id="\0").split("\0", 1)[0].strip("/")
+
+    @classmethod
+    def from_env(cls) -> KeycloakIdentityProvider:
+        """Build from ``SELLER_CONNECTOR_KEYCLOAK_*`` (see :class:`KeycloakSettings`)."""
+        return cls(KeycloakSettings.from_env())
+
+    # ------------------------------------------------------------------ catalogue and roles
+
+    def _portal_client_uuid(self) -> str:
+        if self._portal_uuid is None:
+            clients = self.api.get(f"{self._realm}/clients", clientId=self.names.portal_client_id)
+            match = [c for c in clients or [] if c.get("clientId") == self.names.portal_client_id]
+            if not match:
+                raise IdentityProviderRejected(
+                    f"Realm {self.settings.realm!r} has no client "
+                    f"{self.names.portal_client_id!r}: import deploy/keycloak/realm-sellers.json"
+                )
+            self._portal_uuid = match[0]["id"]
+        return self._portal_uuid
+
+    def _catalogue_roles(self) -> list[tuple[str, list[str], str]]:
+        """(role name, its category's lower level role names in order, description)."""
+        out = []
+        for category in self.catalogue.permissions:
+            levels = sorted(
+                (lv for lv in category.levels if lv is not Level.none), key=lambda lv: lv.rank
+            )
+            for index, level in enumerate(levels):
+                lower = [self.names.role(category.id, levels[index - 1].value)] if index else []
+                out.append(
+                    (
+                        self.names.role(category.id, level.value),
+                        lower,
+                        f"{category.display_name}: {level.value}",
+                    )
+                )
+        return out
+
+    def ensure_catalogue(self) -> dict[str, dict[str, str]]:
+        """Create the portal client's missing roles, one per category and level, idempotently.
+
+        Each level's role is a composite of the next lower level's (admin > edit > view).
+        Roles outside the catalogue are left alone. Returns the roles by name.
+        """
+        client = self._portal_client_uuid()
+        base = f"{self._realm}/clients/{client}/roles"
+        existing = {r["name"]: r for r in self.api.get(base, briefRepresentation="false") or []}
+        wanted = self._catalogue_roles()
+        for name, _lower, description in wanted:
+            if name in existing:
+                continue
+            category, _, level = name.partition(":")
+            # A 409 means another worker created it meanwhile.
+            with contextlib.suppress(ConflictInKeycloak):
+                self.api.post(
+                    base,
+                    {
+                        "name": name,
+                        "description": description,
+                        "attributes": {"category": [category], "level": [level]},
+                    },
+                )
+            existing[name] = self.api.get(f"{base}/{seg(name)}")
+        for name, lower, _description in wanted:
+            if lower and not existing[name].get("composite"):
+                self.api.post(
+                    f"{base}/{seg(name)}/composites",
+                    [{"id": existing[n]["id"], "name": n} for n in lower],
+                )
+        self._roles = {n: {"id": r["id"], "name": n} for n, r in existing.items()}
+        return self._roles
+
+    def _role_reps(self, names: Iterable[str]) -> list[dict[str, str]]:
+        wanted = sorted(set(names))
+        if self._roles is None or any(n not in self._roles for n in wanted):
+            self.ensure_catalogue()
+        assert self._roles is not None
+        unknown = [n for n in wanted if n not in self._roles]
+        if unknown:
+            raise IdentityProviderRejected(
+                f"No client role {', '.join(unknown)} on {self.names.portal_client_id}: the "
+                "permission is not in mappings/permissions.yaml"
+            )
+        return [self._roles[n] for n in wanted]
+
+    def _permission_roles(self, permissions: dict[str, Level]) -> set[str]:
+        return {
+            self.names.role(category, Level(level).value)
+            for category, level in permissions.items()
+            if Level(level) is not Level.none
+        }
+
+    def _user_roles(self, user: SellerUser) -> set[str]:
+        if user.is_primary:
+            # The primary owns the account: every category at its highest level.
+            return {
+                self.names.role(c.id, max(c.levels, key=lambda lv: lv.rank).value)
+                for c in self.catalogue.permissions
+                if max(c.levels, key=lambda lv: lv.rank) is not Level.none
+            }
+        return self._permission_roles(user.permissions)
+
+    def _converge_client_roles(self, owner: str, desired: set[str]) -> None:
+        """Make the portal roles mapped directly on ``owner`` (users/ID or groups/ID) exactly
+        ``desired``; other clients' roles are not touched."""
+        base = f"{self._realm}/{owner}/role-mappings/clients/{self._portal_client_uuid()}"
+        current = {r["name"]: r for r in self.api.get(base) or []}
+        remove = [{"id": r["id"], "name": n} for n, r in current.items() if n not in desired]
+        missing = desired - current.keys()
+        if missing:
+            try:
+                self.api.post(base, self._role_reps(missing))
+            except NotFoundInKeycloak:
+                # A role was deleted since it was cached: reload the catalogue and retry once.
+                self._roles = None
+                self.api.post(base, self._role_reps(missing))
+        if remove:
+            self.api.delete(base, remove)
+
+    # ------------------------------------------------------------------ organizations
+
+    def _org_alias(self, seller_id: str) -> str:
+        return self.names.organization_alias.format(seller_id=seller_id)
+
+    def _find_org(self, seller_id: str) -> dict[str, Any] | None:
+        found = self.api.get(
+            f"{self._realm}/organizations",
+            q=f"{self._attr_seller}:{seller_id}",
+            briefRepresentation="false",
+            max=10,
+        )
+        for org in found or []:
+            if seller_id in (org.get("attributes") or {}).get(self._attr_seller, []):
+                return org
+        # Not tagged (created by hand, or the attribute removed): the alias is ours too.
+        alias = self._org_alias(seller_id)
+        for org in (
+            self.api.get(
+                f"{self._realm}/organizations", search=alias, briefRepresentation="false", max=50
+            )
+            or []
+        ):
+            if org.get("alias") == alias:
+                return org
+        return None
+
+    def sync_seller(self, seller: SellerAccount) -> None:
+        """Make the seller's organization exist, with its name, alias and seller id."""
+        self._ensure_org(seller)
+
+    def _ensure_org(self, seller: SellerAccount) -> str:
+        org = self._find_org(seller.id)
+        attributes = {self._attr_seller: [seller.id]}
+        if org is None:
+            rep = {
+                "name": seller.name,
+                "alias": self._org_alias(seller.id),
+                "enabled": True,
+                "description": f"Seller account {seller.id}",
+                "attributes": attributes,
+            }
+            try:
+                return self.api.created_id(self.api.post(f"{self._realm}/organizations", rep))
+            except ConflictInKeycloak:
+                org = self._find_org(seller.id)
+                if org is not None:
+                    return str(org["id"])
+                # Organization names are unique in a realm and seller names need not be.
+                rep["name"] = f"{seller.name} ({seller.id})"
+                return self.api.created_id(self.api.post(f"{self._realm}/organizations", rep))
+        org_attrs = dict(org.get("attributes") or {})
+        changed = org_attrs.get(self._attr_seller) != [seller.id] or not org.get("enabled", True)
+        if org.get("name") not in (seller.name, f"{seller.name} ({seller.id})"):
+            org["name"] = seller.name
+            changed = True
+        if changed:
+            org_attrs.update(attributes)
+            org["attributes"] = org_attrs
+            org["enabled"] = True
+            try:
+                self.api.put(f"{self._realm}/organizations/{org['id']}", org)
+            except ConflictInKeycloak:
+                org["name"] = f"{seller.name} ({seller.id})"
+                self.api.put(f"{self._realm}/organizations/{org['id']}", org)
+        return str(org["id"])
+
+    # ------------------------------------------------------------------ groups
+
+    def _format_path(self, seller_id: str, permission_set: str | None = None) -> str:
+        template = self.names.group_path
+        if permission_set is None:
+            # The seller's own group: the template up to the permission set segment.
+            template = template.split("{permission_set}", 1)[0]
+        return template.format(
+            root=self.names.group_root, seller_id=seller_id, permission_set=permission_set
+        ).rstrip("/")
+
+    def _group_path(self, seller_id: str, permission_set_id: str) -> str:
+        for value in (seller_id, permission_set_id):
+            if "/" in value:
+                raise IdentityProviderRejected(f"{value!r} cannot name a Keycloak group (has '/')")
+        return self._format_path(seller_id, permission_set_id)
+
+    def _find_group(self, path: str) -> dict[str, Any] | None:
+        quoted = "/".join(seg(part) for part in path.strip("/").split("/"))
+        return self.api.get_or_none(f"{self._realm}/group-by-path/{quoted}")
+
+    def _ensure_group_path(self, path: str) -> tuple[str, bool]:
+        """The id of the group at ``path``, creating it and its parents; and whether it was new."""
+        found = self._find_group(path)
+        if found is not None:
+            return str(found["id"]), False
+        parent_path, _, name = path.rstrip("/").rpartition("/")
+        if parent_path:
+            parent_id, _ = self._ensure_group_path(parent_path)
+            url = f"{self._realm}/groups/{parent_id}/children"
+        else:
+            url = f"{self._realm}/groups"
+        try:
+            return self.api.created_id(self.api.post(url, {"name": name})), True
+        except ConflictInKeycloak:
+            found = self._find_group(path)
+            if found is None:
+                raise
+            return str(found["id"]), False
+
+    def _ensure_permission_set_group(
+        self, seller: SellerAccount, permission_set: PermissionSet, converge: bool
+    ) -> str:
+        path = self._group_path(seller.id, permission_set.id)
+        group_id, created = self._ensure_group_path(path)
+        if created or converge:
+            group = self.api.get(f"{self._realm}/groups/{group_id}")
+            attributes = dict(group.get("attributes") or {})
+            wanted = {
+                self._attr_seller: [seller.id],
+                "permission_set_id": [permission_set.id],
+                "display_name": [permission_set.display_name],
+            }
+            if any(attributes.get(k) != v for k, v in wanted.items()):
+                attributes.update(wanted)
+                group["attributes"] = attributes
+                group["description"] = permission_set.display_name
+                self.api.put(f"{self._realm}/groups/{group_id}", group)
+            self._converge_client_roles(
+                f"groups/{group_id}", self._permission_roles(permission_set.permissions)
+            )
+        return group_id
+
+    def sync_permission_set(self, seller: SellerAccount, permission_set: PermissionSet) -> None:
+        """Make the permission set's group exist with exactly its roles."""
+        self._ensure_permission_set_group(seller, permission_set, converge=True)
+
+    def remove_permission_set(self, seller: SellerAccount, permission_set_id: str) -> None:
+        """Remove the permission set's group (its members lose what it granted)."""
+        group = self._find_group(self._group_path(seller.id, permission_set_id))
+        if group is not None:
+            self.api.delete(f"{self._realm}/groups/{group['id']}")
+
+    # ------------------------------------------------------------------ users
+
+    def _attributes(self, seller: SellerAccount, user: SellerUser) -> dict[str, list[str]]:
+        return {
+            self._attr_seller: [seller.id],
+            self._attr_role: [user.role.value],
+            self._attr_connector: [user.id],
+        }
+
+    def _connector_id_of(self, rep: dict[str, Any]) -> str | None:
+        values = (rep.get("attributes") or {}).get(self._attr_connector) or []
+        return values[0] if values else None
+
+    def find_user(self, user: SellerUser) -> dict[str, Any] | None:
+        """The Keycloak user of ``user``: by its stored ``idp_id``, else by attribute."""
+        if user.idp_id:
+            rep = self.api.get_or_none(f"{self._realm}/users/{seg(user.idp_id)}")
+            if rep is not None and self._connector_id_of(rep) in (None, user.id):
+                return rep
+        found = self.api.get(
+            f"{self._realm}/users",
+            q=f"{self._attr_connector}:{user.id}",
+            exact="true",
+            briefRepresentation="false",
+            max=5,
+        )
+        matches = [r for r in found or [] if self._connector_id_of(r) == user.id]
+        return matches[0] if matches else None
+
+    def _desired_user(self, seller: SellerAccount, user: SellerUser) -> dict[str, Any]:
+        rep: dict[str, Any] = {
+            "username": user.user_name,
+            "enabled": bool(user.active and not user.deleted),
+            "attributes": self._attributes(seller, user),
+        }
+        if user.primary_email:
+            rep["email"] = user.primary_email
+        if user.given_name is not None:
+            rep["firstName"] = user.given_name
+        if user.family_name is not None:
+            rep["lastName"] = user.family_name
+        return rep
+
+    def _create_user(self, desired: dict[str, Any], user: SellerUser) -> str:
+        try:
+            response = self.api.post(f"{self._realm}/users", {**desired, "emailVerified": False})
+        except ConflictInKeycloak as exc:
+            found = self.find_user(user)
+            if found is not None:  # created by a concurrent run of the same change
+                return str(found["id"])
+            raise IdentityProviderRejected(
+                f"Keycloak already has a user with username {user.user_name!r} or email "
+                f"{user.primary_email!r} that seller-connector does not manage (it has no "
+                f"{self._attr_connector} attribute): {exc}"
+            ) from exc
+        return self.api.created_id(response)
+
+    def _update_user(self, current: dict[str, Any], desired: dict[str, Any]) -> None:
+        attributes = dict(current.get("attributes") or {})
+        changed = any(attributes.get(k) != v for k, v in desired["attributes"].items())
+        attributes.update(desired["attributes"])
+        update = dict(current)
+        update["attributes"] = attributes
+        for key in ("enabled", "email", "firstName", "lastName"):
+            if key in desired and current.get(key) != desired[key]:
+                update[key] = desired[key]
+                changed = True
+        # Keycloak stores usernames lower-cased.
+        if current.get("username") != desired["username"].lower():
+            update["username"] = desired["username"]
+            changed = True
+        if changed:
+            self.api.put(f"{self._realm}/users/{current['id']}", update)
+
+    def sync_user(
+        self, seller: SellerAccount, user: SellerUser, groups: list[PermissionSet]
+    ) -> str:
+        """Make the user exist as the store has it: attributes, enabled, organization
+        membership, direct roles and group memberships. A deactivated user is disabled and
+        its sessions are ended. Never deletes. Returns the provider's user id."""
+        org_id = self._ensure_org(seller)
+        group_ids = [self._ensure_permission_set_group(seller, g, converge=False) for g in groups]
+        return self._sync_user(seller, user, org_id, group_ids)
+
+    def _sync_user(
+        self, seller: SellerAccount, user: SellerUser, org_id: str, group_ids: Sequence[str]
+    ) -> str:
+        desired = self._desired_user(seller, user)
+        current = self.find_user(user)
+        if current is None:
+            user_id = self._create_user(desired, user)
+            current = self.api.get(f"{self._realm}/users/{user_id}")
+        self._update_user(current, desired)
+        user_id = str(current["id"])
+        # 409: already a member. Membership is never removed (a member the organization
+        # manages would be deleted with it), the user is disabled instead.
+        self.api.request(
+            "POST", f"{self._realm}/organizations/{org_id}/members", body=user_id, ok=(201, 409)
+        )
+        self._converge_client_roles(f"users/{user_id}", self._user_roles(user))
+        self._converge_groups(user_id, set(group_ids))
+        if not desired["enabled"]:
+            # Disabling refuses new logins and refreshes; logout also ends live sessions.
+            self.api.post(f"{self._realm}/users/{user_id}/logout")
+        return user_id
+
+    def _converge_groups(self, user_id: str, desired: set[str]) -> None:
+        current: dict[str, str] = {}
+        first = 0
+        while True:
+            page = self.api.get(
+                f"{self._realm}/users/{user_id}/groups",
+                first=first,
+                max=_PAGE,
+                briefRepresentation="true",
+            )
+            for group in page or []:
+                if str(group.get("path", "")).startswith(self._managed_prefix + "/"):
+                    current[group["id"]] = group["path"]
+            if not page or len(page) < _PAGE:
+                break
+            first += _PAGE
+        for group_id in sorted(desired - current.keys()):
+            self.api.put(f"{self._realm}/users/{user_id}/groups/{group_id}")
+        for group_id in sorted(current.keys() - desired):
+            self.api.delete(f"{self._realm}/users/{user_id}/groups/{group_id}")
+
+    def send_invitation(
+        self, seller: SellerAccount, user: SellerUser, lifespan: dt.timedelta
+    ) -> None:
+        """Email the user a link to set a password and verify its address.
+
+        Uses ``execute-actions-email`` with the actions of mappings/idp.yaml; the user must be
+        synced, enabled and have an email, and the realm must have SMTP settings.
+        """
+        current = self.find_user(user)
+        if current is None:
+            raise IdentityProviderRejected(
+                f"User {user.id} is not in Keycloak yet: sync it before inviting it"
+            )
+        if not current.get("enabled", False):
+            raise IdentityProviderRejected(f"User {user.id} is disabled: it cannot be invited")
+        if not current.get("email"):
+            raise IdentityProviderRejected(f"User {user.id} has no email to invite")
+        self.api.put(
+            f"{self._realm}/users/{current['id']}/execute-actions-email",
+            list(self.names.invitation_actions),
+            lifespan=int(lifespan.total_seconds()),
+            client_id=self.names.portal_client_id,
+        )
+
+    # ------------------------------------------------------------------ bulk
+
+    def bulk_sync_users(
+        self,
+        seller: SellerAccount,
+        users_with_groups: Sequence[tuple[SellerUser, list[PermissionSet]]],
+    ) -> BulkSyncResult:
+        """Sync many users of one seller at once.
+
+        The organization, catalogue and groups are converged once. Users that Keycloak does
+        not have yet are created with ``POST /partialImport`` in one call when the service
+        account may (it needs ``manage-realm``, which the default least-privilege account
+        lacks); everything else goes through :meth:`sync_user`'s path with at most
+        ``settings.max_workers`` requests in flight. Failures are reported per user, not
+        raised, so that one bad user does not stop the batch.
+        """
+        result = BulkSyncResult()
+        if not users_with_groups:
+            return result
+        self.ensure_catalogue()
+        org_id = self._ensure_org(seller)
+        group_ids: dict[str, str] = {}
+        for _user, groups in users_with_groups:
+            for group in groups:
+                if group.id not in group_ids:
+                    group_ids[group.id] = self._ensure_permission_set_group(
+                        seller, group, converge=False
+                    )
+        todo = list(users_with_groups)
+        if self._partial_import_allowed is not False:
+            todo = self._partial_import_new(seller, todo, org_id, result)
+
+        def one(item: tuple[SellerUser, list[PermissionSet]]) -> tuple[str, str]:
+            user, groups = item
+            return user.id, self._sync_user(seller, user, org_id, [group_ids[g.id] for g in groups])
+
+        with ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
+            futures = {pool.submit(one, item): item[0].id for item in todo}
+            for future, user_id in futures.items():
+                try:
+                    _, provider_id = future.result()
+                    result.provider_ids[user_id] = provider_id
+                except Exception as exc:  # reported per user; the batch goes on
+                    result.errors[user_id] = exc
+        return result
+
+    def _partial_import_new(
+        self,
+        seller: SellerAccount,
+        todo: list[tuple[SellerUser, list[PermissionSet]]],
+        org_id: str,
+        result: BulkSyncResult,
+    ) -> list[tuple[SellerUser, list[PermissionSet]]]:
+        """Create the users without ``idp_id`` in one ``partialImport``; return the rest."""
+        new = [(u, g) for u, g in todo if not u.idp_id and u.active and not u.deleted]
+        if len(new) < 2:
+            return todo
+        reps = []
+        for user, groups in new:
+            rep = self._desired_user(seller, user)
+            rep["emailVerified"] = False
+            rep["groups"] = [self._group_path(seller.id, g.id) for g in groups]
+            roles = sorted(self._user_roles(user))
+            if roles:
+                rep["clientRoles"] = {self.names.portal_client_id: roles}
+            reps.append(rep)
+        try:
+            response = self.api.post(
+                f"{self._realm}/partialImport", {"ifResourceExists": "SKIP", "users": reps}
+            )
+        except ForbiddenInKeycloak:
+            log.info("partialImport is not allowed for the service account: bulk by requests")
+            self._partial_import_allowed = False
+            return todo
+        self._partial_import_allowed = True
+        added = {
+            str(r.get("resourceName", "")).lower(): str(r["id"])
+            for r in (response.json() or {}).get("results", [])
+            if r.get("action") == "ADDED" and r.get("resourceType") == "USER" and r.get("id")
+        }
+        rest = []
+        for item in todo:
+            user = item[0]
+            provider_id = added.get(user.user_name.lower())
+            if provider_id is None:
+                rest.append(item)  # existed (skipped) or not new: the ordinary path converges
+                continue
+            try:
+                self.api.request(
+                    "POST",
+                    f"{self._realm}/organizations/{org_id}/members",
+                    body=provider_id,
+                    ok=(201, 409),
+                )
+                result.provider_ids[user.id] = provider_id
+                result.imported += 1
+            except Exception as exc:  # reported per user
+                result.errors[user.id] = exc
+        return rest
