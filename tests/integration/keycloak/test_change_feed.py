@@ -1,0 +1,138 @@
+"""KeycloakChangeFeed against a real Keycloak: console changes come back as ProviderChanges."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from connector.adapters.keycloak import KeycloakChangeFeed, KeycloakIdentityProvider
+from connector.domain.catalogue import Level
+from connector.domain.model import PermissionSet, SellerAccount, SellerUser
+from connector.ports import ProviderChange
+from tests.support.keycloak import KeycloakServer
+
+pytestmark = pytest.mark.keycloak
+
+
+def drain(feed: KeycloakChangeFeed) -> str | None:
+    """Read everything there is, and return the marker after it."""
+    marker = None
+    while True:
+        changes, marker = feed.changes_since(marker)
+        if not changes:
+            return marker
+
+
+def poll(
+    feed: KeycloakChangeFeed, marker: str | None, want: Callable[[list[ProviderChange]], bool]
+) -> tuple[list[ProviderChange], str | None]:
+    """Poll until ``want`` holds for everything read since ``marker`` (events are stored
+    synchronously, but allow a little slack)."""
+    seen: list[ProviderChange] = []
+    deadline = time.monotonic() + 10
+    while True:
+        changes, marker = feed.changes_since(marker)
+        seen.extend(changes)
+        if want(seen) or time.monotonic() > deadline:
+            return seen, marker
+        time.sleep(0.2)
+
+
+def test_console_disable_group_add_and_login_are_reported(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    feed: KeycloakChangeFeed,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    team = make_set({"orders": Level.view})
+    idp.sync_permission_set(seller, team)
+    user = make_user()
+    user_id = idp.sync_user(seller, user, [])
+    bystander_id = (
+        keycloak_server.admin_request(
+            "POST", "users", json={"username": f"unmanaged-{time.time_ns()}", "enabled": True}
+        )
+        .headers["Location"]
+        .rsplit("/", 1)[-1]
+    )
+    marker = drain(feed)
+
+    # What an administrator does in the console (as the master admin, not the connector).
+    group = keycloak_server.admin_json("GET", f"group-by-path/sellers/{seller.id}/{team.id}")
+    keycloak_server.admin_json("PUT", f"users/{user_id}/groups/{group['id']}")
+    rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+    keycloak_server.admin_json("PUT", f"users/{user_id}", json={**rep, "enabled": False})
+    keycloak_server.admin_json("PUT", f"users/{bystander_id}", json={"enabled": False})
+    # The connector's own change is not a console change.
+    user.active = False
+    idp.sync_user(seller, user, [team])
+
+    changes, marker = poll(
+        feed, marker, lambda seen: {"group-added", "disabled"} <= {c.kind for c in seen}
+    )
+    mine = [c for c in changes if c.provider_user_id == user_id]
+    kinds = [c.kind for c in mine]
+    assert kinds == ["group-added", "disabled"], changes
+    added = mine[0]
+    assert added.group_id == group["id"]
+    assert added.details["group_path"] == f"/sellers/{seller.id}/{team.id}"
+    assert added.details["connector_user_id"] == user.id
+    assert added.details["seller_id"] == seller.id
+    assert all(c.provider_user_id != bystander_id for c in changes)
+
+    # Nothing new: the marker holds.
+    again, marker = feed.changes_since(marker)
+    assert [c for c in again if c.provider_user_id == user_id] == []
+
+    # Console enable, then a login: both reported, in order.
+    keycloak_server.admin_json("PUT", f"users/{user_id}", json={**rep, "enabled": True})
+    keycloak_server.admin_json(
+        "PUT",
+        f"users/{user_id}/reset-password",
+        json={"type": "password", "value": "Secr3t-enough-pw", "temporary": False},
+    )
+    login = requests.post(
+        f"{keycloak_server.url}/realms/sellers/protocol/openid-connect/token",
+        data={
+            "grant_type": "password",
+            "client_id": "seller-portal",
+            "username": user.user_name,
+            "password": "Secr3t-enough-pw",
+        },
+        timeout=15,
+    )
+    assert login.status_code == 200, login.text
+    changes, marker = poll(feed, marker, lambda seen: "login" in {c.kind for c in seen})
+    kinds = [c.kind for c in changes if c.provider_user_id == user_id]
+    assert kinds[0] == "enabled"
+    assert "login" in kinds
+    assert kinds.index("login") > 0
+
+
+def test_markers_resume_exactly(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    feed: KeycloakChangeFeed,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    users = [make_user() for _ in range(3)]
+    ids = [idp.sync_user(seller, u, []) for u in users]
+    marker = drain(feed)
+
+    for user_id in ids:
+        rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+        keycloak_server.admin_json("PUT", f"users/{user_id}", json={**rep, "enabled": False})
+
+    small = KeycloakChangeFeed(feed.settings, page_size=1, max_events=1)
+    seen: list[ProviderChange] = []
+    for _ in range(10):
+        changes, marker = small.changes_since(marker)
+        seen.extend(changes)
+    disabled = [c.provider_user_id for c in seen if c.kind == "disabled"]
+    assert sorted(disabled) == sorted(ids)  # each once: none lost, none repeated

@@ -1,0 +1,422 @@
+"""KeycloakIdentityProvider against a real Keycloak: what a seller's users get, end to end."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import requests
+
+from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettings
+from connector.domain.catalogue import Level
+from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser
+from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
+from tests.support.keycloak import KeycloakServer
+from tests.support.smtp import SmtpSink, free_port
+
+pytestmark = pytest.mark.keycloak
+
+PASSWORD = "Corr3ct-horse-battery"
+
+
+def set_password(server: KeycloakServer, user_id: str, password: str = PASSWORD) -> None:
+    """What the user would do through the invitation: here the admin sets it directly."""
+    server.admin_json(
+        "PUT",
+        f"users/{user_id}/reset-password",
+        json={"type": "password", "value": password, "temporary": False},
+    )
+
+
+def password_grant(
+    server: KeycloakServer, username: str, password: str = PASSWORD
+) -> requests.Response:
+    return requests.post(
+        f"{server.url}/realms/{server.realm}/protocol/openid-connect/token",
+        data={
+            "grant_type": "password",
+            "client_id": "seller-portal",
+            "username": username,
+            "password": password,
+            "scope": "openid",
+        },
+        timeout=15,
+    )
+
+
+def refresh(server: KeycloakServer, refresh_token: str) -> requests.Response:
+    return requests.post(
+        f"{server.url}/realms/{server.realm}/protocol/openid-connect/token",
+        data={
+            "grant_type": "refresh_token",
+            "client_id": "seller-portal",
+            "refresh_token": refresh_token,
+        },
+        timeout=15,
+    )
+
+
+def claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT (the signature is Keycloak's business here)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def portal_roles(server: KeycloakServer, owner: str) -> set[str]:
+    """Direct seller-portal roles of users/ID or groups/ID, read as the admin."""
+    client = server.admin_json("GET", "clients", params={"clientId": "seller-portal"})[0]
+    return {
+        r["name"] for r in server.admin_json("GET", f"{owner}/role-mappings/clients/{client['id']}")
+    }
+
+
+def org_of(server: KeycloakServer, seller: SellerAccount) -> dict[str, Any]:
+    found = server.admin_json(
+        "GET",
+        "organizations",
+        params={"q": f"seller_id:{seller.id}", "briefRepresentation": "false"},
+    )
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_sync_seller_creates_the_organization(
+    keycloak_server: KeycloakServer, idp: KeycloakIdentityProvider, seller: SellerAccount
+) -> None:
+    idp.sync_seller(seller)
+    idp.sync_seller(seller)  # converges: no second organization
+
+    org = org_of(keycloak_server, seller)
+    assert org["name"] == seller.name
+    assert org["alias"] == f"seller-{seller.id}"
+    assert org["attributes"]["seller_id"] == [seller.id]
+    assert org["enabled"] is True
+
+    seller.name += " renamed"
+    idp.sync_seller(seller)
+    assert org_of(keycloak_server, seller)["name"] == seller.name
+
+
+def test_sync_user_creates_a_member_with_attributes_roles_and_groups(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    editors = make_set({"inventory": Level.edit, "reports": Level.view, "pricing": Level.none})
+    idp.sync_seller(seller)
+    idp.sync_permission_set(seller, editors)
+    user = make_user(permissions={"orders": Level.view})
+
+    user_id = idp.sync_user(seller, user, [editors])
+    assert idp.sync_user(seller, user, [editors]) == user_id  # idempotent, found by attribute
+    user.idp_id = user_id
+    assert idp.sync_user(seller, user, [editors]) == user_id  # and by stored id
+
+    rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+    assert rep["username"] == user.user_name.lower()
+    assert rep["email"] == user.primary_email
+    assert rep["enabled"] is True
+    assert rep["attributes"]["seller_id"] == [seller.id]
+    assert rep["attributes"]["seller_role"] == ["secondary"]
+    assert rep["attributes"]["seller_connector_user_id"] == [user.id]
+
+    org = org_of(keycloak_server, seller)
+    members = keycloak_server.admin_json("GET", f"organizations/{org['id']}/members")
+    assert [m["id"] for m in members] == [user_id]
+
+    assert portal_roles(keycloak_server, f"users/{user_id}") == {"orders:view"}
+    groups = keycloak_server.admin_json("GET", f"users/{user_id}/groups")
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.id}/{editors.id}"]
+    assert portal_roles(keycloak_server, f"groups/{groups[0]['id']}") == {
+        "inventory:edit",
+        "reports:view",
+    }
+
+    # Leaving the permission set leaves its group.
+    idp.sync_user(seller, user, [])
+    assert keycloak_server.admin_json("GET", f"users/{user_id}/groups") == []
+
+
+def test_the_primary_user_gets_every_permission_at_its_highest_level(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    primary = make_user(role=Role.primary)
+    user_id = idp.sync_user(seller, primary, [])
+    roles = portal_roles(keycloak_server, f"users/{user_id}")
+    assert roles == {f"{c.id}:admin" for c in idp.catalogue.permissions}
+    assert keycloak_server.admin_json("GET", f"users/{user_id}")["attributes"]["seller_role"] == [
+        "primary"
+    ]
+
+
+def test_access_token_carries_seller_id_and_effective_permissions(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    finance = make_set({"payments": Level.view, "reports": Level.view}, name="Finance viewers")
+    idp.sync_permission_set(seller, finance)
+    user = make_user(permissions={"inventory": Level.edit})
+    user_id = idp.sync_user(seller, user, [finance])
+    set_password(keycloak_server, user_id)
+
+    response = password_grant(keycloak_server, user.user_name)
+    assert response.status_code == 200, response.text
+    payload = claims(response.json()["access_token"])
+
+    assert payload["seller_id"] == seller.id
+    assert payload["seller_role"] == "secondary"
+    # Direct (inventory:edit, which contains inventory:view) and through the group.
+    assert set(payload["seller_permissions"]) == {
+        "inventory:edit",
+        "inventory:view",
+        "payments:view",
+        "reports:view",
+    }
+    assert set(payload["resource_access"]["seller-portal"]["roles"]) == set(
+        payload["seller_permissions"]
+    )
+
+
+def test_deactivation_disables_and_ends_sessions_and_reactivation_enables(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    user = make_user(permissions={"orders": Level.edit})
+    user_id = idp.sync_user(seller, user, [])
+    set_password(keycloak_server, user_id)
+    tokens = password_grant(keycloak_server, user.user_name).json()
+    assert refresh(keycloak_server, tokens["refresh_token"]).status_code == 200
+
+    user.active = False
+    assert idp.sync_user(seller, user, []) == user_id
+
+    assert keycloak_server.admin_json("GET", f"users/{user_id}")["enabled"] is False
+    assert keycloak_server.admin_json("GET", f"users/{user_id}/sessions") == []
+    refused = refresh(keycloak_server, tokens["refresh_token"])
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"] == "invalid_grant"
+    assert password_grant(keycloak_server, user.user_name).status_code in (400, 401)
+
+    user.active = True
+    idp.sync_user(seller, user, [])
+    assert keycloak_server.admin_json("GET", f"users/{user_id}")["enabled"] is True
+    assert password_grant(keycloak_server, user.user_name).status_code == 200
+
+
+def test_removing_a_permission_removes_the_role(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    user = make_user(permissions={"orders": Level.edit, "pricing": Level.view})
+    user_id = idp.sync_user(seller, user, [])
+    assert portal_roles(keycloak_server, f"users/{user_id}") == {"orders:edit", "pricing:view"}
+
+    user.permissions = {"orders": Level.view, "pricing": Level.none}
+    idp.sync_user(seller, user, [])
+    assert portal_roles(keycloak_server, f"users/{user_id}") == {"orders:view"}
+
+    team = make_set({"advertising": Level.admin})
+    idp.sync_permission_set(seller, team)
+    team.permissions = {"advertising": Level.view}
+    idp.sync_permission_set(seller, team)
+    group = keycloak_server.admin_json("GET", f"group-by-path/sellers/{seller.id}/{team.id}")
+    assert portal_roles(keycloak_server, f"groups/{group['id']}") == {"advertising:view"}
+
+    idp.remove_permission_set(seller, team.id)
+    idp.remove_permission_set(seller, team.id)  # already gone: fine
+    assert (
+        keycloak_server.admin_request(
+            "GET", f"group-by-path/sellers/{seller.id}/{team.id}"
+        ).status_code
+        == 404
+    )
+
+
+def test_invitation_email_arrives_and_its_link_works(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    smtp: SmtpSink,
+) -> None:
+    user = make_user()
+    idp.sync_user(seller, user, [])
+
+    idp.send_invitation(seller, user, dt.timedelta(days=7))
+
+    assert user.primary_email is not None
+    mail = smtp.wait_for_recipient(user.primary_email, timeout=20)
+    links = re.findall(r"https?://\S+/login-actions/action-token\?\S+", mail.text)
+    assert links, mail.text
+    assert links[0].startswith(keycloak_server.url)
+    assert "Update Password, Verify Email" in mail.text
+    assert "expire within 7 days" in mail.text
+    page = requests.get(links[0], timeout=15)
+    assert page.status_code == 200, page.text[:500]
+    # Keycloak accepted the token and asks the user to go on with the actions.
+    assert "Perform the following action(s)" in page.text
+
+
+def test_invitation_needs_a_synced_enabled_user(
+    idp: KeycloakIdentityProvider, seller: SellerAccount, make_user: Callable[..., SellerUser]
+) -> None:
+    with pytest.raises(IdentityProviderRejected, match="not in Keycloak"):
+        idp.send_invitation(seller, make_user(), dt.timedelta(days=1))
+    inactive = make_user(active=False)
+    idp.sync_user(seller, inactive, [])
+    with pytest.raises(IdentityProviderRejected, match="disabled"):
+        idp.send_invitation(seller, inactive, dt.timedelta(days=1))
+
+
+def test_a_username_taken_by_an_unmanaged_user_is_rejected(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    user = make_user()
+    keycloak_server.admin_json("POST", "users", json={"username": user.user_name, "enabled": True})
+    with pytest.raises(IdentityProviderRejected, match="does not manage"):
+        idp.sync_user(seller, user, [])
+
+
+def test_bulk_sync_creates_many_users_with_bounded_concurrency(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    group = make_set({"orders": Level.edit})
+    users = [make_user(permissions={"reports": Level.view}) for _ in range(12)]
+
+    result = idp.bulk_sync_users(seller, [(u, [group]) for u in users])
+
+    assert result.errors == {}
+    assert result.imported == 0  # no manage-realm: no partialImport
+    assert set(result.provider_ids) == {u.id for u in users}
+    some = result.provider_ids[users[5].id]
+    assert portal_roles(keycloak_server, f"users/{some}") == {"reports:view"}
+    org = org_of(keycloak_server, seller)
+    assert keycloak_server.admin_json("GET", f"organizations/{org['id']}/members/count") == 12
+
+
+def test_bulk_sync_uses_partial_import_when_granted_manage_realm(
+    keycloak_server: KeycloakServer,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    clients = keycloak_server.admin_json("GET", "clients", params={"clientId": "seller-connector"})
+    account = keycloak_server.admin_json("GET", f"clients/{clients[0]['id']}/service-account-user")
+    management = keycloak_server.admin_json(
+        "GET", "clients", params={"clientId": "realm-management"}
+    )[0]
+    manage_realm = keycloak_server.admin_json(
+        "GET", f"clients/{management['id']}/roles/manage-realm"
+    )
+    mapping = f"users/{account['id']}/role-mappings/clients/{management['id']}"
+    keycloak_server.admin_json("POST", mapping, json=[manage_realm])
+    try:
+        provider = KeycloakIdentityProvider(keycloak_server.connector_settings())
+        group = make_set({"fulfillment": Level.view})
+        users = [make_user(permissions={"orders": Level.view}) for _ in range(5)]
+        result = provider.bulk_sync_users(seller, [(u, [group]) for u in users])
+    finally:
+        keycloak_server.admin_json("DELETE", mapping, json=[manage_realm])
+
+    assert result.errors == {}
+    assert result.imported == 5
+    some = result.provider_ids[users[0].id]
+    assert portal_roles(keycloak_server, f"users/{some}") == {"orders:view"}
+    groups = keycloak_server.admin_json("GET", f"users/{some}/groups")
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.id}/{group.id}"]
+    attrs = keycloak_server.admin_json("GET", f"users/{some}")["attributes"]
+    assert attrs["seller_connector_user_id"] == [users[0].id]
+    org = org_of(keycloak_server, seller)
+    assert keycloak_server.admin_json("GET", f"organizations/{org['id']}/members/count") == 5
+
+
+def test_the_service_account_cannot_leave_its_roles(keycloak_server: KeycloakServer) -> None:
+    """Least privilege: the seller-connector client can do its job and nothing more."""
+    settings = keycloak_server.connector_settings()
+    token = requests.post(
+        f"{settings.url}/realms/{settings.realm}/protocol/openid-connect/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": settings.client_id,
+            "client_secret": settings.client_secret,
+        },
+        timeout=15,
+    ).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    base = f"{settings.url}/admin/realms"
+
+    def status(method: str, path: str, body: Any = None) -> int:
+        return requests.request(
+            method, f"{base}{path}", json=body, headers=headers, timeout=15
+        ).status_code
+
+    assert status("GET", "/sellers/users?max=1") == 200  # its job
+    assert status("POST", "", {"realm": "evil", "enabled": True}) == 403
+    assert status("PUT", "/sellers", {"registrationAllowed": True}) == 403
+    assert status("PUT", "/sellers/events/config", {"eventsEnabled": False}) == 403
+    assert status("POST", "/sellers/partialImport", {"users": []}) == 403
+    assert status("GET", "/master/users") in (401, 403)
+    # It may not hand out an administrator role it does not hold itself.
+    management = keycloak_server.admin_json(
+        "GET", "clients", params={"clientId": "realm-management"}
+    )[0]
+    realm_admin = keycloak_server.admin_json("GET", f"clients/{management['id']}/roles/realm-admin")
+    victim = (
+        keycloak_server.admin_request(
+            "POST", "users", json={"username": f"victim-{time.time_ns()}", "enabled": True}
+        )
+        .headers["Location"]
+        .rsplit("/", 1)[-1]
+    )
+    assert (
+        status(
+            "POST",
+            f"/sellers/users/{victim}/role-mappings/clients/{management['id']}",
+            [realm_admin],
+        )
+        == 403
+    )
+
+
+def test_failures_map_to_the_port_exceptions(keycloak_server: KeycloakServer) -> None:
+    down = KeycloakSettings(
+        url=f"http://127.0.0.1:{free_port()}",
+        realm="sellers",
+        client_id="seller-connector",
+        client_secret="x",
+        timeout=2.0,
+    )
+    with pytest.raises(IdentityProviderUnavailable):
+        KeycloakIdentityProvider(down).ensure_catalogue()
+
+    wrong = keycloak_server.connector_settings(client_secret="not-the-secret")
+    with pytest.raises(IdentityProviderRejected, match="client credentials") as caught:
+        KeycloakIdentityProvider(wrong).ensure_catalogue()
+    assert "not-the-secret" not in str(caught.value)
+    assert "not-the-secret" not in repr(wrong)
