@@ -74,6 +74,8 @@ class Slapd:
         limited_size: int = 5,
         default_size: int = 500,
         workdir: Path | None = None,
+        tls: bool = False,
+        tls_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
     ) -> None:
         if not slapd_available():
             raise SlapdUnavailable(
@@ -92,13 +94,26 @@ class Slapd:
         self.default_size = default_size
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="slapd-"))
+        self.tls = tls
+        self.tls_names = tls_names
         self.port = 0
+        self.tls_port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """The LDAP URL, without a trailing slash (ldap3 rejects one)."""
         return f"ldap://127.0.0.1:{self.port}"
+
+    @property
+    def ldaps_url(self) -> str:
+        """The LDAPS URL (only with ``tls=True``)."""
+        return f"ldaps://127.0.0.1:{self.tls_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM of the CA that signed the server certificate (``tls=True``)."""
+        return self.workdir / "ca.pem"
 
     # -- configuration -----------------------------------------------------------
 
@@ -110,14 +125,16 @@ class Slapd:
             for name in ("core", "cosine", "nis", "inetorgperson")
         )
         s = self.suffix
-        return textwrap.dedent(
-            f"""\
+        return (
+            textwrap.dedent(
+                f"""\
             dn: cn=config
             objectClass: olcGlobal
             cn: config
             olcPidFile: {self.workdir}/slapd.pid
             olcArgsFile: {self.workdir}/slapd.args
             olcLogLevel: none
+            @TLS@
 
             dn: cn=module{{0}},cn=config
             objectClass: olcModuleList
@@ -185,7 +202,19 @@ class Slapd:
             olcOverlay: {{2}}syncprov
             olcSpCheckpoint: 100 1
             """
-        ).replace("@INCLUDES@", includes)
+            )
+            .replace("@INCLUDES@", includes)
+            .replace("@TLS@\n", self._tls_config())
+        )
+
+    def _tls_config(self) -> str:
+        if not self.tls:
+            return ""
+        return (
+            f"olcTLSCACertificateFile: {self.ca_file}\n"
+            f"olcTLSCertificateFile: {self.workdir / 'server.pem'}\n"
+            f"olcTLSCertificateKeyFile: {self.workdir / 'server.key'}\n"
+        )
 
     def base_ldif(self) -> str:
         """The suffix, the OUs the tests use and the two service accounts."""
@@ -240,6 +269,8 @@ class Slapd:
         confdir = self.workdir / "slapd.d"
         confdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
+        if self.tls:
+            write_certificates(self.workdir, names=self.tls_names)
         ldif = self.workdir / "config.ldif"
         ldif.write_text(self.config_ldif(), encoding="utf-8")
         done = subprocess.run(
@@ -255,8 +286,12 @@ class Slapd:
         while time.monotonic() < deadline:
             # Another process may grab the free port between probe and bind: retry.
             self.port = free_port()
+            urls = f"{self.url}/"
+            if self.tls:
+                self.tls_port = free_port()
+                urls += f" {self.ldaps_url}/"
             self.process = subprocess.Popen(
-                [str(SLAPD), "-d", "0", "-F", str(confdir), "-h", f"{self.url}/"],
+                [str(SLAPD), "-d", "0", "-F", str(confdir), "-h", urls],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
             )
@@ -349,6 +384,66 @@ class Slapd:
     def seed_base(self) -> None:
         """Add the suffix, OUs and the sync and limited accounts."""
         self.add(self.base_ldif())
+
+
+def write_certificates(
+    folder: Path, *, names: tuple[str, ...] = ("127.0.0.1", "localhost"), prefix: str = ""
+) -> None:
+    """Write a throwaway CA (``ca.pem``) and a server certificate for ``names`` (IP
+    addresses or host names) signed by it (``server.pem``, ``server.key``) into
+    ``folder``."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def alt_name(value: str) -> x509.GeneralName:
+        try:
+            return x509.IPAddress(ipaddress.ip_address(value))
+        except ValueError:
+            return x509.DNSName(value)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name(f"{prefix}test CA"))
+        .issuer_name(name(f"{prefix}test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(names[0]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([alt_name(n) for n in names]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    (folder / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (folder / "server.pem").write_bytes(cert.public_bytes(pem))
+    (folder / "server.key").write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
 
 
 # -- LDIF helpers for the default suffix ----------------------------------------

@@ -16,12 +16,12 @@ import os
 import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from ldap3.core.exceptions import LDAPInvalidDnError
 from ldap3.utils.dn import parse_dn
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connector.mappings import MappingError, load_yaml
 
@@ -101,6 +101,15 @@ def normalize_dn(dn: str) -> str:
     return "".join(out[:-1])
 
 
+def _valid_dn(value: str) -> str:
+    normalize_dn(value)
+    return value
+
+
+Dn = Annotated[str, AfterValidator(_valid_dn)]
+"""A string that must parse as a DN (errors point at the offending key or value)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -173,7 +182,7 @@ class GroupConfig(_Strict):
     """Which entries are groups (preset default)."""
     member_attribute: str = "member"
     nested: NestedGroups | None = None
-    map: dict[str, str] = Field(default_factory=dict)
+    map: dict[Dn, str] = Field(default_factory=dict)
     """Group DN -> the seller's permission set name. Several groups may grant one set."""
     require_mapped_group: bool = True
     """Only users in at least one mapped group are provisioned; leaving them all deactivates."""
@@ -297,6 +306,12 @@ class DirectoryConfig(_Strict):
             raise ValueError("tls.mode ldaps needs an ldaps:// url")
         if self.tls.mode is not TlsMode.ldaps and scheme == "ldaps":
             raise ValueError("an ldaps:// url needs tls.mode: ldaps")
+        if self.groups.require_mapped_group and not self.groups.map:
+            # Nobody would be in scope: a first run would deactivate everyone.
+            raise ValueError(
+                "groups.require_mapped_group is true but groups.map is empty: map at "
+                "least one group to a permission set, or set require_mapped_group: false"
+            )
         return self
 
     # -- effective values (the preset's defaults where the file says nothing) ----

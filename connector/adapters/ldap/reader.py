@@ -20,6 +20,7 @@ from typing import Any
 
 from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
 from ldap3.core.exceptions import (
+    LDAPCertificateError,
     LDAPCommunicationError,
     LDAPException,
     LDAPSocketOpenError,
@@ -277,6 +278,8 @@ class DirectoryReader:
             raise DirectoryConfigError(f"{self._where()}: cannot be used: {exc}") from exc
         try:
             conn.open()
+        except LDAPCertificateError as exc:
+            raise self._tls_error(exc) from exc
         except LDAPSocketOpenError as exc:
             if cfg.tls.mode is TlsMode.ldaps and "ssl" in str(exc).lower():
                 raise self._tls_error(exc) from exc
@@ -289,7 +292,12 @@ class DirectoryReader:
         if cfg.tls.mode is TlsMode.starttls:
             try:
                 started = conn.start_tls()
-            except (LDAPStartTLSError, LDAPCommunicationError, ssl.SSLError) as exc:
+            except (
+                LDAPStartTLSError,
+                LDAPCertificateError,
+                LDAPCommunicationError,
+                ssl.SSLError,
+            ) as exc:
                 raise self._tls_error(exc) from exc
             if not started:
                 raise self._tls_error(conn.result.get("description") or conn.result)

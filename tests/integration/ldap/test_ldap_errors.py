@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from connector.adapters.ldap.reader import DirectoryReader
@@ -13,7 +16,7 @@ from connector.directory.errors import (
     DirectoryUnreachable,
 )
 from tests.integration.ldap.ldap_helpers import make_config
-from tests.support.slapd import GROUPS, Slapd, free_port
+from tests.support.slapd import GROUPS, Slapd, free_port, write_certificates
 
 pytestmark = pytest.mark.ldap
 
@@ -49,7 +52,11 @@ def test_unreachable_server() -> None:
 
 
 def test_bad_base_dn(slapd_shared: Slapd) -> None:
-    config = make_config(slapd_shared, base_dn="ou=nobody,dc=example,dc=com", groups={"map": {}})
+    config = make_config(
+        slapd_shared,
+        base_dn="ou=nobody,dc=example,dc=com",
+        groups={"map": {}, "require_mapped_group": False},
+    )
     with DirectoryReader(config, password=slapd_shared.sync_password) as reader:
         scan = reader.read_all()
         with pytest.raises(DirectoryBaseNotFound) as info:
@@ -92,7 +99,7 @@ def test_ldaps_against_a_plain_port(slapd_shared: Slapd) -> None:
         DirectoryReader(config, password=slapd_shared.sync_password).connect()
 
 
-def test_missing_ca_file(slapd_shared: Slapd, tmp_path) -> None:
+def test_missing_ca_file(slapd_shared: Slapd, tmp_path: Path) -> None:
     config = make_config(
         slapd_shared, tls={"mode": "starttls", "ca_file": str(tmp_path / "missing.pem")}
     )
@@ -108,3 +115,51 @@ def test_every_error_is_a_directory_error() -> None:
         DirectoryUnreachable,
     ):
         assert issubclass(kind, DirectoryError)
+
+
+@pytest.fixture(scope="module")
+def slapd_tls() -> Iterator[Slapd]:
+    """A slapd with a certificate for 127.0.0.1 and localhost, on ldap:// and ldaps://."""
+    server = Slapd(tls=True)
+    server.start()
+    try:
+        server.seed_base()
+        yield server
+    finally:
+        server.stop()
+
+
+def no_groups(server: Slapd, **overrides: object):
+    return make_config(server, groups={"map": {}, "require_mapped_group": False}, **overrides)
+
+
+def test_starttls_and_ldaps_with_the_right_ca(slapd_tls: Slapd) -> None:
+    ca = str(slapd_tls.ca_file)
+    for config in (
+        no_groups(slapd_tls, tls={"mode": "starttls", "ca_file": ca}),
+        no_groups(slapd_tls, url=slapd_tls.ldaps_url, tls={"mode": "ldaps", "ca_file": ca}),
+    ):
+        with DirectoryReader(config, password=slapd_tls.sync_password) as reader:
+            assert reader.current_marker() is not None
+
+
+def test_certificate_from_another_ca(slapd_tls: Slapd, tmp_path: Path) -> None:
+    write_certificates(tmp_path, prefix="other ")
+    config = no_groups(slapd_tls, tls={"mode": "starttls", "ca_file": str(tmp_path / "ca.pem")})
+    with pytest.raises(DirectoryTlsError) as info:
+        DirectoryReader(config, password=slapd_tls.sync_password).connect()
+    assert "CERTIFICATE_VERIFY_FAILED" in str(info.value) and "tls.ca_file" in str(info.value)
+
+
+def test_certificate_for_another_host_name() -> None:
+    server = Slapd(tls=True, tls_names=("ldap.example.com",))
+    server.start()
+    try:
+        server.seed_base()
+        config = no_groups(
+            server, url=server.ldaps_url, tls={"mode": "ldaps", "ca_file": str(server.ca_file)}
+        )
+        with pytest.raises(DirectoryTlsError, match="host name matches the certificate"):
+            DirectoryReader(config, password=server.sync_password).connect()
+    finally:
+        server.stop()

@@ -201,7 +201,9 @@ def test_size_limit_is_refused_and_nothing_is_deactivated(
     server, target = synced
     before = target.snapshot()
     # The limited account gets at most 5 entries: 8 people do not fit.
-    config = make_config(server, bind_dn=server.limited_dn, groups={"map": {}})
+    config = make_config(
+        server, bind_dn=server.limited_dn, groups={"map": {}, "require_mapped_group": False}
+    )
     with pytest.raises(DirectoryIncomplete, match="sizeLimitExceeded"):
         sync_as(server, target, config, server.limited_password, full=True, force=True)
     assert target.snapshot() == before
@@ -220,6 +222,19 @@ def test_size_limit_in_the_reader_itself(corp: Slapd) -> None:
         scan = reader.read_all()
         with pytest.raises(DirectoryIncomplete, match=r"after 5 entries.*nobody was\s+deactivated"):
             list(scan.users)
+
+
+def test_referral_is_refused(synced: tuple[Slapd, MemoryTarget]) -> None:
+    server, target = synced
+    before = target.snapshot()
+    server.add(
+        "dn: ou=remote,ou=people,dc=example,dc=com\nobjectClass: referral\n"
+        "objectClass: extensibleObject\nou: remote\n"
+        "ref: ldap://other.example.com/ou=remote,dc=example,dc=com\n"
+    )
+    with pytest.raises(DirectoryIncomplete, match=r"referral to .*other\.example\.com"):
+        sync(server, target, full=True)
+    assert target.snapshot() == before
 
 
 def test_threshold_refuses_then_force_applies(synced: tuple[Slapd, MemoryTarget]) -> None:

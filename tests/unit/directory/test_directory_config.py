@@ -35,6 +35,9 @@ bind_dn: cn=sync,dc=example,dc=com
 bind_password_env: TEST_LDAP_PASSWORD
 base_dn: dc=example,dc=com
 seller: {{id: seller-1}}
+groups:
+  map:
+    cn=catalog,ou=groups,dc=example,dc=com: Catalog editors
 """
 
 
@@ -76,12 +79,11 @@ def test_active_directory_preset_defaults(tmp_path: Path) -> None:
 def test_file_overrides_the_preset(tmp_path: Path) -> None:
     text = MINIMAL.format(preset="openldap") + (
         "attributes: {stable_id: employeeNumber}\nchange_tracking: modify_timestamp\n"
-        "groups: {nested: none}\n"
     )
     c = load_directory_config(write(tmp_path, text))
     assert c.stable_id_attribute == "employeeNumber"
     assert c.tracking is ChangeTracking.modify_timestamp
-    assert c.nested_groups is NestedGroups.none
+    assert c.nested_groups is NestedGroups.flatten
 
 
 def test_inline_password_is_refused_with_its_line(tmp_path: Path) -> None:
@@ -89,7 +91,7 @@ def test_inline_password_is_refused_with_its_line(tmp_path: Path) -> None:
     with pytest.raises(MappingError) as info:
         load_directory_config(write(tmp_path, text))
     message = str(info.value)
-    assert "source.yaml:8: bind_password" in message
+    assert "source.yaml:11: bind_password" in message
     assert "bind_password_env" in message
     assert "hunter2" not in message
 
@@ -101,14 +103,20 @@ def test_trailing_slash_in_url_is_refused_with_its_line(tmp_path: Path) -> None:
 
 
 def test_bad_group_dn_and_unknown_key_name_their_lines(tmp_path: Path) -> None:
-    text = MINIMAL.format(preset="openldap") + (
-        "groups:\n  map:\n    not a dn: Catalog editors\npage_sise: 10\n"
-    )
+    text = MINIMAL.format(preset="openldap") + "    not a dn: Order handlers\npage_sise: 10\n"
     with pytest.raises(MappingError) as info:
         load_directory_config(write(tmp_path, text))
     message = str(info.value)
-    assert "source.yaml:10: groups.map" in message and "not a valid DN" in message
-    assert "source.yaml:11: page_sise" in message
+    assert "source.yaml:11: groups.map" in message and "not a valid DN" in message
+    assert "source.yaml:12: page_sise" in message
+
+
+def test_empty_group_map_needs_require_mapped_group_off(tmp_path: Path) -> None:
+    text = MINIMAL.format(preset="openldap").split("groups:")[0]
+    with pytest.raises(MappingError, match=r"groups\.map is empty"):
+        load_directory_config(write(tmp_path, text))
+    c = load_directory_config(write(tmp_path, text + "groups: {require_mapped_group: false}\n"))
+    assert c.managed_permission_sets == frozenset()
 
 
 def test_both_or_no_password_source_is_refused(tmp_path: Path) -> None:
