@@ -8,19 +8,12 @@ tests that only read.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# The repository root, so that ``tests.support`` imports however pytest is started.
-ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from tests.integration.ldap.ldap_helpers import seed_corp  # noqa: E402
-from tests.support.slapd import Slapd, slapd_available  # noqa: E402
+from tests.integration.ldap.ldap_helpers import seed_corp
+from tests.support.slapd import Slapd, slapd_available
 
 
 def _require_slapd() -> None:

@@ -223,3 +223,41 @@ def test_marker_round_trip_and_garbage() -> None:
     assert Marker.load(marker.dump()) == marker
     with pytest.raises(MarkerError):
         Marker.load("garbage")
+
+
+def test_ad_nested_groups_are_asked_of_the_dc_in_chain(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.adapters.ldap.reader import DirectoryReader
+
+    reader = DirectoryReader(ad_config(), password="unused")
+    filters: list[str] = []
+
+    def fake_search(base, search_filter, attributes, **kwargs):
+        filters.append(search_filter)
+        if "1.2.840.113556.1.4.1941" in search_filter:
+            yield "CN=Nested,OU=Groups,DC=corp", {}
+
+    monkeypatch.setattr(reader, "search", fake_search)
+    monkeypatch.setattr(reader, "_exists", lambda dn: True)
+    index = reader.group_index()
+    assert filters == [
+        "(&(objectClass=group)(memberOf:1.2.840.113556.1.4.1941:="
+        "cn=seller catalog,ou=groups,dc=corp))"
+    ]
+    assert index == {
+        "cn=seller catalog,ou=groups,dc=corp": frozenset({"Catalog editors"}),
+        "cn=nested,ou=groups,dc=corp": frozenset({"Catalog editors"}),
+    }
+
+
+def test_change_filters_per_tracking_kind() -> None:
+    from connector.adapters.ldap.reader import DirectoryReader
+
+    reader = DirectoryReader(ad_config(), password="unused")
+    csn = "20260101000000.000001Z#000000#000#000000"
+    assert reader._changed_filter(Marker(ChangeTracking.entry_csn, csn)) == (
+        f"(&(entryCSN>={csn})(!(entryCSN={csn})))"
+    )
+    assert reader._changed_filter(Marker(ChangeTracking.usn_changed, "41")) == "(uSNChanged>=42)"
+    assert reader._changed_filter(Marker(ChangeTracking.modify_timestamp, "20260101000000Z")) == (
+        "(modifyTimestamp>=20260101000000Z)"
+    )
