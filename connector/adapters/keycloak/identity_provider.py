@@ -216,16 +216,8 @@ class KeycloakIdentityProvider:
         for org in found or []:
             if seller_id in (org.get("attributes") or {}).get(self._attr_seller, []):
                 return org
-        # Not tagged (created by hand, or the attribute removed): the alias is ours too.
-        alias = self._org_alias(seller_id)
-        for org in (
-            self.api.get(
-                f"{self._realm}/organizations", search=alias, briefRepresentation="false", max=50
-            )
-            or []
-        ):
-            if org.get("alias") == alias:
-                return org
+        # The organization API has no alias filter: an untagged organization that holds the
+        # alias makes the create below answer 409, which is reported, not guessed around.
         return None
 
     def sync_seller(self, seller: SellerAccount) -> None:
@@ -404,10 +396,14 @@ class KeycloakIdentityProvider:
         attributes.update(desired["attributes"])
         update = dict(current)
         update["attributes"] = attributes
-        for key in ("enabled", "email", "firstName", "lastName"):
+        for key in ("enabled", "firstName", "lastName"):
             if key in desired and current.get(key) != desired[key]:
                 update[key] = desired[key]
                 changed = True
+        # Keycloak stores emails lower-cased too.
+        if "email" in desired and (current.get("email") or "") != desired["email"].lower():
+            update["email"] = desired["email"]
+            changed = True
         # Keycloak stores usernames lower-cased.
         if current.get("username") != desired["username"].lower():
             update["username"] = desired["username"]

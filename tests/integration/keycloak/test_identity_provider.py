@@ -145,6 +145,33 @@ def test_sync_user_creates_a_member_with_attributes_roles_and_groups(
     assert keycloak_server.admin_json("GET", f"users/{user_id}/groups") == []
 
 
+def test_a_second_sync_writes_nothing(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    """Converging reads first: an unchanged user (even with a mixed-case userName and email,
+    which Keycloak lower-cases) causes no update, so no admin event."""
+    team = make_set({"orders": Level.view})
+    user = make_user(permissions={"pricing": Level.edit})
+    user.user_name = user.user_name.upper()
+    user.emails[0].value = user.emails[0].value.upper()
+    user_id = idp.sync_user(seller, user, [team])
+
+    def writes() -> list[dict[str, Any]]:
+        events = keycloak_server.admin_json(
+            "GET", "admin-events", params={"resourcePath": f"users/{user_id}*", "max": 500}
+        )
+        return [e for e in events if e["operationType"] in ("UPDATE", "CREATE", "DELETE")]
+
+    before = len(writes())
+    assert before > 0  # the first sync did write: the filter sees its events
+    idp.sync_user(seller, user, [team])
+    assert len(writes()) == before
+
+
 def test_the_primary_user_gets_every_permission_at_its_highest_level(
     keycloak_server: KeycloakServer,
     idp: KeycloakIdentityProvider,
