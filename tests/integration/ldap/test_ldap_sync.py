@@ -293,3 +293,22 @@ def test_group_loop_does_not_hang(corp: Slapd) -> None:
     target = MemoryTarget()
     result = sync(corp, target)
     assert result.ok and by_email(target, "carol@example.com").permission_sets == {CATALOG}
+
+
+def test_users_are_streamed_page_by_page(corp: Slapd) -> None:
+    config = make_config(corp, page_size=2)
+    with reader_for(corp, config) as reader:
+        scan = reader.read_all()
+        pages: list[int] = []
+        search = reader.connection.search
+
+        def counting(*args: object, **kwargs: object) -> object:
+            pages.append(1)
+            return search(*args, **kwargs)
+
+        reader.connection.search = counting  # type: ignore[method-assign]
+        first = next(scan.users)
+        assert first.email.endswith("@example.com")
+        assert len(pages) == 1  # one page of 2 fetched, not the whole directory
+        rest = list(scan.users)
+        assert len(rest) == 6 and len(pages) == 4  # 8 entries (one skipped), 2 a page

@@ -261,3 +261,17 @@ def test_change_filters_per_tracking_kind() -> None:
     assert reader._changed_filter(Marker(ChangeTracking.modify_timestamp, "20260101000000Z")) == (
         "(modifyTimestamp>=20260101000000Z)"
     )
+
+
+def test_disabled_flag_rules() -> None:
+    from connector.adapters.ldap.config import DisabledFlag
+
+    bitmask = DisabledFlag(attribute="userAccountControl", bitmask=2)
+    assert bitmask.is_disabled(["514"]) and not bitmask.is_disabled(["512"])
+    assert not bitmask.is_disabled([]) and not bitmask.is_disabled(["garbage"])
+    values = DisabledFlag(attribute="employeeType", values=["Disabled", "left"])
+    assert values.is_disabled(["disabled"]) and not values.is_disabled(["staff"])
+    present = DisabledFlag(attribute="pwdAccountLockedTime", present=True)
+    assert present.is_disabled(["000001010000Z"]) and not present.is_disabled([])
+    with pytest.raises(ValueError, match="exactly one"):
+        DisabledFlag(attribute="x", bitmask=2, present=True)
