@@ -9,21 +9,14 @@ not need to be empty.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
-# The repository root, so that ``tests.support`` imports however pytest is started.
-_ROOT = Path(__file__).resolve().parents[3]
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from connector.adapters.keycloak import KeycloakChangeFeed, KeycloakIdentityProvider  # noqa: E402
-from connector.domain.catalogue import Level  # noqa: E402
-from connector.domain.model import (  # noqa: E402
+from connector.adapters.keycloak import KeycloakChangeFeed, KeycloakIdentityProvider
+from connector.domain.catalogue import Level
+from connector.domain.model import (
     Email,
     PermissionSet,
     Plan,
@@ -31,8 +24,8 @@ from connector.domain.model import (  # noqa: E402
     SellerAccount,
     SellerUser,
 )
-from tests.support.keycloak import KeycloakServer, keycloak_server_fixture  # noqa: E402
-from tests.support.smtp import SmtpSink  # noqa: E402
+from tests.support.keycloak import KeycloakServer, keycloak_server_fixture
+from tests.support.smtp import SmtpSink
 
 keycloak_server = keycloak_server_fixture("session")
 
