@@ -265,7 +265,17 @@ class Slapd:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self, timeout: float = 10.0) -> Slapd:
-        """Generate cn=config, start slapd on a free port and wait until it answers."""
+        """Generate cn=config, start slapd on a free port and wait until it answers.
+
+        On failure nothing is left behind (process reaped, folder removed).
+        """
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> Slapd:
         confdir = self.workdir / "slapd.d"
         confdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "data").mkdir(exist_ok=True)
