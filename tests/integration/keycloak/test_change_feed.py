@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import html
+import re
 import time
 from collections.abc import Callable
 
@@ -13,6 +16,7 @@ from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
 from connector.ports import ProviderChange
 from tests.support.keycloak import KeycloakServer
+from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.keycloak
 
@@ -136,3 +140,52 @@ def test_markers_resume_exactly(
         seen.extend(changes)
     disabled = [c.provider_user_id for c in seen if c.kind == "disabled"]
     assert sorted(disabled) == sorted(ids)  # each once: none lost, none repeated
+
+
+def test_accepting_the_invitation_is_reported(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    feed: KeycloakChangeFeed,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    smtp: SmtpSink,
+) -> None:
+    """The whole invitation, as the invited person's browser does it."""
+    user = make_user()
+    user_id = idp.sync_user(seller, user, [])
+    marker = drain(feed)
+    idp.send_invitation(seller, user, dt.timedelta(days=4))
+    assert user.primary_email is not None
+    mail = smtp.wait_for_recipient(user.primary_email, timeout=20)
+    link = re.findall(r"https?://\S+/login-actions/action-token\?\S+", mail.text)[0]
+
+    browser = requests.Session()
+
+    def get(url: str) -> requests.Response:
+        response = browser.get(url, timeout=15)
+        # Keycloak marks its cookies Secure (SameSite=None); browsers send those to
+        # http://127.0.0.1, requests does not unless told.
+        for cookie in browser.cookies:
+            cookie.secure = False
+        return response
+
+    confirm = get(link)
+    proceed = html.unescape(re.findall(r'href="([^"]*action-token[^"]*)"', confirm.text)[0])
+    form_page = get(proceed)
+    assert "password-new" in form_page.text
+    action = html.unescape(re.findall(r'<form[^>]*action="([^"]+)"', form_page.text)[0])
+    done = browser.post(
+        action,
+        data={"password-new": "Fresh-Passw0rd-1", "password-confirm": "Fresh-Passw0rd-1"},
+        timeout=15,
+    )
+    assert done.status_code == 200
+    assert "Your account has been updated" in done.text
+
+    rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+    assert rep["emailVerified"] is True
+    assert rep["requiredActions"] == []
+    changes, _ = poll(feed, marker, lambda seen: "invitation-accepted" in {c.kind for c in seen})
+    accepted = [c for c in changes if c.kind == "invitation-accepted"]
+    assert [c.provider_user_id for c in accepted] == [user_id]  # one, though several events fired
+    assert accepted[0].details["connector_user_id"] == user.id
