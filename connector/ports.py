@@ -75,3 +75,17 @@ class ChangeFeed(Protocol):
     def changes_since(self, marker: str | None) -> tuple[list[ProviderChange], str | None]:
         """Return the changes after ``marker``, and the marker to pass next time."""
         ...
+
+
+class Mailer(Protocol):
+    """Sends the connector's own emails (the primary-change verification)."""
+
+    def send(self, to: str, subject: str, body: str) -> None:
+        """Send a plain-text email.
+
+        :raises MailUnavailable: when no mail server is configured or reachable.
+        """
+
+
+class MailUnavailable(Exception):
+    """No mail server is configured, or it refused the message."""

@@ -36,6 +36,7 @@ from sqlalchemy import (
     false,
     func,
     literal,
+    literal_column,
     not_,
     or_,
     select,
@@ -130,7 +131,8 @@ class Dialect:
 
             def pg_sub(name: str | None) -> Column:
                 if name is None:
-                    return Column(func.jsonb_extract_path_text(each.c.value), "any")
+                    # The element itself, as text ('{}' is the empty path).
+                    return Column(each.c.value.op("#>>")(literal_column("'{}'")), "any")
                 return Column(func.jsonb_extract_path_text(each.c.value, name), "any")
 
             return each, pg_sub
@@ -244,7 +246,9 @@ class FilterTranslator:
             terms = [self._visit(f, term, scope) for term in node.terms]
             return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
         if isinstance(node, Not):
-            return not_(self._visit(f, node.expr, scope))
+            # A comparison with a missing value is NULL in SQL, false in SCIM: make it
+            # false before negating, or "not" would drop the rows that lack the value.
+            return not_(func.coalesce(self._visit(f, node.expr, scope), false()))
         if isinstance(node, ValuePath):
             return self._value_path(f, node, scope)
         if isinstance(node, Comparison | Present):

@@ -20,7 +20,6 @@ from scim2_models import (
     InvalidValueException,
     MutabilityException,
     NotFoundException,
-    NotImplementedException,
     PreconditionFailedException,
     Resource,
     ResourceType,
@@ -33,7 +32,7 @@ from scim2_models import (
 )
 from scim2_server.storage import ScimStorage, SearchPage
 from scim2_server.utils import parametrize
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, literal, null, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 
 from connector.adapters.sql.database import SqlUnitOfWork
@@ -173,11 +172,32 @@ class SellerStorage(ScimStorage):
         *,
         position: Any = None,
     ) -> SearchPage:
-        if len(resource_types) != 1:
-            raise NotImplementedException(
-                detail="Search at the service root is not supported: search /Users or /Groups."
-            )
-        resource_type = resource_types[0]
+        descending = (
+            search_request.sort_by is not None
+            and search_request.sort_order == SearchRequest.SortOrder.descending
+        )
+        candidates = union_all(
+            *(self._candidates(rt, search_request) for rt in resource_types)
+        ).subquery("candidates")
+        total = self.uow.session.scalar(select(func.count()).select_from(candidates)) or 0
+        keys = [candidates.c.missing, candidates.c.value, candidates.c.id]
+
+        if search_request.cursor is None:
+            ordering = [k.desc() if descending else k.asc() for k in keys]
+            query = select(candidates.c.kind, candidates.c.id).order_by(*ordering)
+            query = query.offset(search_request.start_index_0 or 0)
+            if search_request.count is not None:
+                query = query.limit(search_request.count)
+            rows = list(self.uow.session.execute(query))
+            return SearchPage(total, self._load(resource_types, rows))
+        if search_request.count == 0:
+            return SearchPage(total, [])
+        return self._cursor_page(
+            resource_types, candidates, descending, search_request.count, position, total
+        )
+
+    def _candidates(self, resource_type: ResourceType, search_request: SearchRequest[Any]) -> Any:
+        """The matching resources of one type, with their sort key, as a SELECT."""
         kind = self._kind(resource_type)
         model = self._model(resource_type)
         translator = self.translators[kind]
@@ -186,74 +206,40 @@ class SellerStorage(ScimStorage):
         if kind == "User":
             scope.append(UserRow.deleted.is_(False))
         if search_request.filter is not None:
-            bound = search_request.filter
-            if not bound.models:
-                bound = parametrize(ScimFilter, model)(str(bound))
+            # Bind the filter to this type's model: at the root it names several.
+            bound = parametrize(ScimFilter, model)(str(search_request.filter))
             scope.append(translator.where(bound))
-        condition = and_(*scope)
-
-        sort_expr: Any = None
+        value: Any = null()
         if search_request.sort_by is not None:
-            sort_expr, _ = translator.sort_key(
+            value, _ = translator.sort_key(
                 parametrize(ScimFilter, model), str(search_request.sort_by)
             )
-        descending = (
-            search_request.sort_by is not None
-            and search_request.sort_order == SearchRequest.SortOrder.descending
-        )
-        total = (
-            self.uow.session.scalar(select(func.count()).select_from(table).where(condition)) or 0
-        )
-        keys = [null_last(sort_expr), sort_expr] if sort_expr is not None else []
-        ordering = [k.desc() if descending else k.asc() for k in [*keys, table.id]]
-
-        if search_request.cursor is None:
-            start = search_request.start_index_0 or 0
-            query = select(table.id).where(condition).order_by(*ordering).offset(start)
-            if search_request.count is not None:
-                query = query.limit(search_request.count)
-            ids = list(self.uow.session.scalars(query))
-            return SearchPage(total, self._load(kind, resource_type, ids))
-
-        if search_request.count == 0:
-            return SearchPage(total, [])
-        return self._cursor_page(
-            kind,
-            resource_type,
-            table,
-            condition,
-            sort_expr,
-            descending,
-            search_request.count,
-            position,
-            total,
-        )
+        return select(
+            literal(kind).label("kind"),
+            table.id.label("id"),
+            null_last(value).label("missing"),
+            value.label("value"),
+        ).where(and_(*scope))
 
     def _cursor_page(
         self,
-        kind: str,
-        resource_type: ResourceType,
-        table: Any,
-        condition: Any,
-        sort_expr: Any,
+        resource_types: list[ResourceType],
+        candidates: Any,
         descending: bool,
         count: int | None,
         position: Any,
         total: int,
     ) -> SearchPage:
         """A page of a keyset (cursor) search: stable under concurrent writes."""
-        value = sort_expr if sort_expr is not None else None
-        columns = [table.id] + ([value] if value is not None else [])
         direction, anchor = _read_position(position)
         backwards = direction == "previous"
         # Walking backwards means reading in the opposite order and reversing.
         reverse = descending != backwards
-        keys = ([null_last(value), value] if value is not None else []) + [table.id]
-        ordering = [k.desc() if reverse else k.asc() for k in keys]
-        query = select(*columns).where(condition)
+        keys = [candidates.c.missing, candidates.c.value, candidates.c.id]
+        query = select(candidates.c.kind, candidates.c.id, candidates.c.value)
         if anchor is not None:
-            query = query.where(_after(table.id, value, anchor, reverse))
-        query = query.order_by(*ordering)
+            query = query.where(_after(candidates.c.id, candidates.c.value, anchor, reverse))
+        query = query.order_by(*[k.desc() if reverse else k.asc() for k in keys])
         if count is not None:
             query = query.limit(count + 1)
         rows = list(self.uow.session.execute(query))
@@ -261,25 +247,32 @@ class SellerStorage(ScimStorage):
         rows = rows[:count] if count is not None else rows
         if backwards:
             rows.reverse()
-        ids = [r[0] for r in rows]
-        page = SearchPage(total, self._load(kind, resource_type, ids))
+        page = SearchPage(total, self._load(resource_types, rows))
         if not rows:
             return page
-        first, last = rows[0], rows[-1]
         has_next = more if not backwards else anchor is not None
         has_previous = (anchor is not None) if not backwards else more
         if has_next:
-            page.next = _position("next", last, value is not None)
+            page.next = _position("next", rows[-1])
         if has_previous:
-            page.previous = _position("previous", first, value is not None)
+            page.previous = _position("previous", rows[0])
         return page
 
-    def _load(self, kind: str, resource_type: ResourceType, ids: list[str]) -> list[Resource[Any]]:
-        if kind == "User":
-            return self._user_resources(resource_type, self.uow.users.get_many(self.seller.id, ids))
-        return self._group_resources(
-            resource_type, self.uow.permission_sets.get_many(self.seller.id, ids)
-        )
+    def _load(self, resource_types: list[ResourceType], rows: list[Any]) -> list[Resource[Any]]:
+        """The resources of (kind, id) rows, in the rows' order."""
+        by_kind = {self._kind(rt): rt for rt in resource_types}
+        found: dict[str, Resource[Any]] = {}
+        user_ids = [r[1] for r in rows if r[0] == "User"]
+        if user_ids:
+            users = self.uow.users.get_many(self.seller.id, user_ids)
+            for resource in self._user_resources(by_kind["User"], users):
+                found[str(resource.id)] = resource
+        group_ids = [r[1] for r in rows if r[0] == "Group"]
+        if group_ids:
+            sets = self.uow.permission_sets.get_many(self.seller.id, group_ids)
+            for resource in self._group_resources(by_kind["Group"], sets):
+                found[str(resource.id)] = resource
+        return [found[r[1]] for r in rows if r[1] in found]
 
     # -- Writes ---------------------------------------------------------------------
 
@@ -389,8 +382,8 @@ def _decode(value: Any) -> Any:
     return value
 
 
-def _position(direction: str, row: Any, sorted_by_value: bool) -> dict[str, Any]:
-    value = row[1] if sorted_by_value else None
+def _position(direction: str, row: Any) -> dict[str, Any]:
+    value = row[2]
     return {"d": direction, "m": value is None, "k": _encode(value), "i": row[0]}
 
 
@@ -411,8 +404,6 @@ def _read_position(position: Any) -> tuple[str, dict[str, Any] | None]:
 def _after(id_column: Any, value: Any, anchor: dict[str, Any], reverse: bool) -> Any:
     """Rows strictly after the anchor in the walking order: (missing, value, id) compared as a tuple."""
     anchor_id = anchor["i"]
-    if value is None:
-        return id_column < anchor_id if reverse else id_column > anchor_id
     missing = value.is_(None)
     present = value.is_not(None)
     if anchor["m"]:

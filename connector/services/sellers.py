@@ -8,7 +8,7 @@ import hmac
 import secrets
 
 from connector.domain.catalogue import Catalogue
-from connector.domain.errors import InvalidValue, NotFound, Uniqueness
+from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
     Email,
     PermissionSet,
@@ -209,3 +209,115 @@ def set_plan(uow: UnitOfWork, seller: SellerAccount, plan: Plan, actor: Actor) -
 
 
 PRIMARY_CHANGE_LIFESPAN = dt.timedelta(days=2)
+
+
+def request_primary_change(
+    uow: UnitOfWork, seller: SellerAccount, new_email: str, actor: Actor
+) -> tuple[str, str]:
+    """Start the operator flow that makes another address the primary user.
+
+    The change completes only when the new address confirms the link it is sent.
+    A secondary user can become primary only once it is deactivated.
+
+    :returns: the change id and the one-time confirmation token (to be emailed, never logged).
+    """
+    if not is_email(new_email):
+        raise InvalidValue(f"{new_email!r} is not an email address.")
+    key = email_key(new_email)
+    current = uow.users.get(seller.id, seller.primary_user_id or "")
+    if current is not None and key in current.email_keys:
+        raise InvalidValue(f"{new_email} is already the primary user's address.")
+    for owner in uow.users.email_owners([key]):
+        if owner.seller_id != seller.id:
+            raise Uniqueness(
+                f"The email address {new_email} has already been used by a user of this "
+                "service: the primary user needs an address of this seller or a brand-new one."
+            )
+        user = uow.users.get(seller.id, owner.user_id, include_deleted=True)
+        if user is not None and user.active and not user.deleted:
+            raise Forbidden(
+                f"{new_email} belongs to an active secondary user. Deactivate it first: a "
+                "secondary user becomes primary only after being deactivated as a secondary."
+            )
+    token = secrets.token_urlsafe(32)
+    change_id = new_id()
+    now = utcnow()
+    uow.primary_changes.add(
+        change_id, seller.id, new_email, hash_secret(token), now, now + PRIMARY_CHANGE_LIFESPAN
+    )
+    uow.audit.append(
+        AuditEvent(
+            seller.id,
+            actor.name,
+            "primary.change-requested",
+            f"seller:{seller.id}",
+            {"to": new_email, "expiresAt": (now + PRIMARY_CHANGE_LIFESPAN).isoformat()},
+        )
+    )
+    return change_id, token
+
+
+def confirm_primary_change(
+    uow: UnitOfWork, catalogue: Catalogue, token: str, actor: Actor
+) -> SellerUser:
+    """Complete a primary change from its confirmation token.
+
+    The former primary stays as a deactivated secondary user, with its history.
+    """
+    change = uow.primary_changes.by_token_hash(hash_secret(token))
+    now = utcnow()
+    if change is None or change["completed_at"] is not None:
+        raise NotFound("This confirmation link is unknown or was already used.")
+    if change["expires_at"] <= now:
+        raise Forbidden("This confirmation link has expired: ask the operator for a new one.")
+    seller = find_seller(uow, change["seller_id"])
+    key = email_key(change["new_email"])
+    owners = [o for o in uow.users.email_owners([key]) if o.seller_id == seller.id]
+    old = uow.users.get(seller.id, seller.primary_user_id or "")
+    if owners:
+        new = uow.users.get(seller.id, owners[0].user_id, include_deleted=True)
+        assert new is not None
+        if new.active and not new.deleted:
+            raise Forbidden(
+                f"{change['new_email']} belongs to an active secondary user: deactivate it first."
+            )
+        new.role = Role.primary
+        new.active = True
+        new.deleted = False
+        new.permissions = {}
+        new.updated_at = now
+        uow.users.save(new)
+    else:
+        if uow.users.email_owners([key]):
+            raise Uniqueness(f"The email address {change['new_email']} has been used meanwhile.")
+        new = SellerUser(
+            id=new_id(),
+            seller_id=seller.id,
+            user_name=change["new_email"],
+            role=Role.primary,
+            emails=[Email(change["new_email"], type="work", primary=True)],
+            notifications=list(catalogue.notification_ids),
+            created_at=now,
+            updated_at=now,
+        )
+        uow.users.add(new)
+    if old is not None:
+        old.role = Role.secondary
+        old.active = False
+        old.updated_at = now
+        uow.users.save(old)
+        enqueue_user_sync(uow, old)
+    seller.primary_user_id = new.id
+    uow.sellers.save(seller)
+    uow.primary_changes.complete(change["id"], now)
+    uow.audit.append(
+        AuditEvent(
+            seller.id,
+            actor.name,
+            "primary.changed",
+            f"user:{new.id}",
+            {"from": old.user_name if old else None, "to": new.user_name},
+        )
+    )
+    enqueue_user_sync(uow, new)
+    return new

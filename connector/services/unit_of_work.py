@@ -118,6 +118,20 @@ class Markers(Protocol):
     def set(self, source: str, marker: str | None) -> None: ...
 
 
+class PrimaryChanges(Protocol):
+    def add(
+        self,
+        change_id: str,
+        seller_id: str,
+        new_email: str,
+        token_hash: str,
+        requested_at: dt.datetime,
+        expires_at: dt.datetime,
+    ) -> None: ...
+    def by_token_hash(self, token_hash: str) -> dict[str, Any] | None: ...
+    def complete(self, change_id: str, at: dt.datetime) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction over the store. Nothing is kept unless ``commit`` is called."""
 
@@ -128,6 +142,7 @@ class UnitOfWork(Protocol):
     audit: AuditLog
     outbox: Outbox
     markers: Markers
+    primary_changes: PrimaryChanges
 
     def commit(self) -> None: ...
     def rollback(self) -> None: ...

@@ -18,6 +18,7 @@ from connector.adapters.sql.repositories import (
     SqlMarkers,
     SqlOutbox,
     SqlPermissionSets,
+    SqlPrimaryChanges,
     SqlSellers,
     SqlTokens,
     SqlUsers,
@@ -98,6 +99,7 @@ class SqlUnitOfWork:
         self.audit = SqlAudit(self.session)
         self.outbox = SqlOutbox(self.session)
         self.markers = SqlMarkers(self.session)
+        self.primary_changes = SqlPrimaryChanges(self.session)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
@@ -15,6 +16,7 @@ from connector.adapters.sql.tables import (
     MembershipRow,
     OutboxRow,
     PermissionSetRow,
+    PrimaryChangeRow,
     SellerRow,
     TokenRow,
     UserRow,
@@ -531,4 +533,50 @@ class SqlMarkers:
         else:
             row.marker = marker
             row.updated_at = utcnow()
+        self.session.flush()
+
+
+class SqlPrimaryChanges:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def add(
+        self,
+        change_id: str,
+        seller_id: str,
+        new_email: str,
+        token_hash: str,
+        requested_at: dt.datetime,
+        expires_at: dt.datetime,
+    ) -> None:
+        self.session.add(
+            PrimaryChangeRow(
+                id=change_id,
+                seller_id=seller_id,
+                new_email=new_email,
+                token_hash=token_hash,
+                requested_at=requested_at,
+                expires_at=expires_at,
+            )
+        )
+        self.session.flush()
+
+    def by_token_hash(self, token_hash: str) -> dict[str, Any] | None:
+        row = self.session.scalar(
+            select(PrimaryChangeRow).where(PrimaryChangeRow.token_hash == token_hash)
+        )
+        if row is None:
+            return None
+        return {
+            "id": row.id,
+            "seller_id": row.seller_id,
+            "new_email": row.new_email,
+            "expires_at": row.expires_at,
+            "completed_at": row.completed_at,
+        }
+
+    def complete(self, change_id: str, at: dt.datetime) -> None:
+        row = self.session.get(PrimaryChangeRow, change_id)
+        assert row is not None
+        row.completed_at = at
         self.session.flush()

@@ -1,0 +1,41 @@
+"""scim2-server's own storage contract, run against our SQL storage on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from scim2_server.testing import ScimStorageContract
+from scim2_server.utils import load_default_provider
+
+from sqlalchemy import update
+
+from connector.adapters.sql.tables import UserRow
+from connector.services.commands import Actor
+from scim.storage import SellerStorage, StorageContext
+
+
+class TestSellerStorageContract(ScimStorageContract):
+    @pytest.fixture
+    def storage(self, connector: Any, make_seller: Any) -> Any:
+        handle = make_seller()
+        uow = connector.uow().__enter__()
+        # The contract expects an empty storage and counts every resource it finds. A
+        # seller always has a primary user and default groups, so the test data hides them
+        # (a row-level change, not a change to the storage under test).
+        for group in uow.permission_sets.list(handle.seller.id):
+            uow.permission_sets.delete(group)
+        uow.session.execute(
+            update(UserRow).where(UserRow.id == handle.primary.id).values(deleted=True)
+        )
+        storage = SellerStorage(
+            StorageContext(
+                uow=uow,
+                seller=handle.seller,
+                actor=Actor("contract"),
+                catalogue=connector.catalogue,
+                provider=load_default_provider(),
+            )
+        )
+        yield storage
+        uow.__exit__(None, None, None)
