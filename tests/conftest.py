@@ -21,6 +21,7 @@ from connector.services import sellers as seller_cases
 from connector.services.commands import Actor
 from connector.settings import Settings
 from scim.app import create_app
+from tests.support.keycloak import keycloak_server_fixture
 from tests.support.postgres import PostgresServer
 
 SCIM = "application/scim+json"
@@ -30,6 +31,10 @@ PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BULK_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 SELLER_USER = "urn:seller-connector:scim:schemas:extension:seller:2.0:User"
 SELLER_GROUP = "urn:seller-connector:scim:schemas:extension:seller:2.0:Group"
+
+
+# ONE Keycloak per test session, for every test folder that needs it (started on first use).
+keycloak_server = keycloak_server_fixture("session")
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,8 @@ from connector.domain.model import (
     SellerAccount,
     SellerUser,
 )
-from tests.support.keycloak import KeycloakServer, keycloak_server_fixture
+from tests.support.keycloak import KeycloakServer
 from tests.support.smtp import SmtpSink
-
-keycloak_server = keycloak_server_fixture("session")
 
 
 @pytest.fixture(scope="session")
