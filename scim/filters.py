@@ -271,9 +271,22 @@ class FilterTranslator:
         return self._compare(column, node.op, node.value, resolved.case_exact, resolved.kind)
 
     def _json_column(self, source: JsonScalar, kind: str) -> Column:
-        # JSON holds dates as ISO text: they compare as text.
-        stored = "isotext" if kind == "datetime" else kind
-        return Column(self.dialect.scalar(source.column, source.path, kind), stored)
+        return self._from_json(
+            Column(self.dialect.scalar(source.column, source.path, kind), "any"), kind
+        )
+
+    def _from_json(self, column: Column, kind: str) -> Column:
+        """A value read out of JSON, typed for comparison: JSON holds dates as ISO text,
+        and PostgreSQL gives every JSON value as text."""
+        if column.kind != "any":
+            return column
+        if kind == "datetime":
+            return Column(column.expr, "isotext", column.nullable)
+        if kind == "bool":
+            return Column(column.expr, "jsonbool", column.nullable)
+        if kind == "number" and not self.dialect.sqlite:
+            return Column(cast(column.expr, Numeric), "number", column.nullable)
+        return Column(column.expr, kind, column.nullable)
 
     @staticmethod
     def _exists(source: Elements, rows: Any, condition: Any) -> ColumnElement[bool]:
@@ -289,12 +302,7 @@ class FilterTranslator:
         column = sub(resolved.sub)
         if column is None:
             return false()
-        column = Column(
-            column.expr,
-            resolved.kind if column.kind == "any" else column.kind,
-            column.nullable,
-            column.folded,
-        )
+        column = self._from_json(column, resolved.kind)
         if isinstance(node, Present):
             return self._exists(source, rows, self._present(column))
         if node.op == Op.ne:
@@ -334,12 +342,7 @@ class FilterTranslator:
                 case_exact, kind = binding.case_exact, self._kind(binding.target_type)
             if column is None:
                 return false()
-            column = Column(
-                column.expr,
-                kind if column.kind == "any" else column.kind,
-                column.nullable,
-                column.folded,
-            )
+            column = self._from_json(column, kind)
             if isinstance(leaf, Present):
                 return self._present(column)
             return self._compare(column, leaf.op, leaf.value, case_exact, kind)
@@ -387,7 +390,7 @@ class FilterTranslator:
         if kind == "bool":
             if op not in (Op.eq, Op.ne):
                 return false()
-            target = operand if column.kind == "bool" else self.dialect.bool_literal(operand)
+            target = self.dialect.bool_literal(operand) if column.kind == "jsonbool" else operand
             if op == Op.eq:
                 return expr == target
             return or_(expr.is_(None), expr != target) if column.nullable else expr != target

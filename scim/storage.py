@@ -384,7 +384,7 @@ def _decode(value: Any) -> Any:
 
 def _position(direction: str, row: Any) -> dict[str, Any]:
     value = row[2]
-    return {"d": direction, "m": value is None, "k": _encode(value), "i": row[0]}
+    return {"d": direction, "m": value is None, "k": _encode(value), "i": row[1]}
 
 
 def _read_position(position: Any) -> tuple[str, dict[str, Any] | None]:
