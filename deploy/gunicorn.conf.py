@@ -1,0 +1,26 @@
+"""gunicorn settings for running seller-connector under systemd (see deploy/systemd/).
+
+    gunicorn -c deploy/gunicorn.conf.py 'scim.app:create_app()'
+
+`seller-connector serve` uses the same values without this file.
+"""
+
+import multiprocessing
+import os
+
+bind = os.environ.get("SELLER_CONNECTOR_BIND", "127.0.0.1:8080")
+workers = int(
+    os.environ.get("SELLER_CONNECTOR_WORKERS", max(2, min(4, multiprocessing.cpu_count())))
+)
+worker_class = "gthread"
+threads = int(os.environ.get("SELLER_CONNECTOR_THREADS", "4"))
+timeout = 60
+graceful_timeout = 20
+keepalive = 5
+# Bodies are bounded by the app (MAX_CONTENT_LENGTH and the Bulk maxPayloadSize).
+limit_request_line = 8190
+accesslog = None  # the app logs one JSON line per request, with its request id
+errorlog = "-"
+loglevel = "warning"
+# Forwarded headers only from a local reverse proxy.
+forwarded_allow_ips = "127.0.0.1"
