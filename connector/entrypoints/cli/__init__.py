@@ -12,7 +12,11 @@ from connector.entrypoints.cli.server import db, demo, serve
 from connector.entrypoints.cli.users import users
 
 # Command groups contributed by the identity-provider and directory adapters.
-_OPTIONAL = ("connector.entrypoints.cli.keycloak", "connector.entrypoints.cli.directory")
+_OPTIONAL = (
+    "connector.entrypoints.cli.keycloak",
+    "connector.entrypoints.cli.directory",
+    "connector.entrypoints.cli.sso",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
