@@ -40,6 +40,5 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True) -> Conn
     catalogue = load_catalogue()
     if migrate:
         upgrade(settings.database_url)
-    return Connector(
-        settings=settings, catalogue=catalogue, engine=make_engine(settings.database_url)
-    )
+    engine = make_engine(settings.database_url, busy_timeout_ms=settings.busy_timeout_ms)
+    return Connector(settings=settings, catalogue=catalogue, engine=engine)

@@ -31,6 +31,8 @@ class Settings:
     max_body_bytes: int = 2 * 1024 * 1024
     auth_failures_per_minute: int = 20
     home: Path = Path("var")
+    busy_timeout_ms: int = 5000
+    """How long a write waits for a busy SQLite database before the request gets a 503."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -52,6 +54,7 @@ class Settings:
                 os.environ.get("SELLER_CONNECTOR_AUTH_FAILURES_PER_MINUTE", "20")
             ),
             home=home,
+            busy_timeout_ms=int(os.environ.get("SELLER_CONNECTOR_DB_BUSY_TIMEOUT_MS", "5000")),
         )
 
 

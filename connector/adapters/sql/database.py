@@ -32,15 +32,16 @@ def _fold(value: Any) -> Any:
     return text_key(value) if isinstance(value, str) else value
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
     """Create an engine. SQLite gets WAL, a busy timeout and foreign keys, so that several
-    gunicorn workers can share one file."""
+    gunicorn workers can share one file; a write that waits longer than the busy timeout
+    fails (and the HTTP layer answers 503 with Retry-After)."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"future": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": 5, "check_same_thread": False}
+        kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["pool_size"] = 5
@@ -57,7 +58,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=5000")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
