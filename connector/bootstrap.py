@@ -26,9 +26,10 @@ class Connector:
     def session_factory(self) -> sessionmaker[Session]:
         return sessionmaker(self.engine, expire_on_commit=False)
 
-    def uow(self) -> SqlUnitOfWork:
-        """A new unit of work (use it as a context manager)."""
-        return SqlUnitOfWork(self.session_factory)
+    def uow(self, *, write: bool = True) -> SqlUnitOfWork:
+        """A new unit of work (use it as a context manager). ``write=False`` for reads only:
+        on SQLite they then never wait for writers."""
+        return SqlUnitOfWork(self.session_factory, write=write)
 
 
 def bootstrap(settings: Settings | None = None, *, migrate: bool = True) -> Connector:

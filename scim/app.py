@@ -115,7 +115,7 @@ def create_app(connector: Connector | None = None) -> Flask:
             operation = service.match(scim_request).operation
         except SCIMException:
             operation = None
-        with connector.uow() as uow:
+        with connector.uow(write=request.method != "GET") as uow:
             storage: Any = None
             if operation not in DISCOVERY:
                 client = request.remote_addr or "unknown"

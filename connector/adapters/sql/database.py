@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from connector.adapters.sql.repositories import (
 from connector.domain.model import text_key
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+_writing: ContextVar[bool] = ContextVar("seller_connector_writing", default=True)
 
 
 def _fold(value: Any) -> Any:
@@ -63,9 +66,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(connection: Any) -> None:
-            # IMMEDIATE takes the write lock up front, so two writers queue instead of
-            # failing half-way with "database is locked" on upgrade from a read lock.
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            # A writing unit of work takes the write lock up front (IMMEDIATE), so writers
+            # queue on the busy timeout instead of failing half-way when a read lock cannot
+            # be upgraded; readers stay DEFERRED and, with WAL, never wait for writers.
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if _writing.get() else "BEGIN")
 
     return engine
 
@@ -88,10 +92,13 @@ class SqlUnitOfWork:
     Used as a context manager: leaving it without ``commit`` rolls everything back.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], *, write: bool = True) -> None:
         self.session_factory = session_factory
+        self.write = write
+        self._intent: Token[bool] | None = None
 
     def __enter__(self) -> SqlUnitOfWork:
+        self._intent = _writing.set(self.write)
         self.session = self.session_factory()
         self.sellers = SqlSellers(self.session)
         self.users = SqlUsers(self.session)
@@ -104,8 +111,13 @@ class SqlUnitOfWork:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.session.rollback()
-        self.session.close()
+        try:
+            self.session.rollback()
+            self.session.close()
+        finally:
+            if self._intent is not None:
+                _writing.reset(self._intent)
+                self._intent = None
 
     def commit(self) -> None:
         self.session.commit()
