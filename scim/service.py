@@ -2,33 +2,43 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any
 
 from pydantic_core import from_json
 from scim2_models import (
+    BulkOperation,
     Context,
+    Error,
     ForbiddenException,
     MutabilityException,
     PatchOp,
     Resource,
     ResourceType,
     ResponseParameters,
+    SCIMException,
 )
+from scim2_server.bulk import BulkPlan, BulkStep
+from scim2_server.conditions import Conditions
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
-from scim2_server.routing import Operation
+from scim2_server.routing import match
 from scim2_server.service import ScimService
 
-from connector.domain.model import Role
+from connector.domain import errors
+from connector.domain.model import Role, check_role_change
 from scim.schemas import SELLER_USER_SCHEMA
-from scim.storage import requested_role
+from scim.storage import requested_role, scim_error
 
 PRIMARY_ROLE_DETAIL = (
     "The primary user's role cannot change through SCIM: the primary changes only through "
     "the marketplace operator flow (seller-connector sellers change-primary)."
 )
+
+_bulk_roles: ContextVar[dict[int, Role]] = ContextVar("bulk_roles", default={})  # noqa: B039
+"""The role each PUT of the current Bulk request carried, by operation index (never mutated)."""
 
 
 class SellerScimService(ScimService):
@@ -60,12 +70,31 @@ class SellerScimService(ScimService):
         requested_role.set(_role_in(body))
         return replacement
 
+    def read_bulk(self, body: bytes, content_type: str | None) -> BulkPlan:
+        """Validate a Bulk body, remembering the role each PUT asks for (validation drops it)."""
+        plan = super().read_bulk(body, content_type)
+        _bulk_roles.set(_bulk_roles_in(body))
+        return plan
 
-def _role_in(body: bytes) -> Role | None:
-    try:
-        payload = from_json(body)
-    except ValueError:
-        return None
+    def apply_replacement(
+        self,
+        current: Resource[Any],
+        replacement: Resource[Any],
+        conditions: Conditions,
+    ) -> Resource[Any] | None:
+        """Refuse a PUT that changes the role, before a replacement that changes nothing
+        else is answered as a no-op (the read-only role is not in the validated body)."""
+        current_role = (current.model_dump().get(SELLER_USER_SCHEMA) or {}).get("role")
+        if current_role in (Role.primary.value, Role.secondary.value):
+            try:
+                check_role_change(Role(current_role), requested_role.get())
+            except errors.DomainError as error:
+                raise scim_error(error) from error
+        return super().apply_replacement(current, replacement, conditions)
+
+
+def _role_of(payload: Any) -> Role | None:
+    """The role a User body asks for, if it names one."""
     if not isinstance(payload, dict):
         return None
     for key, value in payload.items():
@@ -76,30 +105,99 @@ def _role_in(body: bytes) -> Role | None:
     return None
 
 
+def _role_in(body: bytes) -> Role | None:
+    try:
+        return _role_of(from_json(body))
+    except ValueError:
+        return None
+
+
+def _get(payload: Any, name: str) -> Any:
+    """A member of a JSON object, whatever the case of its name (SCIM names are case-insensitive)."""
+    if not isinstance(payload, dict):
+        return None
+    return next((v for k, v in payload.items() if k.lower() == name.lower()), None)
+
+
+def _bulk_roles_in(body: bytes) -> dict[int, Role]:
+    try:
+        payload = from_json(body)
+    except ValueError:
+        return {}
+    roles: dict[int, Role] = {}
+    for index, operation in enumerate(_get(payload, "Operations") or []):
+        if isinstance(operation, dict) and str(_get(operation, "method") or "").upper() == "PUT":
+            role = _role_of(_get(operation, "data"))
+            if role is not None:
+                roles[index] = role
+    return roles
+
+
 class SellerScimHandler(ScimHandler):
     """scim2-server's handler, with the primary user's role answered 403 rather than 400."""
 
     def patch(self, request: ScimRequest) -> ScimResponse:
+        """A PATCH of the primary's role is a 403: the primary changes only by the operator flow.
+
+        The role is read-only, so validation refuses the PATCH with a mutability error
+        before any storage is read; whose role it was is looked up afterwards.
+        """
         try:
             return super().patch(request)
         except MutabilityException as error:
-            if "role" in str(error.detail or "") and self._targets_primary(request):
+            if _about_role(error.detail) and self._targets_primary("PATCH", request.path):
                 raise ForbiddenException(detail=PRIMARY_ROLE_DETAIL) from error
             raise
 
-    def _targets_primary(self, request: ScimRequest) -> bool:
-        target = self.service.match(request)
-        if target.operation is not Operation.patch or target.resource_id is None:
+    def run_bulk_step(
+        self, request: ScimRequest, plan: BulkPlan, step: BulkStep
+    ) -> tuple[dict[str, Any], Resource[Any] | None]:
+        """Run one Bulk operation as the single request would run: a PUT with the role its
+        body asked for, a PATCH of the primary's role answered 403."""
+        operation = plan.operation(step)
+        method = operation.method
+        role = _bulk_roles.get().get(step.index) if method == BulkOperation.Method.put else None
+        token = requested_role.set(role)
+        try:
+            result, resource = super().run_bulk_step(request, plan, step)
+        finally:
+            requested_role.reset(token)
+        response = result.get("response")
+        if (
+            method == BulkOperation.Method.patch
+            and isinstance(response, Error)
+            and response.scim_type == "mutability"
+            and _about_role(response.detail)
+            and self._targets_primary("PATCH", plan.resolve(step).path or "")
+        ):
+            outcome = {k: v for k, v in result.items() if k not in ("status", "response")}
+            result = self.service.bulk_failure(
+                outcome, ForbiddenException(detail=PRIMARY_ROLE_DETAIL)
+            )
+        return result, resource
+
+    def _targets_primary(self, method: str, path: str) -> bool:
+        """Whether a request path names this seller's primary user."""
+        try:
+            target = match(method, path)
+        except SCIMException:
             return False
-        resource_type = self.service.get_resource_type_by_endpoint(target.endpoint or "")
+        if target.resource_id is None or target.endpoint is None:
+            return False
+        resource_type = self.service.get_resource_type_by_endpoint(target.endpoint)
         if resource_type is None or resource_type.name != "User":
             return False
         try:
             resource = self.storage.get(resource_type, target.resource_id)
-        except Exception:
+        except SCIMException:
             return False
         extension = resource.model_dump().get(SELLER_USER_SCHEMA) or {}
         return extension.get("role") == Role.primary.value
+
+
+def _about_role(detail: str | None) -> bool:
+    """Whether a mutability error is about the seller extension's role."""
+    return f"{SELLER_USER_SCHEMA}:role".lower() in (detail or "").lower()
 
 
 __all__ = ["PatchOp", "SellerScimHandler", "SellerScimService"]

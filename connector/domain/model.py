@@ -282,9 +282,18 @@ def effective_permissions(
 
 def check_role_unchanged(user: SellerUser, requested: Role | None) -> None:
     """The role is read-only: it changes only through the operator's change-primary flow."""
-    if requested is None or requested is user.role:
+    check_role_change(user.role, requested)
+
+
+def check_role_change(current: Role, requested: Role | None) -> None:
+    """Refuse a change of role: 403 for the primary, a mutability error for a secondary.
+
+    :raises Forbidden: when the primary would be demoted.
+    :raises Mutability: when a secondary user would be promoted.
+    """
+    if requested is None or requested is current:
         return
-    if user.is_primary:
+    if current is Role.primary:
         raise Forbidden(
             "The primary user cannot be demoted through SCIM: the primary changes only "
             "through the marketplace operator flow (seller-connector sellers change-primary)."
