@@ -1,7 +1,9 @@
-"""Our adjustments to scim2-server's protocol steps: PATCH answers 200, the role is guarded."""
+"""Our adjustments to scim2-server's protocol steps: PATCH answers 200, the role is guarded,
+and Entra ID's plain-string manager is read as the complex attribute the schema defines."""
 
 from __future__ import annotations
 
+import json
 from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any
@@ -29,13 +31,16 @@ from scim2_server.service import ScimService
 
 from connector.domain import errors
 from connector.domain.model import Role, check_role_change
-from scim.schemas import SELLER_USER_SCHEMA
+from scim.schemas import ENTERPRISE_SCHEMA, SELLER_USER_SCHEMA
 from scim.storage import requested_role, scim_error
 
 PRIMARY_ROLE_DETAIL = (
     "The primary user's role cannot change through SCIM: the primary changes only through "
     "the marketplace operator flow (seller-connector sellers change-primary)."
 )
+
+_ENTERPRISE = ENTERPRISE_SCHEMA.lower()
+_MANAGER_PATH = f"{_ENTERPRISE}:manager"
 
 _bulk_roles: ContextVar[dict[int, Role]] = ContextVar("bulk_roles", default={})  # noqa: B039
 """The role each PUT of the current Bulk request carried, by operation index (never mutated)."""
@@ -58,6 +63,12 @@ class SellerScimService(ScimService):
             status=HTTPStatus.OK,
         )
 
+    def read_creation(
+        self, resource_type: ResourceType, body: bytes, content_type: str | None
+    ) -> Resource[Any]:
+        """Validate a POST body, once Entra ID's plain-string manager is normalised."""
+        return super().read_creation(resource_type, _normalised(body, _resource), content_type)
+
     def read_replacement(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
     ) -> Resource[Any]:
@@ -66,13 +77,22 @@ class SellerScimService(ScimService):
         The role is read-only, so validation drops it; a PUT that asks for another role
         must still be refused, so it is read from the raw body first.
         """
-        replacement = super().read_replacement(resource_type, body, content_type)
+        replacement = super().read_replacement(
+            resource_type, _normalised(body, _resource), content_type
+        )
         requested_role.set(_role_in(body))
         return replacement
 
+    def read_patch(
+        self, resource_type: ResourceType, body: bytes, content_type: str | None
+    ) -> PatchOp[Any]:
+        """Validate a PATCH body, once Entra ID's plain-string manager is normalised."""
+        return super().read_patch(resource_type, _normalised(body, _patch), content_type)
+
     def read_bulk(self, body: bytes, content_type: str | None) -> BulkPlan:
-        """Validate a Bulk body, remembering the role each PUT asks for (validation drops it)."""
-        plan = super().read_bulk(body, content_type)
+        """Validate a Bulk body, normalising each operation as a single request would be,
+        and remembering the role each PUT asks for (validation drops it)."""
+        plan = super().read_bulk(_normalised(body, _bulk), content_type)
         _bulk_roles.set(_bulk_roles_in(body))
         return plan
 
@@ -112,13 +132,6 @@ def _role_in(body: bytes) -> Role | None:
         return None
 
 
-def _get(payload: Any, name: str) -> Any:
-    """A member of a JSON object, whatever the case of its name (SCIM names are case-insensitive)."""
-    if not isinstance(payload, dict):
-        return None
-    return next((v for k, v in payload.items() if k.lower() == name.lower()), None)
-
-
 def _bulk_roles_in(body: bytes) -> dict[int, Role]:
     try:
         payload = from_json(body)
@@ -131,6 +144,91 @@ def _bulk_roles_in(body: bytes) -> dict[int, Role]:
             if role is not None:
                 roles[index] = role
     return roles
+
+
+# -- Entra ID's manager ------------------------------------------------------------------
+
+
+def _get(payload: Any, name: str) -> Any:
+    """A member of a JSON object, whatever the case of its name (SCIM names are case-insensitive)."""
+    if not isinstance(payload, dict):
+        return None
+    return next((v for k, v in payload.items() if k.lower() == name.lower()), None)
+
+
+def _manager(value: Any) -> Any:
+    """Entra ID sends the enterprise manager as its id alone; the schema wants ``{"value": id}``."""
+    return {"value": value} if isinstance(value, str) else value
+
+
+def _enterprise(extension: Any) -> bool:
+    changed = False
+    if isinstance(extension, dict):
+        for key, value in list(extension.items()):
+            if key.lower() == "manager" and isinstance(value, str):
+                extension[key] = _manager(value)
+                changed = True
+    return changed
+
+
+def _resource(payload: Any) -> bool:
+    """Normalise a User body (or a path-less PATCH value) in place; tell whether it changed."""
+    changed = False
+    if isinstance(payload, dict):
+        for key, value in list(payload.items()):
+            if key.lower() == _ENTERPRISE:
+                changed = _enterprise(value) or changed
+            elif key.lower() == _MANAGER_PATH and isinstance(value, str):
+                payload[key] = _manager(value)
+                changed = True
+    return changed
+
+
+def _patch(payload: Any) -> bool:
+    """Normalise the operations of a PatchOp body in place; tell whether any changed."""
+    changed = False
+    for operation in _get(payload, "Operations") or []:
+        if not isinstance(operation, dict):
+            continue
+        path = _get(operation, "path")
+        value_key = next((k for k in operation if k.lower() == "value"), None)
+        if value_key is None:
+            continue
+        value = operation[value_key]
+        if isinstance(path, str) and path.strip().lower() == _MANAGER_PATH:
+            if isinstance(value, str):
+                operation[value_key] = _manager(value)
+                changed = True
+        elif isinstance(path, str) and path.strip().lower() == _ENTERPRISE:
+            changed = _enterprise(value) or changed
+        elif path is None:
+            changed = _resource(value) or changed
+    return changed
+
+
+def _bulk(payload: Any) -> bool:
+    """Normalise the data of each operation of a BulkRequest body in place."""
+    changed = False
+    for operation in _get(payload, "Operations") or []:
+        data = _get(operation, "data")
+        method = str(_get(operation, "method") or "").upper()
+        if method == "PATCH":
+            changed = _patch(data) or changed
+        elif method in ("POST", "PUT"):
+            changed = _resource(data) or changed
+    return changed
+
+
+def _normalised(body: bytes, normalise: Any) -> bytes:
+    """The body, normalised by ``normalise`` when it is JSON it can read; else untouched,
+    so that validation reports the client's own mistakes."""
+    try:
+        payload = from_json(body)
+    except ValueError:
+        return body
+    if not normalise(payload):
+        return body
+    return json.dumps(payload).encode()
 
 
 class SellerScimHandler(ScimHandler):
