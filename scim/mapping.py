@@ -132,10 +132,8 @@ def user_body(
     if user.display_name is not None:
         body["displayName"] = user.display_name
     if user.emails:
-        body["emails"] = [
-            {k: v for k, v in vars(e).items() if v is not None and v is not False}
-            for e in user.emails
-        ]
+        # primary is a boolean the domain always holds: false is a value, not an absence.
+        body["emails"] = [{k: v for k, v in vars(e).items() if v is not None} for e in user.emails]
     if groups:
         body["groups"] = [
             {"value": g.id, "display": g.display_name, "$ref": f"Groups/{g.id}", "type": "direct"}
