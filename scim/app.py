@@ -163,18 +163,23 @@ def create_app(connector: Connector | None = None) -> Flask:
             response = _error(503, "The database is busy or unavailable. Retry shortly.")
             response.headers["Retry-After"] = "2"
         except HTTPException as error:
-            response = _error(error.code or 400, error.description or error.name)
+            response = _error(error.code or 400, _http_detail(error))
         except Exception:
             logger.exception("unexpected error", extra={"fields": {"request_id": g.request_id}})
             response = _error(500, f"Internal error; reference {g.request_id} in the server log.")
         return _to_flask(response)
 
+    def _http_detail(error: HTTPException) -> str:
+        if error.code == 413:
+            return (
+                f"The request body exceeds {settings.max_body_bytes} bytes. Send smaller "
+                "requests (split a Bulk request into several)."
+            )
+        return error.description or error.name
+
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
-        detail = error.description or error.name
-        if error.code == 413:
-            detail = f"The request body exceeds {settings.max_body_bytes} bytes."
-        response = _to_flask(_error(error.code or 500, detail))
+        response = _to_flask(_error(error.code or 500, _http_detail(error)))
         for key, value in error.get_headers():
             if key.lower() == "allow":
                 response.headers[key] = value
