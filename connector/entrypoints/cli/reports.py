@@ -109,7 +109,13 @@ def audit(ctx: CliContext, seller: str, limit: int | None, output_format: str) -
         for e in events
     ]
     data = [
-        {"at": e.at, "actor": e.actor, "action": e.action, "target": e.target, "changes": e.changes}
+        {
+            "at": e.at.isoformat() if e.at else None,
+            "actor": e.actor,
+            "action": e.action,
+            "target": e.target,
+            "changes": e.changes,
+        }
         for e in events
     ]
     emit(output_format, ["at", "actor", "action", "target", "changes"], rows, data)

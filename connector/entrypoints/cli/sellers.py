@@ -53,7 +53,7 @@ def list_sellers(ctx: CliContext, output_format: str) -> None:
             "name": s.name,
             "plan": s.plan.value,
             "users": counts[s.id],
-            "created": s.created_at,
+            "created": s.created_at.isoformat(),
         }
         for s in found
     ]
@@ -94,7 +94,12 @@ def tokens(ctx: CliContext, seller: str, output_format: str) -> None:
         for t in found
     ]
     data = [
-        {"id": t.id, "label": t.label, "created": t.created_at, "revoked": t.revoked_at}
+        {
+            "id": t.id,
+            "label": t.label,
+            "created": t.created_at.isoformat(),
+            "revoked": t.revoked_at.isoformat() if t.revoked_at else None,
+        }
         for t in found
     ]
     emit(output_format, ["id", "label", "created", "revoked"], rows, data)

@@ -75,7 +75,15 @@ def resend_invitation(ctx: CliContext, seller: str, user: str, days: int | None)
         updated = cases.resend_invitation(uow, account, found.id, ctx.actor, lifespan=lifespan)  # type: ignore[attr-defined]
         uow.commit()
     assert updated.invitation is not None
-    emit_json({"id": updated.id, "invitation": "pending", "expires": updated.invitation.expires_at})
+    emit_json(
+        {
+            "id": updated.id,
+            "invitation": "pending",
+            "expires": updated.invitation.expires_at.isoformat()
+            if updated.invitation.expires_at
+            else None,
+        }
+    )
 
 
 @users.command("deactivate")
