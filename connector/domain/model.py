@@ -257,10 +257,11 @@ def effective_permissions(
 ) -> list[Grant]:
     """The highest level per category granted directly or by any group.
 
-    The primary user has every permission at admin: it is never left to groups.
+    The primary user has every permission at admin, held directly: it is never left to
+    groups. ``granted_by`` names ``direct`` or ``group:<displayName>`` for each source.
     """
     if user.is_primary:
-        return [Grant(c.id, Level.admin, ("primary",)) for c in catalogue.permissions]
+        return [Grant(c.id, Level.admin, ("direct",)) for c in catalogue.permissions]
     sources: dict[str, list[tuple[Level, str]]] = {}
     for category, level in user.permissions.items():
         sources.setdefault(category, []).append((level, "direct"))
