@@ -141,9 +141,13 @@ def create_app(connector: Connector | None = None) -> Flask:
                 uow.commit()
             return response
 
-    @app.route(SCIM_PREFIX, defaults={"path": ""}, methods=METHODS)
-    @app.route(f"{SCIM_PREFIX}/", defaults={"path": ""}, methods=METHODS)
-    @app.route(f"{SCIM_PREFIX}/<path:path>", methods=METHODS)
+    # No automatic OPTIONS answer: Flask's is an empty text/html 200; a 405 SCIM error
+    # (with Allow) keeps every SCIM response application/scim+json.
+    scim_route = {"methods": METHODS, "provide_automatic_options": False}
+
+    @app.route(SCIM_PREFIX, defaults={"path": ""}, **scim_route)
+    @app.route(f"{SCIM_PREFIX}/", defaults={"path": ""}, **scim_route)
+    @app.route(f"{SCIM_PREFIX}/<path:path>", **scim_route)
     def scim(path: str) -> Response:
         try:
             response = serve(path)
