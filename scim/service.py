@@ -8,6 +8,7 @@ from contextvars import ContextVar
 from http import HTTPStatus
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic_core import from_json
 from scim2_models import (
     BulkOperation,
@@ -96,6 +97,20 @@ class SellerScimService(ScimService):
         _bulk_roles.set(_bulk_roles_in(body))
         return plan
 
+    @staticmethod
+    def error_of(exception: Exception) -> Error:
+        """The SCIM error of an exception, with pydantic's validation text made readable.
+
+        scim2-models reports a value that its model refuses with ``str()`` of pydantic's
+        ValidationError (model names, ``[type=...]``, links to pydantic's site); the detail
+        becomes ``attribute: message`` for each error instead.
+        """
+        error = ScimService.error_of(exception)
+        cause = exception.__cause__
+        if isinstance(cause, ValidationError) and "[type=" in (error.detail or ""):
+            error = error.model_copy(update={"detail": readable_validation_error(cause)})
+        return error
+
     def apply_replacement(
         self,
         current: Resource[Any],
@@ -111,6 +126,15 @@ class SellerScimService(ScimService):
             except errors.DomainError as error:
                 raise scim_error(error) from error
         return super().apply_replacement(current, replacement, conditions)
+
+
+def readable_validation_error(error: ValidationError) -> str:
+    """``attribute: message`` for each error of a pydantic ValidationError, for a person."""
+    parts = []
+    for item in error.errors(include_url=False):
+        location = ".".join(str(part) for part in item.get("loc", ()))
+        parts.append(f"{location}: {item['msg']}" if location else str(item["msg"]))
+    return "; ".join(parts) or "The request holds an invalid value."
 
 
 def _role_of(payload: Any) -> Role | None:
