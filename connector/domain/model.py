@@ -42,6 +42,22 @@ def utcnow() -> dt.datetime:
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
+MAX_TEXT_LENGTH = 300
+"""The longest userName, externalId, name or displayName the store keeps."""
+MAX_EMAIL_LENGTH = 320
+"""The longest email address the store reserves (RFC 5321 allows 64 + 1 + 255)."""
+
+
+def check_length(attribute: str, value: str | None, limit: int = MAX_TEXT_LENGTH) -> None:
+    """Refuse a value longer than the store keeps, the same way on every database.
+
+    :raises InvalidValue: naming the attribute and the limit.
+    """
+    if value is not None and len(value) > limit:
+        raise InvalidValue(
+            f"{attribute} is {len(value)} characters long: at most {limit} are accepted."
+        )
+
 
 def is_email(value: str) -> bool:
     """Tell whether a string reads as an email address."""

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from connector.domain.catalogue import Catalogue
 from connector.domain.errors import InvalidValue, NotFound, Uniqueness, VersionMismatch
-from connector.domain.model import PermissionSet, SellerAccount, utcnow, validate_permissions
+from connector.domain.model import (
+    PermissionSet,
+    SellerAccount,
+    check_length,
+    utcnow,
+    validate_permissions,
+)
 from connector.services.commands import Actor, PermissionSetDraft
 from connector.services.unit_of_work import AuditEvent, OutboxEntry, UnitOfWork
 from connector.services.users import enqueue_user_sync, new_id
@@ -26,6 +32,7 @@ def _check_members(uow: UnitOfWork, seller: SellerAccount, member_ids: list[str]
 def _check_name_free(uow: UnitOfWork, seller: SellerAccount, set_id: str | None, name: str) -> None:
     if not name or not name.strip():
         raise InvalidValue("displayName is required and may not be blank.")
+    check_length("displayName", name)
     holder = uow.permission_sets.by_display_name(seller.id, name)
     if holder is not None and holder.id != set_id:
         raise Uniqueness(f"A group named {name!r} already exists for this seller.")
@@ -52,6 +59,7 @@ def create_permission_set(
 ) -> PermissionSet:
     """Create a permission set, with its permissions and members."""
     _check_name_free(uow, seller, None, draft.display_name)
+    check_length("externalId", draft.external_id)
     now = utcnow()
     permission_set = PermissionSet(
         id=new_id(),
@@ -103,6 +111,7 @@ def replace_permission_set(
     """Replace a permission set's name, permissions and members."""
     permission_set = get_permission_set(uow, seller, set_id)
     _check_name_free(uow, seller, set_id, draft.display_name)
+    check_length("externalId", draft.external_id)
     permissions = validate_permissions(catalogue, draft.permissions)
     members = _check_members(uow, seller, draft.member_ids)
     changes: dict[str, object] = {}

@@ -10,12 +10,14 @@ import secrets
 from connector.domain.catalogue import Catalogue
 from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
+    MAX_EMAIL_LENGTH,
     Email,
     PermissionSet,
     Plan,
     Role,
     SellerAccount,
     SellerUser,
+    check_length,
     email_key,
     is_email,
     text_key,
@@ -57,6 +59,9 @@ def create_seller(
     name = name.strip()
     if not name:
         raise InvalidValue("A seller account needs a name.")
+    check_length("The seller's name", name, 200)
+    check_length("The primary user's email", primary_email, MAX_EMAIL_LENGTH)
+    check_length("The primary user's name", primary_name)
     if uow.sellers.get_by_name(name) is not None:
         raise Uniqueness(f"A seller account named {name!r} already exists.")
     if not is_email(primary_email):

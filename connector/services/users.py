@@ -9,11 +9,13 @@ from typing import Any
 from connector.domain.catalogue import Catalogue
 from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
+    MAX_EMAIL_LENGTH,
     Invitation,
     InvitationState,
     Role,
     SellerAccount,
     SellerUser,
+    check_length,
     check_primary_stays_active,
     check_role_unchanged,
     email_key,
@@ -68,6 +70,16 @@ def _apply_draft(catalogue: Catalogue, user: SellerUser, draft: UserDraft) -> di
     """Copy a draft onto a user and return what changed, for the audit trail."""
     if not draft.user_name or not draft.user_name.strip():
         raise InvalidValue("userName is required and may not be blank.")
+    for attribute, value in (
+        ("userName", draft.user_name),
+        ("externalId", draft.external_id),
+        ("displayName", draft.display_name),
+        ("name.givenName", draft.given_name),
+        ("name.familyName", draft.family_name),
+    ):
+        check_length(attribute, value)
+    for email in draft.emails:
+        check_length("emails.value", email.value, MAX_EMAIL_LENGTH)
     permissions = validate_permissions(catalogue, draft.permissions)
     notifications = validate_notifications(catalogue, draft.notifications)
     before = _snapshot(user)
