@@ -14,6 +14,8 @@ STATE="${KEYCLOAK_STATE_DIR:-$CACHE/state}"
 PORT="${KEYCLOAK_PORT:-8180}"
 MGMT_PORT="${KEYCLOAK_MANAGEMENT_PORT:-9180}"
 REALM_FILE="$HERE/realm-sellers.json"
+PLUGIN_DIR="$HERE/plugin"
+PLUGIN_JAR_NAME="seller-connector-keycloak-plugin.jar"
 
 usage() {
     cat <<EOF
@@ -30,6 +32,8 @@ Commands:
   stop [--timeout S]    Stop Keycloak: TERM, then KILL after the timeout (default 30 s).
   status                Say whether Keycloak runs, where, and whether it is ready.
   secret                Print the seller-connector client secret in use (for local dev).
+  build-plugin          Build the seller-connector Keycloak plugin (plugin/, Maven, unit
+                        tests included) and put its jar into providers/.
   --help                This text.
 
 Environment:
@@ -44,6 +48,10 @@ Environment:
                               generated once into the state dir (never committed)
   KEYCLOAK_PROVIDERS          a folder of provider jars to install (besides
                               deploy/keycloak/providers/)
+  SELLER_CONNECTOR_WEBHOOK_URL / SELLER_CONNECTOR_WEBHOOK_SECRET (or _SECRET_FILE)
+                              where the plugin posts console changes, and the HMAC secret
+                              shared with the connector; unset: the plugin posts nothing
+  PLUGIN_JAVA_HOME            JDK for build-plugin (default: the machine's java, 17+)
 EOF
 }
 
@@ -125,6 +133,31 @@ install_providers() {
     done
 }
 
+cmd_build_plugin() {
+    command -v mvn >/dev/null || die "mvn (Maven) is needed to build the plugin"
+    local java_home="${PLUGIN_JAVA_HOME:-${JAVA_HOME:-}}"
+    (
+        cd "$PLUGIN_DIR"
+        if [[ -n "$java_home" ]]; then
+            export JAVA_HOME="$java_home"
+        fi
+        mvn -q -B package
+    ) || die "building the plugin failed (in $PLUGIN_DIR)"
+    mkdir -p "$HERE/providers"
+    cp -f "$PLUGIN_DIR/target/$PLUGIN_JAR_NAME" "$HERE/providers/$PLUGIN_JAR_NAME"
+    echo "Built $HERE/providers/$PLUGIN_JAR_NAME"
+}
+
+warn_without_plugin() {
+    # realm-sellers.json names the plugin's event listener and claim mapper: without the jar,
+    # Keycloak logs an error per event and tokens lack the seller claim (it still runs).
+    local dir
+    for dir in "$HERE/providers" "${KEYCLOAK_PROVIDERS:-}"; do
+        [[ -n "$dir" && -f "$dir/$PLUGIN_JAR_NAME" ]] && return 0
+    done
+    echo "WARNING: $PLUGIN_JAR_NAME is not in providers/: run '$0 build-plugin' first" >&2
+}
+
 cmd_start() {
     local db="dev-file" wait_after=0 timeout=180
     while [[ $# -gt 0 ]]; do
@@ -145,6 +178,7 @@ cmd_start() {
     local java_home
     java_home="$(find_java_home)"
     mkdir -p "$STATE"
+    warn_without_plugin
     install_providers
 
     # Keycloak 26 substitutes ${VAR} placeholders from its environment when it imports at
@@ -274,6 +308,7 @@ main() {
         wait) cmd_wait "$@" ;;
         status) cmd_status "$@" ;;
         secret) client_secret ;;
+        build-plugin) cmd_build_plugin "$@" ;;
         -h | --help | help) usage ;;
         *)
             usage >&2

@@ -7,6 +7,11 @@ with :meth:`KeycloakServer.from_env`, points at one that already runs
 ``SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER`` / ``_ADMIN_PASSWORD``). Either way it offers the
 master admin's API (for what an administrator does in the console) and the settings of the
 least-privilege ``seller-connector`` client (what the adapter runs as).
+
+A started server has the seller-connector plugin installed (built with Maven first when its jar
+is missing or older than its sources) and posts its webhook to ``webhook_url`` (a loopback
+port chosen at start, on which a test may serve the connector) signed with ``webhook_secret``.
+A reused server names them in ``SELLER_CONNECTOR_TEST_WEBHOOK_URL`` / ``_SECRET``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,23 @@ REALM = "sellers"
 ENV_URL = "SELLER_CONNECTOR_TEST_KEYCLOAK_URL"
 ENV_ADMIN_USER = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER"
 ENV_ADMIN_PASSWORD = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_PASSWORD"
+ENV_WEBHOOK_URL = "SELLER_CONNECTOR_TEST_WEBHOOK_URL"
+ENV_WEBHOOK_SECRET = "SELLER_CONNECTOR_TEST_WEBHOOK_SECRET"
+PLUGIN_DIR = REPO / "deploy" / "keycloak" / "plugin"
+PLUGIN_JAR = REPO / "deploy" / "keycloak" / "providers" / "seller-connector-keycloak-plugin.jar"
+WEBHOOK_PATH = "/keycloak/events"
+
+
+def ensure_plugin_jar(timeout: float = 600.0) -> Path:
+    """The plugin jar in deploy/keycloak/providers/, built when missing or older than its sources.
+
+    :raises KeycloakUnavailable: when Maven is missing or the build fails.
+    """
+    sources = [p for p in (PLUGIN_DIR / "src").rglob("*") if p.is_file()]
+    sources.append(PLUGIN_DIR / "pom.xml")
+    newest = max(p.stat().st_mtime for p in sources)
+    if PLUGIN_JAR.exists() and PLUGIN_JAR.stat().st_mtime >= newest:
+        return PLUGIN_JAR
 
 
 class KeycloakUnavailable(RuntimeError):
@@ -53,6 +75,9 @@ class KeycloakServer:
     management_port: int | None = None
     owned: bool = False
     """True when this object started the server (and so stops it)."""
+    webhook_url: str | None = None
+    """Where the plugin posts (a loopback URL nobody serves until a test does)."""
+    webhook_secret: str | None = field(default=None, repr=False)
     _admin_token: str | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ lifecycle
@@ -67,6 +92,8 @@ class KeycloakServer:
             url=url,
             admin_user=os.environ.get(ENV_ADMIN_USER, "admin"),
             admin_password=os.environ.get(ENV_ADMIN_PASSWORD, "admin"),
+            webhook_url=os.environ.get(ENV_WEBHOOK_URL) or None,
+            webhook_secret=os.environ.get(ENV_WEBHOOK_SECRET) or None,
         )
 
     @classmethod
@@ -75,10 +102,13 @@ class KeycloakServer:
 
         :raises KeycloakUnavailable: with the script's own explanation and the log's tail.
         """
+        ensure_plugin_jar()
         state = Path(tempfile.mkdtemp(prefix="seller-connector-keycloak-"))
-        port, management_port = free_port(), free_port()
+        port, management_port, webhook_port = free_port(), free_port(), free_port()
         admin_password = secrets.token_urlsafe(16)
         client_secret = secrets.token_urlsafe(24)
+        webhook_url = f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}"
+        webhook_secret = secrets.token_urlsafe(32)
         env = {
             **os.environ,
             "KEYCLOAK_STATE_DIR": str(state),
@@ -87,7 +117,10 @@ class KeycloakServer:
             "KC_BOOTSTRAP_ADMIN_USERNAME": "admin",
             "KC_BOOTSTRAP_ADMIN_PASSWORD": admin_password,
             "SELLER_CONNECTOR_KEYCLOAK_CLIENT_SECRET": client_secret,
+            "SELLER_CONNECTOR_WEBHOOK_URL": webhook_url,
+            "SELLER_CONNECTOR_WEBHOOK_SECRET": webhook_secret,
         }
+        env.pop("SELLER_CONNECTOR_WEBHOOK_SECRET_FILE", None)
         server = cls(
             url=f"http://127.0.0.1:{port}",
             admin_user="admin",
@@ -97,6 +130,8 @@ class KeycloakServer:
             port=port,
             management_port=management_port,
             owned=True,
+            webhook_url=webhook_url,
+            webhook_secret=webhook_secret,
         )
         for command in (
             ["fetch"],
@@ -127,6 +162,9 @@ class KeycloakServer:
             "KEYCLOAK_STATE_DIR": str(self.state_dir),
             "KEYCLOAK_PORT": str(self.port),
             "KEYCLOAK_MANAGEMENT_PORT": str(self.management_port),
+            # The plugin's webhook settings survive a halt and resume.
+            "SELLER_CONNECTOR_WEBHOOK_URL": self.webhook_url or "",
+            "SELLER_CONNECTOR_WEBHOOK_SECRET": self.webhook_secret or "",
         }
 
     def stop(self) -> None:

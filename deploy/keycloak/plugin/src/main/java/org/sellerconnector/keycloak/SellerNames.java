@@ -1,0 +1,94 @@
+package org.sellerconnector.keycloak;
+
+import java.util.Objects;
+import java.util.function.Function;
+
+/**
+ * The names under which seller-connector stores sellers in Keycloak: user attributes, the root
+ * group of permission sets, the portal client and the organization alias prefix.
+ *
+ * <p>The defaults are those of the project's {@code mappings/idp.yaml}; each can be overridden
+ * through the provider's SPI configuration (for example {@code seller-id-attribute}).
+ */
+public final class SellerNames {
+
+    /** The defaults of {@code mappings/idp.yaml}. */
+    public static final SellerNames DEFAULT =
+            new SellerNames("seller_id", "seller_role", "seller_connector_user_id", "sellers",
+                    "seller-portal", "seller-");
+
+    private final String sellerIdAttribute;
+    private final String roleAttribute;
+    private final String connectorIdAttribute;
+    private final String groupRoot;
+    private final String portalClientId;
+    private final String organizationAliasPrefix;
+
+    /**
+     * @param sellerIdAttribute user attribute holding the seller id
+     * @param roleAttribute user attribute holding {@code primary} or {@code secondary}
+     * @param connectorIdAttribute user attribute holding seller-connector's own user id
+     * @param groupRoot name of the top-level group of the permission-set groups
+     * @param portalClientId client id whose client roles are the permissions
+     * @param organizationAliasPrefix organization alias prefix before the seller id
+     */
+    public SellerNames(String sellerIdAttribute, String roleAttribute, String connectorIdAttribute,
+                       String groupRoot, String portalClientId, String organizationAliasPrefix) {
+        this.sellerIdAttribute = Objects.requireNonNull(sellerIdAttribute);
+        this.roleAttribute = Objects.requireNonNull(roleAttribute);
+        this.connectorIdAttribute = Objects.requireNonNull(connectorIdAttribute);
+        this.groupRoot = Objects.requireNonNull(groupRoot);
+        this.portalClientId = Objects.requireNonNull(portalClientId);
+        this.organizationAliasPrefix = Objects.requireNonNull(organizationAliasPrefix);
+    }
+
+    /**
+     * Read the names from a configuration lookup, falling back to {@link #DEFAULT}.
+     *
+     * @param config returns a configured value by key, or null
+     * @return the names
+     */
+    public static SellerNames from(Function<String, String> config) {
+        return new SellerNames(
+                or(config.apply("seller-id-attribute"), DEFAULT.sellerIdAttribute),
+                or(config.apply("seller-role-attribute"), DEFAULT.roleAttribute),
+                or(config.apply("connector-id-attribute"), DEFAULT.connectorIdAttribute),
+                or(config.apply("group-root"), DEFAULT.groupRoot),
+                or(config.apply("portal-client-id"), DEFAULT.portalClientId),
+                or(config.apply("organization-alias-prefix"), DEFAULT.organizationAliasPrefix));
+    }
+
+    private static String or(String value, String fallback) {
+        return value == null || value.isBlank() ? fallback : value.trim();
+    }
+
+    public String sellerIdAttribute() {
+        return sellerIdAttribute;
+    }
+
+    public String roleAttribute() {
+        return roleAttribute;
+    }
+
+    public String connectorIdAttribute() {
+        return connectorIdAttribute;
+    }
+
+    public String portalClientId() {
+        return portalClientId;
+    }
+
+    public String organizationAliasPrefix() {
+        return organizationAliasPrefix;
+    }
+
+    /**
+     * Whether a group path is a permission-set group or a seller's group: {@code /sellers/...}.
+     *
+     * @param path a full group path such as {@code /sellers/s-1/ps-2}
+     * @return true under the root group, false for the root itself and anything else
+     */
+    public boolean isSellerGroupPath(String path) {
+        return path != null && path.startsWith("/" + groupRoot + "/");
+    }
+}
