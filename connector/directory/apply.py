@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from connector.directory.errors import MarkerError, ThresholdExceeded
 from connector.directory.model import DirectoryScan, DirectoryUser, KnownUser, Problem
@@ -138,6 +138,22 @@ class DirectoryTarget(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchDirectoryTarget(Protocol):
+    """A target that can apply many actions in one unit of work (optional).
+
+    ``run_sync`` uses it when the target has it: one transaction per action is too
+    slow for thousands of users. The guarantees are those of single calls, per batch:
+    a refused action is undone alone and reported, and an interrupted batch leaves
+    nothing of itself (the re-run plans it again).
+    """
+
+    def apply_batch(self, seller_id: str, actions: Sequence[Action]) -> list[str | None]:
+        """Apply ``actions`` in order; for each, None when applied or why the seller
+        rules refused it. Any other error stops the run."""
+        ...
+
+
 class DirectorySource(Protocol):
     """What a sync reads from (``connector.adapters.ldap.reader.DirectoryReader``)."""
 
@@ -243,6 +259,9 @@ def run_sync(
     force: bool = False,
     progress: Progress | None = None,
     now: dt.datetime | None = None,
+    progress_every: int = 1000,
+    describe: bool = True,
+    batch_size: int = 500,
 ) -> SyncResult:
     """Sync one directory source into its seller account.
 
@@ -251,6 +270,11 @@ def run_sync(
     lets a run exceed the deactivation threshold. ``progress`` gets one line at a
     time (the plan included). Directory errors (``DirectoryError``) and
     ``ThresholdExceeded`` raise before anything is changed.
+
+    ``progress_every``: a line every so many entries read and changes applied (0:
+    none). ``describe``: say every planned change, not only the summary.
+    ``batch_size``: how many changes a ``BatchDirectoryTarget`` applies per unit of
+    work (1: one call per change, as with any other target).
     """
     say: Progress = progress or (lambda _line: None)
     started = now or dt.datetime.now(dt.UTC)
@@ -286,6 +310,8 @@ def run_sync(
         scans.append(scan)
         users = scan.users
 
+    if progress_every > 0:
+        users = _counted(users, progress_every, say)
     plan = plan_sync(
         users,
         known,
@@ -297,7 +323,7 @@ def run_sync(
     # The users are consumed: every scan's problems and final marker are known now.
     plan.problems[:0] = [p for s in scans for p in s.problems]
     result = SyncResult(plan=plan, full=run_full, dry_run=dry_run)
-    for line in plan.describe():
+    for line in plan.describe() if describe else [plan.summary()]:
         say(line)
 
     try:
@@ -312,7 +338,7 @@ def run_sync(
         say("dry run: nothing was changed")
         return result
 
-    _apply(plan, target, seller_id, result, say)
+    _apply(plan, target, seller_id, result, say, progress_every, batch_size)
     if result.failures:
         say(
             f"{len(result.failures)} changes failed: the marker stays where it was, so "
@@ -358,17 +384,51 @@ def _delta_users(
         yield from again.users
 
 
+def _counted(users: Iterator[DirectoryUser], every: int, say: Progress) -> Iterator[DirectoryUser]:
+    for count, user in enumerate(users, start=1):
+        if count % every == 0:
+            say(f"read {count} directory entries")
+        yield user
+
+
 def _apply(
-    plan: SyncPlan, target: DirectoryTarget, seller_id: str, result: SyncResult, say: Progress
+    plan: SyncPlan,
+    target: DirectoryTarget,
+    seller_id: str,
+    result: SyncResult,
+    say: Progress,
+    progress_every: int = 0,
+    batch_size: int = 1,
 ) -> None:
-    for action in plan.actions():
+    actions = plan.actions()
+    total = len(actions)
+    done = 0
+
+    def record(action: Action, error: str | None) -> None:
+        nonlocal done
+        if error is None:
+            result.applied.append(action)
+        else:
+            result.failures.append(Failure(action, error))
+            say(f"failed     {action.describe()}: {error}")
+        done += 1
+        if progress_every > 0 and (done % progress_every == 0 or done == total):
+            say(f"applied {done}/{total} changes")
+
+    if batch_size > 1 and isinstance(target, BatchDirectoryTarget):
+        for start in range(0, total, batch_size):
+            chunk = actions[start : start + batch_size]
+            errors = target.apply_batch(seller_id, chunk)
+            for action, error in zip(chunk, errors, strict=True):
+                record(action, error)
+        return
+    for action in actions:
         try:
             _apply_one(action, target, seller_id)
         except DomainError as exc:
-            result.failures.append(Failure(action, exc.detail))
-            say(f"failed     {action.describe()}: {exc.detail}")
+            record(action, exc.detail)
         else:
-            result.applied.append(action)
+            record(action, None)
 
 
 def _apply_one(action: Action, target: DirectoryTarget, seller_id: str) -> None:

@@ -198,3 +198,23 @@ class MarkerRow(Base):
     source: Mapped[str] = mapped_column(String(200), primary_key=True)
     marker: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class DirectoryLinkRow(Base):
+    """Which user a directory entry (by its stable id, per source) was provisioned as.
+
+    Kept apart from the SCIM ``externalId``, which Okta and Entra set: a directory sync
+    only ever manages the users linked here to its own source.
+    """
+
+    __tablename__ = "directory_links"
+    __table_args__ = (
+        UniqueConstraint("source_id", "user_id"),
+        Index("ix_directory_links_seller", "seller_id", "source_id"),
+    )
+    # The primary key makes (source_id, stable_id) unique: one user per directory entry.
+    source_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    stable_id: Mapped[str] = mapped_column(String(300), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    seller_id: Mapped[str] = mapped_column(ForeignKey("sellers.id"))
+    linked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
