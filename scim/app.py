@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from connector.bootstrap import Connector, bootstrap
+from connector.entrypoints.webhook import webhook
 from connector.services.commands import Actor
 from scim.auth import FailureBrake, TooManyFailures, authenticate_request
 from scim.logs import configure_logging, log
@@ -66,6 +67,7 @@ def create_app(connector: Connector | None = None) -> Flask:
     app = Flask("seller_connector")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["seller_connector"] = connector
+    app.register_blueprint(webhook)
 
     @app.before_request
     def _start() -> None:

@@ -1,0 +1,323 @@
+"""POST /keycloak/events: console changes pushed at once by the seller-connector Keycloak plugin.
+
+The plugin (deploy/keycloak/plugin) posts one JSON event per request, signed with the secret
+it shares with the connector (``SELLER_CONNECTOR_WEBHOOK_SECRET`` or ``_FILE``)::
+
+    X-Seller-Connector-Timestamp: <unix seconds>
+    X-Seller-Connector-Signature: v1=<hex HMAC-SHA256(secret, "<timestamp>." + raw body)>
+
+A request is applied only when the signature matches (compared in constant time), the
+timestamp is within :data:`WINDOW` of the connector's clock, and its event id was not seen
+before. It is then applied through :func:`connector.services.console.apply_change`, the same
+code path as the polled admin events, which stay as the fallback when the webhook is down.
+
+**Nothing applied twice.** The event id is Keycloak's own: the id that ``GET /admin-events``
+and ``GET /events`` return for the same event. For the kinds that change state (``disabled``,
+``enabled``, ``group-added``, ``group-removed``) the id is remembered in the store, in the same
+transaction as the change, under the marker source ``keycloak:webhook-event:<id>``
+(:func:`seen_by_webhook`); so a replay is refused (409) and the poller can skip an event the
+webhook applied (see :func:`seen_by_webhook`). Those rows live in ``sync_markers`` (no
+migration) and are pruned after :data:`KEEP_SEEN` (Keycloak keeps events 30 days). ``login``
+and ``invitation-accepted`` are monotonic (a replay changes nothing), so they are remembered
+only in memory (per process) to refuse quick replays without a row per login.
+
+Kinds the store does not model (client role mappings, organization membership) are
+acknowledged and logged; a refused deletion of a primary user (the plugin's guard) is recorded
+in the seller's audit trail.
+
+Answers are JSON: 202 applied (or ignored, with the reason), 400 bad body, 401 bad or missing
+signature or stale timestamp, 409 replay, 503 when the webhook has no secret or the database
+is unavailable; never a 500.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from connector.mappings import KeycloakNames, load_keycloak_names
+from connector.ports import ProviderChange
+from connector.services.console import CONSOLE_ACTOR, apply_change
+from connector.services.unit_of_work import AuditEvent, UnitOfWork
+
+log = logging.getLogger("seller_connector.webhook")
+
+PATH = "/keycloak/events"
+TIMESTAMP_HEADER = "X-Seller-Connector-Timestamp"
+SIGNATURE_HEADER = "X-Seller-Connector-Signature"
+SECRET_ENV = "SELLER_CONNECTOR_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+WINDOW = dt.timedelta(minutes=5)
+"""How far the signed timestamp may be from the connector's clock, either way."""
+KEEP_SEEN = dt.timedelta(days=31)
+"""How long applied state-changing event ids are remembered (Keycloak keeps events 30 days)."""
+SEEN_PREFIX = "keycloak:webhook-event:"
+"""Marker source prefix of an event id the webhook applied."""
+STATEFUL_KINDS = frozenset({"disabled", "enabled", "group-added", "group-removed"})
+MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
+MAX_BODY = 64 * 1024
+_EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
+
+
+def seen_by_webhook(uow: UnitOfWork, event_id: str | None) -> bool:
+    """Whether the webhook already applied the Keycloak event ``event_id``.
+
+    The console poller calls this for each polled change and skips those it returns True for.
+    """
+    return bool(event_id) and uow.markers.get(SEEN_PREFIX + str(event_id)) is not None
+
+
+def read_secret(environ: dict[str, str] | None = None) -> bytes | None:
+    """The shared secret from ``SELLER_CONNECTOR_WEBHOOK_SECRET`` or the file named by
+    ``SELLER_CONNECTOR_WEBHOOK_SECRET_FILE`` (which wins, as mounted secrets do)."""
+    env = os.environ if environ is None else environ
+    path = env.get(SECRET_ENV + "_FILE", "").strip()
+    value = Path(path).read_text(encoding="utf-8").strip() if path else env.get(SECRET_ENV, "")
+    return value.strip().encode() or None
+
+
+def sign(secret: bytes, timestamp: int, body: bytes) -> str:
+    """The signature the plugin sends: ``v1=`` + hex HMAC-SHA256 over ``"<ts>." + body``."""
+    digest = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"v1={digest}"
+
+
+class _RecentIds:
+    """A bounded, thread-safe memory of recently seen event ids (per process)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._ids: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def __contains__(self, event_id: object) -> bool:
+        with self._lock:
+            return event_id in self._ids
+
+    def add(self, event_id: str) -> None:
+        """Remember ``event_id`` (the oldest is forgotten past the size)."""
+        with self._lock:
+            self._ids[event_id] = None
+            if len(self._ids) > self._size:
+                self._ids.popitem(last=False)
+
+
+def _json(status: int, body: dict[str, Any]) -> Response:
+    return Response(json.dumps(body), status=status, mimetype="application/json")
+
+
+def _error(status: int, detail: str) -> Response:
+    return _json(status, {"status": status, "detail": detail})
+
+
+def _set_pattern(names: KeycloakNames) -> re.Pattern[str]:
+    """Matches a permission set's group path of mappings/idp.yaml."""
+    pattern = re.escape(names.group_path)
+    for name, value in (
+        ("root", re.escape(names.group_root)),
+        ("seller_id", "(?P<seller_id>[^/]+)"),
+        ("permission_set", "(?P<permission_set>[^/]+)"),
+    ):
+        pattern = pattern.replace(re.escape("{" + name + "}"), value)
+    return re.compile(pattern)
+
+
+def to_change(event: dict[str, Any], set_pattern: re.Pattern[str]) -> ProviderChange:
+    """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives.
+
+    :raises ValueError: when a required member is missing or of the wrong type.
+    """
+    user = event.get("user")
+    if not isinstance(user, dict) or not isinstance(user.get("id"), str):
+        raise ValueError("the event has no user")
+    time_ms = event.get("time")
+    if not isinstance(time_ms, int) or isinstance(time_ms, bool):
+        raise ValueError("the event has no time")
+    by = event.get("by") if isinstance(event.get("by"), dict) else {}
+    source_type = str(event.get("type") or "")
+    resource, _, operation = source_type.partition("/")
+    details: dict[str, Any] = {
+        "connector_user_id": user.get("connector_user_id"),
+        "seller_id": user.get("seller_id"),
+        "by_user_id": by.get("user_id"),
+        "via": "webhook",
+    }
+    if event.get("source") == "admin-event":
+        details.update({"operation": operation, "resource_type": resource})
+    else:
+        details.update({"type": source_type, "client_id": event.get("client_id")})
+    group = event.get("group") if isinstance(event.get("group"), dict) else None
+    if group is not None:
+        path = str(group.get("path") or "")
+        match = set_pattern.fullmatch(path)
+        details["group_path"] = path
+        details["group_seller_id"] = match.group("seller_id") if match else None
+        details["permission_set_id"] = match.group("permission_set") if match else None
+    return ProviderChange(
+        provider_user_id=user["id"],
+        kind=str(event["kind"]),
+        at=dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC),
+        group_id=str(group["id"]) if group and group.get("id") else None,
+        event_id=str(event["id"]),
+        details=details,
+    )
+
+
+def create_blueprint(
+    secret: bytes | Callable[[], bytes | None] | None = read_secret,
+    *,
+    names: KeycloakNames | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Blueprint:
+    """The webhook's blueprint. The app must carry the connector in
+    ``app.extensions["seller_connector"]`` (``scim.app.create_app`` does).
+
+    :param secret: the shared secret, or a function reading it (default: the environment,
+        read on each request so that a rotated secret file is picked up).
+    """
+    blueprint = Blueprint("keycloak_webhook", __name__)
+    names = names or load_keycloak_names()
+    set_pattern = _set_pattern(names)
+    recent = _RecentIds()
+    last_prune = [0.0]
+
+    def current_secret() -> bytes | None:
+        return secret() if callable(secret) else secret
+
+    def verify() -> tuple[dict[str, Any] | None, Response | None]:
+        key = current_secret()
+        if not key:
+            return None, _error(503, f"The webhook is not configured: set {SECRET_ENV}.")
+        body = request.get_data(cache=False)
+        raw_ts = request.headers.get(TIMESTAMP_HEADER, "")
+        signature = request.headers.get(SIGNATURE_HEADER, "")
+        if not raw_ts.isdigit() or len(raw_ts) > 12 or not signature:
+            return None, _error(401, "Missing or malformed signature headers.")
+        expected = sign(key, int(raw_ts), body)
+        if not hmac.compare_digest(expected.encode(), signature.encode()):
+            return None, _error(401, "Bad signature.")
+        if abs(clock() - int(raw_ts)) > WINDOW.total_seconds():
+            return None, _error(401, "Stale or future timestamp: check the clocks.")
+        try:
+            event = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None, _error(400, "The body is not JSON.")
+        if not isinstance(event, dict):
+            return None, _error(400, "The body is not a JSON object.")
+        event_id, kind = event.get("id"), event.get("kind")
+        if not isinstance(event_id, str) or not _EVENT_ID.match(event_id):
+            return None, _error(400, "The event has no valid id.")
+        if not isinstance(kind, str) or not kind:
+            return None, _error(400, "The event has no kind.")
+        return event, None
+
+    def prune(uow: Any) -> None:
+        """Forget applied event ids older than KEEP_SEEN, at most every ten minutes."""
+        if clock() - last_prune[0] < 600 or not hasattr(uow, "session"):
+            return
+        last_prune[0] = clock()
+        from connector.adapters.sql.tables import MarkerRow
+
+        cutoff = dt.datetime.now(dt.UTC) - KEEP_SEEN
+        uow.session.execute(
+            delete(MarkerRow).where(
+                MarkerRow.source.startswith(SEEN_PREFIX), MarkerRow.updated_at < cutoff
+            )
+        )
+
+    def handle(event: dict[str, Any]) -> Response:
+        connector = current_app.extensions["seller_connector"]
+        event_id, kind = str(event["id"]), str(event["kind"])
+        if kind in ("delete-refused", "leave-refused"):
+            return record_refusal(connector, event)
+        if kind not in STATEFUL_KINDS | MONOTONIC_KINDS:
+            log.info("webhook %s %s: not modelled in the store", kind, event_id)
+            return _json(202, {"id": event_id, "result": "ignored", "detail": "not modelled"})
+        try:
+            change = to_change(event, set_pattern)
+        except (ValueError, KeyError, TypeError) as error:
+            return _error(400, f"Bad event: {error}.")
+        if event_id in recent:
+            return _error(409, f"Event {event_id} was already received.")
+        with connector.uow() as uow:
+            if kind in STATEFUL_KINDS:
+                if seen_by_webhook(uow, event_id):
+                    return _error(409, f"Event {event_id} was already applied.")
+                uow.markers.set(SEEN_PREFIX + event_id, change.at.isoformat())
+            outcome = apply_change(uow, connector.catalogue, change)
+            prune(uow)
+            try:
+                uow.commit()
+            except IntegrityError:
+                # The same event applied concurrently by another worker.
+                return _error(409, f"Event {event_id} was already applied.")
+        recent.add(event_id)
+        log.info("webhook %s of %s: %s %s", kind, outcome.user_id, outcome.result, outcome.detail)
+        return _json(
+            202,
+            {"id": event_id, "result": outcome.result, "detail": outcome.detail},
+        )
+
+    def record_refusal(connector: Any, event: dict[str, Any]) -> Response:
+        user = event.get("user") if isinstance(event.get("user"), dict) else {}
+        seller_id, user_id = user.get("seller_id"), user.get("connector_user_id")
+        if str(event["id"]) in recent:
+            return _error(409, f"Event {event['id']} was already received.")
+        with connector.uow() as uow:
+            if not (seller_id and user_id and uow.sellers.get(str(seller_id))):
+                return _json(202, {"id": event["id"], "result": "ignored"})
+            uow.audit.append(
+                AuditEvent(
+                    str(seller_id),
+                    CONSOLE_ACTOR.name,
+                    "user.console-" + str(event["kind"]),
+                    f"user:{user_id}",
+                    {"providerUserId": user.get("id"), "eventId": event["id"]},
+                )
+            )
+            uow.commit()
+        recent.add(str(event["id"]))
+        return _json(202, {"id": event["id"], "result": "recorded"})
+
+    @blueprint.post(PATH)
+    def keycloak_events() -> Response:
+        """Receive one signed event from the Keycloak plugin."""
+        if (request.content_length or 0) > MAX_BODY:
+            return _error(400, f"The body exceeds {MAX_BODY} bytes.")
+        try:
+            event, refusal = verify()
+            if refusal is not None:
+                return refusal
+            assert event is not None
+            return handle(event)
+        except HTTPException as error:
+            return _error(400, error.description or error.name)
+        except OperationalError:
+            log.warning("webhook: database unavailable")
+            response = _error(503, "The database is busy or unavailable. Retry shortly.")
+            response.headers["Retry-After"] = "2"
+            return response
+        except Exception:
+            log.exception("webhook: unexpected error")
+            return _error(503, "The event could not be applied; the polled feed will catch up.")
+
+    return blueprint
+
+
+webhook = create_blueprint()
+"""The blueprint with the secret from the environment (register it on the SCIM app)."""
