@@ -53,7 +53,6 @@ from werkzeug.exceptions import HTTPException
 
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports import ProviderChange
-from connector.services.console import CONSOLE_ACTOR, apply_change
 from connector.services.unit_of_work import AuditEvent, UnitOfWork
 
 log = logging.getLogger("seller_connector.webhook")
@@ -71,6 +70,8 @@ SEEN_PREFIX = "keycloak:webhook-event:"
 STATEFUL_KINDS = frozenset({"disabled", "enabled", "group-added", "group-removed"})
 MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
 MAX_BODY = 64 * 1024
+CONSOLE_ACTOR = "keycloak:console"
+"""The audit actor of console changes (as connector.services.console names it)."""
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
@@ -241,6 +242,9 @@ def create_blueprint(
         )
 
     def handle(event: dict[str, Any]) -> Response:
+        # Imported here so that the SCIM app starts even before the console module is there.
+        from connector.services.console import apply_change
+
         connector = current_app.extensions["seller_connector"]
         event_id, kind = str(event["id"]), str(event["kind"])
         if kind in ("delete-refused", "leave-refused"):
@@ -284,7 +288,7 @@ def create_blueprint(
             uow.audit.append(
                 AuditEvent(
                     str(seller_id),
-                    CONSOLE_ACTOR.name,
+                    CONSOLE_ACTOR,
                     "user.console-" + str(event["kind"]),
                     f"user:{user_id}",
                     {"providerUserId": user.get("id"), "eventId": event["id"]},
