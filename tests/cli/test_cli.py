@@ -402,19 +402,17 @@ def test_editable_install_and_first_run_leave_the_tree_clean(tmp_path: Path) -> 
     subprocess.run([*git, "add", "-A"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "snapshot"], check=True)
 
-    prefix = (
-        tmp_path / "prefix"
-    )  # not the shared venv: this project stays installed from /work/main
+    # A throwaway venv: pip would otherwise replace the shared venv's install of this project.
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
     install = subprocess.run(
         [
-            sys.executable,
+            str(venv / "bin" / "python"),
             "-m",
             "pip",
             "install",
             "--quiet",
             "--no-deps",
-            "--prefix",
-            str(prefix),
             "-e",
             str(tree),
         ],
