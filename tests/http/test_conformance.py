@@ -1,7 +1,8 @@
 """scim2-tester's conformance checker against a live server (issue 3, "README and CI").
 
 The test starts ``seller-connector serve`` (gunicorn, several workers) on a free loopback
-port with a fresh SQLite store and a seller token issued by the CLI, waits for /healthz, runs
+port with an empty home (serve migrates the fresh SQLite store), waits for /healthz, has the
+CLI issue a seller and its token (whose scim_url is the public URL serve answers at), runs
 every check of scim2-tester through its Python API (what ``scim2 ... test`` runs) and stops
 the server. Every check passes, except the few listed in ``EXPLAINED``, each with the reason it
 cannot pass against this service; an explanation that no longer matches a failure fails too.
@@ -21,9 +22,13 @@ from pathlib import Path
 
 import httpx2
 import pytest
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from scim2_client.engines.httpx2 import SyncSCIMClient
 from scim2_tester import Status, check_server
+from sqlalchemy import create_engine
 
+from connector.adapters.sql.database import alembic_config
 from tests.support.ports import free_port
 
 SELLER_USER = "urn:seller-connector:scim:schemas:extension:seller:2.0:User"
@@ -88,6 +93,15 @@ EXPLAINED: dict[tuple[str, str, str], Explained] = {
 }
 
 
+def _revisions(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return set(MigrationContext.configure(connection).get_current_heads())
+    finally:
+        engine.dispose()
+
+
 @dataclass
 class LiveServer:
     base_url: str
@@ -125,27 +139,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         "SELLER_CONNECTOR_PUBLIC_URL": base,
     }
     command = [str(Path(sys.executable).parent / "seller-connector")]
-    created = subprocess.run(
-        [
-            *command,
-            "sellers",
-            "create",
-            "Conformance Co",
-            "--plan",
-            "professional",
-            "--primary-email",
-            "owner@conformance.example.com",
-            "--primary-name",
-            "Cora Owner",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    token = json.loads(created.stdout)["token"]
     log = home / "serve.log"
     with log.open("wb") as output:
+        # serve starts on an empty home: it must bring the store to the latest migration.
         process = subprocess.Popen(
             [
                 *command,
@@ -166,7 +162,29 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         )
     try:
         _wait_healthy(f"{base}/healthz", process, log)
-        yield LiveServer(f"{base}/scim/v2", token, log)
+        url = env["SELLER_CONNECTOR_DATABASE_URL"]
+        assert _revisions(url) == set(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+        created = subprocess.run(
+            [
+                *command,
+                "sellers",
+                "create",
+                "Conformance Co",
+                "--plan",
+                "professional",
+                "--primary-email",
+                "owner@conformance.example.com",
+                "--primary-name",
+                "Cora Owner",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        created_json = json.loads(created.stdout)
+        assert created_json["scim_url"] == f"{base}/scim/v2"
+        yield LiveServer(created_json["scim_url"], created_json["token"], log)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)

@@ -6,9 +6,11 @@ Every test runs on SQLite and on PostgreSQL (the ``database_url`` fixture).
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from connector.domain.model import Plan
 from connector.services import sellers as seller_cases
@@ -24,6 +26,7 @@ from tests.http.conftest import (
     store_dump,
 )
 
+PERMISSIONS = Path(__file__).resolve().parents[2] / "mappings" / "permissions.yaml"
 USERS = "/scim/v2/Users"
 GROUPS = "/scim/v2/Groups"
 OPERATOR_FLOW = "change-primary"
@@ -526,3 +529,27 @@ def test_effective_permission_is_the_highest_level_direct_or_by_any_group(
         "reports": ("view", ["group:Stock"]),  # none direct < view Stock
     }
     assert line["administrator"] is False
+
+
+def test_the_primary_has_every_permission_at_admin_whatever_its_groups(
+    client: Any, make_seller: Any, run_cli: Callable[..., Any]
+) -> None:
+    """Issue 8 #10: a group is never the primary's only way to a permission."""
+    seller = make_seller(plan=Plan.individual)
+    response = client.post(
+        GROUPS,
+        json=group_body(
+            "Viewers",
+            [seller.primary.id],
+            **{SELLER_GROUP: {"permissions": [{"category": "orders", "level": "view"}]}},
+        ),
+        headers=seller.headers,
+    )
+    assert response.status_code == 201
+    line = review(run_cli, seller.seller.id)[seller.primary.id]
+    categories = [c["id"] for c in yaml.safe_load(PERMISSIONS.read_text())["categories"]]
+    assert {
+        g["category"]: (g["level"], g["granted_by"]) for g in line["effective_permissions"]
+    } == {c: ("admin", ["direct"]) for c in categories}
+    assert line["administrator"] is True
+    assert get_user(client, seller, seller.primary.id)[SELLER_USER]["administrator"] is True
