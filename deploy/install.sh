@@ -44,3 +44,5 @@ say "installing the project into $VENV"
 "$VENV/bin/python" -c "import connector, scim" || { say "the project did not install"; exit 1; }
 
 "$REPO/deploy/keycloak/keycloak.sh" fetch
+# The Keycloak plugin (JUnit tests included): the jar Keycloak installs at start.
+"$REPO/deploy/keycloak/keycloak.sh" build-plugin
