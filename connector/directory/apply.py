@@ -150,7 +150,11 @@ class BatchDirectoryTarget(Protocol):
 
     def apply_batch(self, seller_id: str, actions: Sequence[Action]) -> list[str | None]:
         """Apply ``actions`` in order; for each, None when applied or why the seller
-        rules refused it. Any other error stops the run."""
+        rules refused it. Any other error stops the run.
+
+        The target may handle only the first ones (at least one), e.g. to keep its
+        transaction short: it returns results for those, and is given the rest again.
+        """
         ...
 
 
@@ -416,11 +420,17 @@ def _apply(
             say(f"applied {done}/{total} changes")
 
     if batch_size > 1 and isinstance(target, BatchDirectoryTarget):
-        for start in range(0, total, batch_size):
+        start = 0
+        while start < total:
             chunk = actions[start : start + batch_size]
             errors = target.apply_batch(seller_id, chunk)
-            for action, error in zip(chunk, errors, strict=True):
+            if not errors or len(errors) > len(chunk):
+                raise RuntimeError(
+                    f"apply_batch returned {len(errors)} results for {len(chunk)} changes"
+                )
+            for action, error in zip(chunk, errors, strict=False):
                 record(action, error)
+            start += len(errors)
         return
     for action in actions:
         try:

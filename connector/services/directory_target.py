@@ -20,6 +20,7 @@ its docstring), and it keeps the same all-or-nothing guarantee per batch.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -190,6 +191,9 @@ class StoreDirectoryTarget:
     managed_permission_sets: frozenset[str]
     links: LinksFactory
     invitation_lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN
+    max_batch_seconds: float = 2.0
+    """``apply_batch`` stops taking actions after this long: its transaction holds
+    SQLite's write lock, and SCIM requests wait at most 5 s for it (busy timeout)."""
 
     @property
     def actor(self) -> Actor:
@@ -305,18 +309,28 @@ class StoreDirectoryTarget:
         itself, and the re-run plans it again. If writing the sets fails, the batch is
         rolled back and applied again one action per unit of work, so that each
         refusal is reported against its own action.
+
+        After ``max_batch_seconds`` it stops taking actions and returns the results
+        of those it took (the caller passes the rest again): a batch never holds the
+        store's write lock long, whatever the machine's speed.
         """
         results: list[str | None] = []
+        deadline = time.monotonic() + self.max_batch_seconds
         with self.uow_factory() as uow:
             savepoint: Callable[[], AbstractContextManager[Any]] | None = getattr(
                 uow, "savepoint", None
             )
             if savepoint is None:  # a store without savepoints: one action at a time
                 return self._one_by_one(seller_id, actions)
-            seller = find_seller(uow, seller_id)
+            try:
+                seller = find_seller(uow, seller_id)
+            except DomainError as exc:  # as single calls would: each action refused
+                return [exc.detail] * len(actions)
             links = self.links(uow)
             members = _Memberships(uow, self.catalogue, seller, self.actor)
             for action in actions:
+                if results and time.monotonic() > deadline:
+                    break
                 staged = members.staged()
                 try:
                     with savepoint():
@@ -336,7 +350,7 @@ class StoreDirectoryTarget:
                 uow.commit()
                 fallback = False
         if fallback:
-            return self._one_by_one(seller_id, actions)
+            return self._one_by_one(seller_id, actions[: len(results)])
         return results
 
     def _one_by_one(self, seller_id: str, actions: Sequence[Action]) -> list[str | None]:

@@ -635,8 +635,8 @@ def watch(
     """Sync CONFIG on a schedule: delta runs, and a full run when full_reconcile_every
     says one is due. One JSON line per run on stdout (counts, duration, errors).
 
-    A failed run (directory unreachable, over the threshold...) is logged and the
-    schedule goes on; nothing is ever forced. SIGTERM or Ctrl-C stops after the
+    A failed run (directory unreachable, over the threshold, database error...) is
+    logged and the schedule goes on; nothing is ever forced. SIGTERM or Ctrl-C stops after the
     current run (a second one stops at once: each change is its own transaction,
     and the next run picks up from the last stored state). Exit code 0 when stopped
     by a signal; with --max-runs, 0 when the last run succeeded, 1 otherwise.
@@ -699,6 +699,10 @@ def _watch_run(
             EXIT_CONFIG: "config-error",
         }[exc.code]
         line.update(status=status, error=exc.message)
+    except Exception as exc:  # a daemon logs it and keeps its schedule
+        # E.g. the database is locked or restarting: each change is its own
+        # transaction and the marker did not move, so the next run picks up from here.
+        line.update(status="error", error=f"{type(exc).__name__}: {exc}")
     else:
         plan = result.plan
         line.update(

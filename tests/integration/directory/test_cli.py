@@ -318,3 +318,26 @@ def test_watch_stops_cleanly_on_a_signal(
     stopped = json.loads(out.splitlines()[-1])
     assert stopped["event"] == "watch-stopped"
     assert stopped["reason"] == signal.Signals(signum).name and stopped["runs"] == 1
+
+
+def test_watch_survives_an_unexpected_error(
+    run: Callable[..., Any], source: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import connector.entrypoints.cli.directory as module
+
+    real, calls = module.run_sync, {"n": 0}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("database is restarting")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "run_sync", flaky)
+    result = run("directory", "watch", str(source), "--interval", "1", "--max-runs", "2")
+    assert result.exit_code == 0, result.output
+    runs = [json.loads(ln) for ln in result.stdout.splitlines() if '"sync"' in ln]
+    assert (
+        runs[0]["status"] == "error" and "RuntimeError: database is restarting" in runs[0]["error"]
+    )
+    assert runs[1]["status"] == "ok" and runs[1]["creates"] == 7

@@ -551,3 +551,26 @@ def test_store_target_keeps_state_when_called_twice(
     assert store_dump(connector) == dump
     with connector.uow() as uow:
         assert user_cases.get_user(uow, seller.seller, frank.id).active is False
+
+
+def test_batches_stop_at_their_time_limit_and_the_rest_follows(
+    corp: Slapd, connector: Connector, seller: SellerHandle, client: Any
+) -> None:
+    config = config_for(corp, seller.seller.id)
+    target = store_target(connector, config)
+    target.max_batch_seconds = 0  # every batch takes one change, then hands back
+    calls: list[int] = []
+    original = target.apply_batch
+
+    def counting(seller_id: str, actions: Any) -> list[str | None]:
+        results = original(seller_id, actions)
+        calls.append(len(results))
+        return results
+
+    target.apply_batch = counting  # type: ignore[method-assign]
+    result = sync(connector, corp, config, target, batch_size=50)
+    assert result.ok and len(result.applied) == 7 and calls == [1] * 7
+    assert scim_group_members(client, seller, ORDERS) == {
+        scim_user(client, seller, f"{n}@example.com")["id"]  # type: ignore[index]
+        for n in ("dave", "erin", "gina")
+    }
