@@ -221,6 +221,22 @@ def test_entra_probe_for_a_random_user_name_is_an_empty_list(client: Any, make_s
     assert body["itemsPerPage"] == 0 and body["startIndex"] == 1
 
 
+def test_entra_matching_lookups(client: Any, make_seller: Any) -> None:
+    """[ENTRA-TUTORIAL] "Get User by query": Entra matches users with ``userName eq``,
+    ``externalId eq`` or, when mail is the matching attribute, ``emails[type eq "work"].value eq``.
+    externalId is caseExact (RFC 7643 §3.1); the addresses are not."""
+    seller = make_seller()
+    user = create(client, seller, "match@acme.example.com", externalId="AAD-42")
+    for expression, found in (
+        ('emails[type eq "work"].value eq "MATCH@acme.example.com"', True),
+        ('emails[type eq "home"].value eq "match@acme.example.com"', False),
+        ('externalId eq "AAD-42"', True),
+        ('externalId eq "aad-42"', False),
+    ):
+        body = search(client, seller, "filter=" + quote(expression))
+        assert [r["id"] for r in body["Resources"]] == ([user["id"]] if found else []), expression
+
+
 def test_entra_delete_after_soft_delete(client: Any, make_seller: Any) -> None:
     """[ENTRA-TUTORIAL] unassigned or soft-deleted users get PATCH ``active`` false; after the
     soft-delete period (30 days) Entra sends DELETE, answered 204 and 404 afterwards."""
