@@ -93,7 +93,9 @@ def user_draft(resource: Resource[Any]) -> UserDraft:
         family_name=family,
         display_name=body.get("displayName"),
         external_id=body.get("externalId"),
-        active=body.get("active") is not False,
+        # Absent means "unchanged" on a replace: a PUT that leaves it out must not
+        # reactivate a user who left.
+        active=None if body.get("active") is None else bool(body["active"]),
         permissions=_permissions_of(extension.get("permissions")),
         notifications=[str(n) for n in extension.get("notifications") or []],
         profile=profile,

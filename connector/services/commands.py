@@ -25,7 +25,8 @@ class UserDraft:
     family_name: str | None = None
     display_name: str | None = None
     external_id: str | None = None
-    active: bool = True
+    active: bool | None = True
+    """None leaves a user's current state (a replace that does not mention it)."""
     permissions: dict[str, str] = field(default_factory=dict)
     notifications: list[str] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)

@@ -172,7 +172,7 @@ def provision_user(
             updated_at=now,
         )
         changes = _apply_draft(catalogue, user, draft)
-        user.active = bool(draft.active)
+        user.active = draft.active is not False
         _invite(uow, user, invitation_lifespan, now)
         uow.users.add(user)
         action = "user.created"
@@ -222,7 +222,8 @@ def replace_user(
     """Replace a user's state (SCIM PUT or PATCH), keeping the seller rules."""
     user = get_user(uow, seller, user_id)
     check_role_unchanged(user, draft.requested_role)
-    check_primary_stays_active(user, bool(draft.active))
+    active = user.active if draft.active is None else draft.active
+    check_primary_stays_active(user, active)
     keys = _draft_keys(draft)
     if keys - user.email_keys:
         seller.check_not_partner(sorted(keys - user.email_keys))
@@ -230,7 +231,7 @@ def replace_user(
     _check_addresses_free(uow, seller, user.id, keys)
     was_active = user.active
     changes = _apply_draft(catalogue, user, draft)
-    user.active = bool(draft.active)
+    user.active = active
     if was_active != user.active:
         changes["active"] = {"from": was_active, "to": user.active}
     if not changes:
