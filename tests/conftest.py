@@ -66,6 +66,13 @@ def _fresh_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -
     name = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(server.dsn("postgres"), autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}" TEMPLATE template_sc')
+
+    def drop() -> None:
+        # Keeps the session server small, so that stopping it stays quick.
+        with psycopg.connect(server.dsn("postgres"), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    request.addfinalizer(drop)
     return server.url(name)
 
 
@@ -94,8 +101,10 @@ def make_settings(database_url: str, home: Path, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-def connector(database_url: str, tmp_path: Path) -> Connector:
-    return bootstrap(make_settings(database_url, tmp_path), migrate=False)
+def connector(database_url: str, tmp_path: Path) -> Iterator[Connector]:
+    wired = bootstrap(make_settings(database_url, tmp_path), migrate=False)
+    yield wired
+    wired.engine.dispose()
 
 
 @dataclass
@@ -113,7 +122,9 @@ class SellerHandle:
 
 @pytest.fixture
 def make_seller(connector: Connector) -> Callable[..., SellerHandle]:
-    def make(name: str | None = None, plan: Plan = Plan.professional, primary: str | None = None) -> SellerHandle:
+    def make(
+        name: str | None = None, plan: Plan = Plan.professional, primary: str | None = None
+    ) -> SellerHandle:
         name = name or f"Seller {uuid.uuid4().hex[:6]}"
         primary = primary or f"owner-{uuid.uuid4().hex[:6]}@{name.split()[0].lower()}.example.com"
         with connector.uow() as uow:
