@@ -361,9 +361,9 @@ def mark_invitation_accepted(
 
 
 def record_login(uow: UnitOfWork, seller: SellerAccount, user_id: str, at: dt.datetime) -> None:
-    """Remember the last login, for the access review's stale-user check."""
-    user = uow.users.get(seller.id, user_id)
-    if user is None or (user.last_login_at and user.last_login_at >= at):
-        return
-    user.last_login_at = at
-    uow.users.save(user)
+    """Remember the last login, for the access review's stale-user check.
+
+    Written without a version bump: a login changes no SCIM attribute, so it must not make a
+    client's If-Match fail nor race with its writes.
+    """
+    uow.users.record_login(seller.id, user_id, at)  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """A real Keycloak for tests, run through deploy/keycloak/keycloak.sh.
 
-:class:`KeycloakServer` starts one on free loopback ports with a throwaway in-memory database
-(``--db dev-mem``) and its own state folder, waits for ``/health/ready`` and stops it; or,
+:class:`KeycloakServer` starts one on free loopback ports with a throwaway database
+(``--db dev-mem``, or ``dev-file`` kept in its own state folder so that it can be halted and
+resumed with its data) and its own state folder, waits for ``/health/ready`` and stops it; or,
 with :meth:`KeycloakServer.from_env`, points at one that already runs
 (``SELLER_CONNECTOR_TEST_KEYCLOAK_URL`` and the master admin's credentials in
 ``SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER`` / ``_ADMIN_PASSWORD``). Either way it offers the
@@ -38,6 +39,8 @@ REALM = "sellers"
 ENV_URL = "SELLER_CONNECTOR_TEST_KEYCLOAK_URL"
 ENV_ADMIN_USER = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER"
 ENV_ADMIN_PASSWORD = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_PASSWORD"
+ENV_DB = "SELLER_CONNECTOR_TEST_KEYCLOAK_DB"
+"""dev-file (default for the session server: restartable) or dev-mem."""
 ENV_WEBHOOK_URL = "SELLER_CONNECTOR_TEST_WEBHOOK_URL"
 ENV_WEBHOOK_SECRET = "SELLER_CONNECTOR_TEST_WEBHOOK_SECRET"
 PLUGIN_DIR = REPO / "deploy" / "keycloak" / "plugin"
@@ -78,6 +81,8 @@ class KeycloakServer:
     webhook_url: str | None = None
     """Where the plugin posts (a loopback URL nobody serves until a test does)."""
     webhook_secret: str | None = field(default=None, repr=False)
+    db: str | None = None
+    """``dev-mem`` or ``dev-file`` when this object started the server."""
     _admin_token: str | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ lifecycle
@@ -97,8 +102,13 @@ class KeycloakServer:
         )
 
     @classmethod
-    def start(cls, timeout: float = 300.0) -> KeycloakServer:
+    def start(cls, timeout: float = 300.0, db: str = "dev-mem") -> KeycloakServer:
         """Fetch (once) and start a throwaway Keycloak on free ports; wait until ready.
+
+        ``db`` is ``dev-mem`` (data lost when it stops) or ``dev-file``: an H2 file in this
+        server's own state folder (not the shared distribution's ``data/``), so that
+        :meth:`halt` and :meth:`resume` can stop and restart it with its data, as a real
+        outage would.
 
         :raises KeycloakUnavailable: with the script's own explanation and the log's tail.
         """
@@ -121,6 +131,9 @@ class KeycloakServer:
             "SELLER_CONNECTOR_WEBHOOK_SECRET": webhook_secret,
         }
         env.pop("SELLER_CONNECTOR_WEBHOOK_SECRET_FILE", None)
+        if db == "dev-file":
+            # Keycloak reads KC_DB_URL from its environment: keep the H2 file private.
+            env["KC_DB_URL"] = f"jdbc:h2:file:{state / 'h2' / 'keycloakdb'};NON_KEYWORDS=VALUE"
         server = cls(
             url=f"http://127.0.0.1:{port}",
             admin_user="admin",
@@ -130,12 +143,13 @@ class KeycloakServer:
             port=port,
             management_port=management_port,
             owned=True,
+            db=db,
             webhook_url=webhook_url,
             webhook_secret=webhook_secret,
         )
         for command in (
             ["fetch"],
-            ["start", "--db", "dev-mem"],
+            ["start", "--db", db],
             ["wait", "--timeout", str(int(timeout))],
         ):
             done = subprocess.run(
@@ -181,6 +195,57 @@ class KeycloakServer:
         )
         shutil.rmtree(self.state_dir, ignore_errors=True)
         self.owned = False
+
+    @property
+    def restartable(self) -> bool:
+        """Whether :meth:`halt` and :meth:`resume` keep the data (an owned dev-file server)."""
+        return self.owned and self.db == "dev-file" and self.state_dir is not None
+
+    def halt(self, timeout: float = 30.0) -> None:
+        """Stop the Keycloak process for real, keeping its state folder (an outage).
+
+        :raises RuntimeError: when the server is not :attr:`restartable`.
+        """
+        if not self.restartable:
+            raise RuntimeError("only a dev-file Keycloak started by these tests can be halted")
+        subprocess.run(
+            [str(SCRIPT), "stop", "--timeout", str(int(timeout))],
+            env=self._script_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout + 60,
+            check=False,
+        )
+
+    def resume(self, timeout: float = 180.0) -> None:
+        """Start a :meth:`halt`-ed server again on the same ports, with its data; wait until ready.
+
+        :raises KeycloakUnavailable: when it does not come back.
+        """
+        if not self.restartable:
+            raise RuntimeError("only a dev-file Keycloak started by these tests can be resumed")
+        assert self.state_dir is not None
+        env = {
+            **self._script_env(),
+            "KC_BOOTSTRAP_ADMIN_USERNAME": self.admin_user,
+            "KC_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password,
+            "SELLER_CONNECTOR_KEYCLOAK_CLIENT_SECRET": self.client_secret or "",
+            "KC_DB_URL": f"jdbc:h2:file:{self.state_dir / 'h2' / 'keycloakdb'};NON_KEYWORDS=VALUE",
+        }
+        for command in (["start", "--db", "dev-file"], ["wait", "--timeout", str(int(timeout))]):
+            done = subprocess.run(
+                [str(SCRIPT), *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout + 60,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise KeycloakUnavailable(
+                    f"keycloak.sh {' '.join(command)} failed ({done.returncode}):\n"
+                    f"{done.stdout}{done.stderr}\n{self.log_tail()}"
+                )
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of Keycloak's log (when this object started it)."""
@@ -292,7 +357,9 @@ def keycloak_server_fixture(
         server = KeycloakServer.from_env()
         if server is None:
             try:
-                server = KeycloakServer.start()
+                # dev-file (in the server's own folder) so that the outbox's outage test can
+                # stop and restart the session Keycloak for real without losing its data.
+                server = KeycloakServer.start(db=os.environ.get(ENV_DB, "dev-file"))
             except KeycloakUnavailable as exc:
                 if os.environ.get("SELLER_CONNECTOR_REQUIRE_KEYCLOAK") == "1":
                     raise

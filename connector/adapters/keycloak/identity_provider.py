@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from connector.domain.catalogue import Catalogue, Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
 from connector.mappings import KeycloakNames, load_catalogue, load_keycloak_names
 from connector.ports import IdentityProviderRejected
+from connector.services.reconcile import Difference
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,9 @@ class KeycloakIdentityProvider:
         self._realm = self.api.realm_path
         self._portal_uuid: str | None = None
         self._roles: dict[str, dict[str, str]] | None = None
+        # One thread creates the catalogue's roles: concurrent creation of the same role makes
+        # Keycloak answer 500 (a unique key violation), not 409.
+        self._catalogue_lock = threading.RLock()
         # None: not tried yet; False: the account may not (403), so bulk uses concurrency.
         self._partial_import_allowed: bool | None = None
         attrs = self.names.attributes
@@ -126,6 +131,10 @@ class KeycloakIdentityProvider:
         Each level's role is a composite of the next lower level's (admin > edit > view).
         Roles outside the catalogue are left alone. Returns the roles by name.
         """
+        with self._catalogue_lock:
+            return self._ensure_catalogue()
+
+    def _ensure_catalogue(self) -> dict[str, dict[str, str]]:
         client = self._portal_client_uuid()
         base = f"{self._realm}/clients/{client}/roles"
         existing = {r["name"]: r for r in self.api.get(base, briefRepresentation="false") or []}
@@ -157,7 +166,9 @@ class KeycloakIdentityProvider:
     def _role_reps(self, names: Iterable[str]) -> list[dict[str, str]]:
         wanted = sorted(set(names))
         if self._roles is None or any(n not in self._roles for n in wanted):
-            self.ensure_catalogue()
+            with self._catalogue_lock:
+                if self._roles is None or any(n not in self._roles for n in wanted):
+                    self.ensure_catalogue()
         assert self._roles is not None
         unknown = [n for n in wanted if n not in self._roles]
         if unknown:
@@ -377,18 +388,22 @@ class KeycloakIdentityProvider:
         return rep
 
     def _create_user(self, desired: dict[str, Any], user: SellerUser) -> str:
+        return self._create_user_fresh(desired, user)[0]
+
+    def _create_user_fresh(self, desired: dict[str, Any], user: SellerUser) -> tuple[str, bool]:
+        """Create the user; (its id, True) — or (the id, False) when it turned out to exist."""
         try:
             response = self.api.post(f"{self._realm}/users", {**desired, "emailVerified": False})
         except ConflictInKeycloak as exc:
             found = self.find_user(user)
             if found is not None:  # created by a concurrent run of the same change
-                return str(found["id"])
+                return str(found["id"]), False
             raise IdentityProviderRejected(
                 f"Keycloak already has a user with username {user.user_name!r} or email "
                 f"{user.primary_email!r} that seller-connector does not manage (it has no "
                 f"{self._attr_connector} attribute): {exc}"
             ) from exc
-        return self.api.created_id(response)
+        return self.api.created_id(response), True
 
     def _update_user(self, current: dict[str, Any], desired: dict[str, Any]) -> None:
         attributes = dict(current.get("attributes") or {})
@@ -427,7 +442,27 @@ class KeycloakIdentityProvider:
         desired = self._desired_user(seller, user)
         current = self.find_user(user)
         if current is None:
-            user_id = self._create_user(desired, user)
+            user_id, fresh = self._create_user_fresh(desired, user)
+            if fresh:
+                # Just created, with its attributes and enabled flag: it has no direct roles,
+                # groups or sessions yet, so write them without reading first (3 GETs fewer
+                # per new user; a retry finds it by attribute and converges as usual).
+                self.api.request(
+                    "POST",
+                    f"{self._realm}/organizations/{org_id}/members",
+                    body=user_id,
+                    ok=(201, 409),
+                )
+                roles = self._user_roles(user)
+                if roles:
+                    self.api.post(
+                        f"{self._realm}/users/{user_id}/role-mappings/clients/"
+                        f"{self._portal_client_uuid()}",
+                        self._role_reps(roles),
+                    )
+                for group_id in sorted(set(group_ids)):
+                    self.api.put(f"{self._realm}/users/{user_id}/groups/{group_id}")
+                return user_id
             current = self.api.get(f"{self._realm}/users/{user_id}")
         self._update_user(current, desired)
         user_id = str(current["id"])
@@ -487,6 +522,207 @@ class KeycloakIdentityProvider:
             lifespan=int(lifespan.total_seconds()),
             client_id=self.names.portal_client_id,
         )
+
+    # ------------------------------------------------------------------ reconcile
+
+    def _paged(self, path: str, **params: Any) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        first = 0
+        while True:
+            page = self.api.get(path, first=first, max=_PAGE, **params) or []
+            out.extend(page)
+            if len(page) < _PAGE:
+                return out
+            first += _PAGE
+
+    def differences(
+        self,
+        seller: SellerAccount,
+        users: Sequence[tuple[SellerUser, list[PermissionSet]]],
+        permission_sets: Sequence[PermissionSet],
+    ) -> list[Difference]:
+        """How this realm differs from the seller's state in the store (read-only).
+
+        Checked: the organization (exists, name, enabled, ``seller_id``); each permission
+        set's group and its roles; groups under the seller's group that no set explains; each
+        user (deleted ones included) exists once, with its enabled flag, username, email,
+        names, attributes, organization membership, direct roles and managed groups; and
+        Keycloak users tagged with this seller that the store does not know (reported only).
+        """
+        found: list[Difference] = []
+
+        def differ(
+            kind: str,
+            target: str,
+            what: str,
+            expected: Any,
+            actual: Any,
+            topic: str | None,
+            aggregate: str | None = None,
+        ) -> None:
+            repair = (topic, aggregate or target) if topic else None
+            found.append(Difference(seller.id, kind, target, what, expected, actual, repair))
+
+        org = self._find_org(seller.id)
+        members: set[str] = set()
+        if org is None:
+            differ(
+                "organization",
+                seller.id,
+                "missing",
+                self._org_alias(seller.id),
+                None,
+                "seller.sync",
+            )
+        else:
+            if org.get("name") not in (seller.name, f"{seller.name} ({seller.id})"):
+                differ(
+                    "organization", seller.id, "name", seller.name, org.get("name"), "seller.sync"
+                )
+            if not org.get("enabled", True):
+                differ("organization", seller.id, "enabled", True, False, "seller.sync")
+            members = {
+                str(m["id"])
+                for m in self._paged(
+                    f"{self._realm}/organizations/{org['id']}/members", briefRepresentation="true"
+                )
+            }
+
+        client = self._portal_client_uuid()
+        for permission_set in permission_sets:
+            group = self._find_group(self._group_path(seller.id, permission_set.id))
+            if group is None:
+                differ(
+                    "permission_set",
+                    permission_set.id,
+                    "missing",
+                    self._group_path(seller.id, permission_set.id),
+                    None,
+                    "permission_set.sync",
+                )
+                continue
+            roles = {
+                r["name"]
+                for r in self.api.get(
+                    f"{self._realm}/groups/{group['id']}/role-mappings/clients/{client}"
+                )
+                or []
+            }
+            wanted = self._permission_roles(permission_set.permissions)
+            if roles != wanted:
+                differ(
+                    "permission_set",
+                    permission_set.id,
+                    "roles",
+                    wanted,
+                    roles,
+                    "permission_set.sync",
+                )
+        parent = self._find_group(self._format_path(seller.id))
+        if parent is not None:
+            known = {p.id for p in permission_sets}
+            for child in self._paged(f"{self._realm}/groups/{parent['id']}/children"):
+                if child.get("name") not in known and "/" not in str(child.get("name")):
+                    differ(
+                        "group",
+                        str(child["name"]),
+                        "stray",
+                        None,
+                        child.get("path"),
+                        "permission_set.delete",
+                    )
+
+        # Every Keycloak user tagged with this seller, in one paged search.
+        tagged: dict[str, list[dict[str, Any]]] = {}
+        for rep in self._paged(
+            f"{self._realm}/users",
+            q=f"{self._attr_seller}:{seller.id}",
+            exact="true",
+            briefRepresentation="false",
+        ):
+            tagged.setdefault(self._connector_id_of(rep) or "", []).append(rep)
+        known_users = {u.id for u, _ in users}
+        for connector_id, reps in tagged.items():
+            if connector_id not in known_users:
+                for rep in reps:
+                    differ(
+                        "unknown-user",
+                        str(rep["id"]),
+                        "not in the store",
+                        None,
+                        rep.get("username"),
+                        None,
+                    )
+            elif len(reps) > 1:
+                differ(
+                    "duplicate-user",
+                    connector_id,
+                    "several Keycloak users",
+                    1,
+                    sorted(str(r["id"]) for r in reps),
+                    None,
+                )
+
+        def check_user(item: tuple[SellerUser, list[PermissionSet]]) -> list[Difference]:
+            user, groups = item
+            out: list[Difference] = []
+
+            def user_differ(what: str, expected: Any, actual: Any) -> None:
+                out.append(
+                    Difference(
+                        seller.id, "user", user.id, what, expected, actual, ("user.sync", user.id)
+                    )
+                )
+
+            reps = tagged.get(user.id) or []
+            current = next((r for r in reps if r["id"] == user.idp_id), reps[0] if reps else None)
+            if current is None:
+                current = self.find_user(user)  # untagged (its seller_id attribute removed)
+            if current is None:
+                user_differ("missing", user.user_name, None)
+                return out
+            user_id = str(current["id"])
+            desired = self._desired_user(seller, user)
+            if bool(current.get("enabled")) != desired["enabled"]:
+                user_differ("enabled", desired["enabled"], current.get("enabled"))
+            if current.get("username") != desired["username"].lower():
+                user_differ("username", desired["username"].lower(), current.get("username"))
+            if "email" in desired and (current.get("email") or "") != desired["email"].lower():
+                user_differ("email", desired["email"].lower(), current.get("email"))
+            for key in ("firstName", "lastName"):
+                if key in desired and current.get(key) != desired[key]:
+                    user_differ(key, desired[key], current.get(key))
+            attributes = current.get("attributes") or {}
+            for key, value in desired["attributes"].items():
+                if attributes.get(key) != value:
+                    user_differ(f"attribute {key}", value, attributes.get(key))
+            if org is not None and user_id not in members:
+                user_differ("organization member", True, False)
+            roles = {
+                r["name"]
+                for r in self.api.get(
+                    f"{self._realm}/users/{user_id}/role-mappings/clients/{client}"
+                )
+                or []
+            }
+            if roles != self._user_roles(user):
+                user_differ("roles", self._user_roles(user), roles)
+            paths = {
+                str(g.get("path"))
+                for g in self._paged(
+                    f"{self._realm}/users/{user_id}/groups", briefRepresentation="true"
+                )
+                if str(g.get("path", "")).startswith(self._managed_prefix + "/")
+            }
+            wanted = {self._group_path(seller.id, g.id) for g in groups}
+            if paths != wanted:
+                user_differ("groups", wanted, paths)
+            return out
+
+        with ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
+            for result in pool.map(check_user, users):
+                found.extend(result)
+        return found
 
     # ------------------------------------------------------------------ bulk
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from connector.adapters.sql.tables import (
@@ -259,6 +259,24 @@ class SqlUsers:
             )
         user.version = current + 1
         self._reserve_emails(user)
+
+    def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> bool:
+        """Set ``last_login_at`` to ``at`` when it is later, WITHOUT bumping the version: a
+        login is not a change of the SCIM resource (its ETag must not move under a client).
+
+        :returns: whether it was written.
+        """
+        result = self.session.execute(
+            update(UserRow)
+            .where(
+                UserRow.id == user_id,
+                UserRow.seller_id == seller_id,
+                or_(UserRow.last_login_at.is_(None), UserRow.last_login_at < at),
+            )
+            .values(last_login_at=at)
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)
 
     def email_owners(self, email_keys: Iterable[str]) -> list[EmailOwner]:
         keys = [email_key(k) for k in email_keys]

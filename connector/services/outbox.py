@@ -1,0 +1,730 @@
+"""The outbox worker: what SCIM and the command line changed becomes real in the identity provider.
+
+Every write use case appends an :class:`~connector.services.unit_of_work.OutboxEntry` in the
+same transaction as the change (``seller.sync``, ``permission_set.sync``,
+``permission_set.delete``, ``user.sync``, ``user.invite``). This worker claims the due ones
+(see :class:`OutboxQueue`) and applies them to the :class:`~connector.ports.IdentityProvider`:
+
+* **Current state, not deltas.** ``*.sync`` entries carry no data: the worker reads the object
+  as the store has it *now* and converges the provider to it. So duplicates collapse (ten
+  pending ``user.sync`` of one user are one call), a late retry never applies stale data, and a
+  ``permission_set.sync`` of a set deleted since converges to "no group".
+* **Ordered per aggregate.** Entries of one user (or seller, or permission set) are applied
+  one claim at a time, in id order; different aggregates go in parallel.
+* **Provider down** (:class:`~connector.ports.IdentityProviderUnavailable`): the claim goes
+  back to pending with exponential backoff and jitter (at least ``retry_after`` when the
+  provider said so); later entries of the same aggregate wait behind it, so order holds.
+  When the provider answers again (a later call or the console poll succeeds), everything
+  that waited only for it is retried at once.
+* **Poison**: a refusal (:class:`~connector.ports.IdentityProviderRejected`), or
+  ``max_attempts`` failed attempts, marks the entries ``poison`` with the error, and the worker
+  moves on. A poison entry does **not** block later entries of its aggregate: every later
+  ``*.sync`` re-reads the whole current state, so it supersedes the poisoned one (and succeeds
+  once the cause is fixed, e.g. a userName that clashed was changed). ``seller-connector
+  outbox retry --poison`` puts poison entries back in line.
+* Deleted users are synced as disabled: nothing here ever deletes a provider user.
+* An invitation is sent only while the user is active and its invitation pending, for the
+  time it has left (the store's ``expires_at``), so a link sent late does not outlive it.
+  Sending is at least once: a crash between sending and recording may send it again.
+
+The worker also polls the provider's console changes every ``poll_interval`` seconds
+(:func:`connector.services.console.poll_console`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from connector.domain.model import InvitationState, utcnow
+from connector.ports import (
+    IdentityProvider,
+    IdentityProviderRejected,
+    IdentityProviderUnavailable,
+)
+from connector.services.unit_of_work import OutboxEntry, UnitOfWork
+
+if TYPE_CHECKING:
+    from connector.adapters.keycloak.settings import KeycloakSettings
+    from connector.bootstrap import Connector
+    from connector.services.console import PollReport
+
+log = logging.getLogger("seller_connector.outbox")
+
+SELLER_SYNC = "seller.sync"
+USER_SYNC = "user.sync"
+USER_INVITE = "user.invite"
+PERMISSION_SET_SYNC = "permission_set.sync"
+PERMISSION_SET_DELETE = "permission_set.delete"
+TOPICS = (SELLER_SYNC, USER_SYNC, USER_INVITE, PERMISSION_SET_SYNC, PERMISSION_SET_DELETE)
+
+PENDING = "pending"
+IN_PROGRESS = "in_progress"
+DONE = "done"
+POISON = "poison"
+ACTIVE_STATES = (PENDING, IN_PROGRESS)
+STATES = (PENDING, IN_PROGRESS, DONE, POISON)
+
+UNAVAILABLE_PREFIX = "unavailable:"
+"""``last_error`` of entries that wait only for the provider to answer again."""
+
+ENV_PREFIX = "SELLER_CONNECTOR_OUTBOX_"
+
+
+@dataclass(frozen=True)
+class OutboxPolicy:
+    """How the worker retries, batches and polls."""
+
+    max_attempts: int = 8
+    """Attempts (the first included) before an entry that keeps failing becomes poison."""
+    backoff_base: float = 2.0
+    """Seconds before the first retry; doubled each attempt."""
+    backoff_cap: float = 300.0
+    """The longest wait between two attempts, in seconds."""
+    lease_seconds: float = 300.0
+    """How long a claim is held before another worker may take it over (a crashed worker)."""
+    batch_size: int = 100
+    """Aggregates claimed per round."""
+    concurrency: int = 4
+    """Aggregates applied at the same time (calls in flight, besides the bulk path's own)."""
+    bulk_threshold: int = 8
+    """From this many users of one seller in a round, use the provider's bulk path."""
+    poll_interval: float = 5.0
+    """Seconds between two polls of the provider's console changes."""
+    interval: float = 1.0
+    """Seconds between rounds when there is nothing to do."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> OutboxPolicy:
+        """Read ``SELLER_CONNECTOR_OUTBOX_*``: ``MAX_ATTEMPTS``, ``BACKOFF_BASE``,
+        ``BACKOFF_CAP``, ``LEASE_SECONDS``, ``BATCH_SIZE``, ``CONCURRENCY``,
+        ``BULK_THRESHOLD``, ``POLL_INTERVAL``, ``INTERVAL`` (defaults above).
+
+        :raises ValueError: naming a variable that is not a positive number.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, kind in (
+            ("max_attempts", int),
+            ("backoff_base", float),
+            ("backoff_cap", float),
+            ("lease_seconds", float),
+            ("batch_size", int),
+            ("concurrency", int),
+            ("bulk_threshold", int),
+            ("poll_interval", float),
+            ("interval", float),
+        ):
+            raw = env.get(ENV_PREFIX + name.upper(), "").strip()
+            if not raw:
+                continue
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a number") from None
+            if value <= 0:
+                raise ValueError(f"{ENV_PREFIX}{name.upper()} must be positive")
+            values[name] = value
+        return cls(**values)
+
+
+def backoff_delay(
+    policy: OutboxPolicy,
+    attempts: int,
+    retry_after: float | None = None,
+    rng: Callable[[], float] = random.random,
+) -> float:
+    """Seconds to wait after the ``attempts``-th failed attempt.
+
+    Exponential (base, 2x base, 4x base ... up to the cap) with "equal jitter": between half
+    and all of it, so that a crowd of entries that failed together does not come back
+    together, yet none retries much sooner than its schedule. Never less than the provider's
+    ``Retry-After``.
+    """
+    exponential = min(policy.backoff_cap, policy.backoff_base * 2 ** max(0, attempts - 1))
+    delay = exponential / 2 + rng() * exponential / 2
+    if retry_after:
+        delay = max(delay, retry_after)
+    return delay
+
+
+@dataclass
+class Claim:
+    """The live entries of one aggregate, claimed together, in id order."""
+
+    aggregate_id: str
+    seller_id: str
+    entries: list[OutboxEntry]
+
+
+@dataclass
+class OutboxStats:
+    """The queue at a glance."""
+
+    counts: dict[str, int]
+    oldest_pending_age: float | None
+    """Seconds since the oldest pending or in-progress entry was written."""
+    waiting_for_retry: int
+    next_retry_at: dt.datetime | None
+
+
+class OutboxQueue(Protocol):
+    """The outbox as a work queue (``connector.adapters.sql.outbox_queue``)."""
+
+    def claim(self, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[Claim]:
+        """Claim aggregates whose first live entry is due, with all their pending entries."""
+        ...
+
+    def complete(self, ids: Sequence[int]) -> None: ...
+    def retry_later(self, ids: Sequence[int], when: dt.datetime, error: str) -> None: ...
+    def poison(self, ids: Sequence[int], error: str) -> None: ...
+    def release(self, ids: Sequence[int], when: dt.datetime) -> None: ...
+    def requeue(
+        self, now: dt.datetime, *, poison: bool = False, ids: Sequence[int] | None = None
+    ) -> int: ...
+    def expedite(self, now: dt.datetime) -> int: ...
+    def stats(self, now: dt.datetime) -> OutboxStats: ...
+    def entries(self, state: str | None = None, limit: int = 50) -> list[OutboxEntry]: ...
+    def set_provider_id(self, user_id: str, provider_id: str) -> None: ...
+
+
+@dataclass
+class RoundReport:
+    """What one claim round did."""
+
+    aggregates: int = 0
+    entries: int = 0
+    done: int = 0
+    retried: int = 0
+    poisoned: int = 0
+    skipped: int = 0
+    """Entries completed without a call (object gone, user inactive, invitation not pending)."""
+    calls: int = 0
+    """Calls made to the provider (a collapsed group of entries is one call)."""
+    unavailable: bool = False
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, other: RoundReport) -> None:
+        """Fold another report into this one."""
+        for name in ("aggregates", "entries", "done", "retried", "poisoned", "skipped", "calls"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.unavailable = self.unavailable or other.unavailable
+        self.errors.extend(other.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``--format json``."""
+        return {
+            "aggregates": self.aggregates,
+            "entries": self.entries,
+            "done": self.done,
+            "retried": self.retried,
+            "poisoned": self.poisoned,
+            "skipped": self.skipped,
+            "calls": self.calls,
+            "unavailable": self.unavailable,
+            "errors": self.errors,
+        }
+
+
+class _Skip(Exception):
+    """Nothing to send for these entries (the object is gone, or the invitation moot)."""
+
+
+Step = tuple[str, list[OutboxEntry], Callable[[Claim, list[OutboxEntry]], None]]
+
+
+class OutboxWorker:
+    """Claims due outbox entries and applies them to the identity provider."""
+
+    def __init__(
+        self,
+        uow_factory: Callable[[], UnitOfWork],
+        queue: OutboxQueue,
+        idp: IdentityProvider,
+        *,
+        policy: OutboxPolicy | None = None,
+        console: Callable[[], PollReport] | None = None,
+        read_uow_factory: Callable[[], UnitOfWork] | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.uow_factory = uow_factory
+        self.read_uow_factory = read_uow_factory or uow_factory
+        self.queue = queue
+        self.idp = idp
+        self.policy = policy or OutboxPolicy()
+        self.console = console
+        self.clock = clock
+        self.rng = rng
+        self._outage = False
+        self._last_poll: float | None = None
+
+    # ------------------------------------------------------------------ loop
+
+    def drain(self, stop: threading.Event | None = None, max_rounds: int = 10_000) -> RoundReport:
+        """Apply everything due now, round after round, until nothing is due.
+
+        Entries that failed and wait for their next attempt are left for later.
+        """
+        total = RoundReport()
+        for _ in range(max_rounds):
+            if stop is not None and stop.is_set():
+                break
+            report = self.run_round()
+            total.add(report)
+            if report.aggregates == 0:
+                break
+        return total
+
+    def run_once(self) -> tuple[RoundReport, PollReport | None]:
+        """Poll the console once, then drain: ``seller-connector worker --once``."""
+        poll = self.poll_console(force=True)
+        return self.drain(), poll
+
+    def run(self, stop: threading.Event, interval: float | None = None) -> None:
+        """Poll and drain until ``stop`` is set, waiting ``interval`` seconds when idle."""
+        interval = self.policy.interval if interval is None else interval
+        log.info("outbox worker started")
+        while not stop.is_set():
+            try:
+                self.poll_console()
+                self.drain(stop=stop)
+            except Exception:  # the store is down, a bug: log, wait, go on
+                log.exception("outbox worker round failed; retrying in %.1f s", interval)
+            stop.wait(interval)
+        log.info("outbox worker stopped")
+
+    def poll_console(self, force: bool = False) -> PollReport | None:
+        """Read the provider's console changes when it is time (or ``force``)."""
+        if self.console is None:
+            return None
+        now = time.monotonic()
+        if (
+            not force
+            and self._last_poll is not None
+            and now - self._last_poll < self.policy.poll_interval
+        ):
+            return None
+        self._last_poll = now
+        try:
+            report = self.console()
+        except IdentityProviderUnavailable as exc:
+            log.warning("console changes: provider unavailable (%s)", exc)
+            self._outage = True
+            return None
+        except IdentityProviderRejected as exc:
+            log.error("console changes: provider refused (%s)", exc)
+            return None
+        # The poll is also the health probe: the provider answers again.
+        self._recovered()
+        return report
+
+    def _recovered(self) -> None:
+        if self._outage:
+            self._outage = False
+            moved = self.queue.expedite(self.clock())
+            if moved:
+                log.info("identity provider answers again: %d waiting entries retried now", moved)
+
+    # ------------------------------------------------------------------ one round
+
+    def run_round(self) -> RoundReport:
+        """Claim one batch of aggregates and apply it."""
+        now = self.clock()
+        claims = self.queue.claim(
+            now, self.policy.batch_size, dt.timedelta(seconds=self.policy.lease_seconds)
+        )
+        report = RoundReport(aggregates=len(claims), entries=sum(len(c.entries) for c in claims))
+        if not claims:
+            return report
+        units = self._units(claims)
+        if self.policy.concurrency <= 1 or len(units) == 1:
+            results = [unit() for unit in units]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(self.policy.concurrency, len(units)),
+                thread_name_prefix="outbox",
+            ) as pool:
+                results = list(pool.map(lambda unit: unit(), units))
+        for result in results:
+            report.add(result)
+        if report.unavailable:
+            self._outage = True
+        elif report.calls:
+            self._recovered()
+        return report
+
+    def _units(self, claims: list[Claim]) -> list[Callable[[], RoundReport]]:
+        """Group claims into units of work: many users of one seller go through bulk."""
+        units: list[Callable[[], RoundReport]] = []
+        by_seller: dict[str, list[Claim]] = defaultdict(list)
+        bulk = getattr(self.idp, "bulk_sync_users", None)
+        for claim in claims:
+            if bulk is not None and any(e.topic == USER_SYNC for e in claim.entries):
+                by_seller[claim.seller_id].append(claim)
+            else:
+                units.append(lambda claim=claim: self._apply_claim(claim))
+        for seller_id, group in by_seller.items():
+            if len(group) >= self.policy.bulk_threshold:
+                units.append(lambda s=seller_id, g=group: self._apply_bulk(s, g))
+            else:
+                units.extend(lambda claim=claim: self._apply_claim(claim) for claim in group)
+        return units
+
+    def _apply_claim(self, claim: Claim) -> RoundReport:
+        report = RoundReport()
+        steps = self._steps(claim, report)
+        self._run_steps(claim, steps, report)
+        return report
+
+    def _steps(self, claim: Claim, report: RoundReport) -> list[Step]:
+        known = [e for e in claim.entries if e.topic in TOPICS]
+        unknown = [e for e in claim.entries if e.topic not in TOPICS]
+        if unknown:
+            self._poison(claim, unknown, f"unknown topic {unknown[0].topic!r}", report)
+
+        def of(*topics: str) -> list[OutboxEntry]:
+            return [e for e in known if e.topic in topics]
+
+        return [
+            ("seller", of(SELLER_SYNC), self._sync_seller),
+            ("permission set", of(PERMISSION_SET_SYNC, PERMISSION_SET_DELETE), self._sync_set),
+            ("user", of(USER_SYNC), self._sync_user),
+            ("invitation", of(USER_INVITE), self._invite),
+        ]
+
+    def _run_steps(self, claim: Claim, steps: list[Step], report: RoundReport) -> None:
+        """Apply the steps in order; a step that must be retried holds back the ones after it."""
+        for index, (_name, entries, apply) in enumerate(steps):
+            if not entries:
+                continue
+            try:
+                apply(claim, entries)
+            except _Skip as skip:
+                log.info("outbox %s %s: nothing to send (%s)", claim.aggregate_id, _name, skip)
+                self.queue.complete([e.id for e in entries if e.id is not None])
+                report.skipped += len(entries)
+                continue
+            except IdentityProviderRejected as exc:
+                report.calls += 1
+                self._poison(claim, entries, f"rejected: {exc}", report)
+                continue
+            except Exception as exc:
+                report.calls += 1
+                when = self._retry(claim, entries, exc, report)
+                if when is None:
+                    continue  # given up (poison): what follows it goes on
+                # What follows waits with it: released "due now", an entry with a lower id
+                # than the failed one (an invitation is written before its sync) would become
+                # the head at once and bring the failed step back without any backoff.
+                later = [e.id for _, es, _ in steps[index + 1 :] for e in es if e.id is not None]
+                self.queue.release(later, when)
+                return
+            report.calls += 1
+            self.queue.complete([e.id for e in entries if e.id is not None])
+            report.done += len(entries)
+
+    def _poison(
+        self, claim: Claim, entries: list[OutboxEntry], error: str, report: RoundReport
+    ) -> None:
+        log.error(
+            "outbox %s (%s): poison: %s",
+            claim.aggregate_id,
+            ", ".join(sorted({e.topic for e in entries})),
+            error,
+        )
+        self.queue.poison([e.id for e in entries if e.id is not None], error)
+        report.poisoned += len(entries)
+        report.errors.append(
+            {
+                "aggregate": claim.aggregate_id,
+                "topics": sorted({e.topic for e in entries}),
+                "state": POISON,
+                "error": error,
+            }
+        )
+
+    def _retry(
+        self, claim: Claim, entries: list[OutboxEntry], exc: Exception, report: RoundReport
+    ) -> dt.datetime | None:
+        """Schedule the next attempt (returned), or give up after ``max_attempts`` (None)."""
+        unavailable = isinstance(exc, IdentityProviderUnavailable)
+        if unavailable:
+            report.unavailable = True
+            error = f"{UNAVAILABLE_PREFIX} {exc}"
+        else:
+            log.error("outbox %s: unexpected error", claim.aggregate_id, exc_info=exc)
+            error = f"error: {type(exc).__name__}: {exc}"
+        attempts = max(e.attempts for e in entries) + 1
+        if attempts >= self.policy.max_attempts:
+            self._poison(claim, entries, f"gave up after {attempts} attempts: {error}", report)
+            return None
+        retry_after = exc.retry_after if isinstance(exc, IdentityProviderUnavailable) else None
+        delay = backoff_delay(self.policy, attempts, retry_after, self.rng)
+        log.warning(
+            "outbox %s: attempt %d failed, next in %.1f s: %s",
+            claim.aggregate_id,
+            attempts,
+            delay,
+            error,
+        )
+        when = self.clock() + dt.timedelta(seconds=delay)
+        self.queue.retry_later([e.id for e in entries if e.id is not None], when, error)
+        report.retried += len(entries)
+        report.errors.append(
+            {
+                "aggregate": claim.aggregate_id,
+                "topics": sorted({e.topic for e in entries}),
+                "state": PENDING,
+                "error": error,
+                "retry_in": round(delay, 1),
+            }
+        )
+        return when
+
+    # ------------------------------------------------------------------ applying
+
+    def _sync_seller(self, claim: Claim, entries: list[OutboxEntry]) -> None:
+        with self.read_uow_factory() as uow:
+            seller = uow.sellers.get(claim.aggregate_id)
+        if seller is None:
+            raise _Skip("seller not in the store")
+        self.idp.sync_seller(seller)
+
+    def _sync_set(self, claim: Claim, entries: list[OutboxEntry]) -> None:
+        with self.read_uow_factory() as uow:
+            seller = uow.sellers.get(claim.seller_id)
+            permission_set = uow.permission_sets.get(claim.seller_id, claim.aggregate_id)
+        if seller is None:
+            raise _Skip("seller not in the store")
+        if permission_set is None:
+            # Deleted (whatever the topic said): converge to "no group".
+            self.idp.remove_permission_set(seller, claim.aggregate_id)
+        else:
+            self.idp.sync_permission_set(seller, permission_set)
+
+    def _sync_user(self, claim: Claim, entries: list[OutboxEntry]) -> None:
+        with self.read_uow_factory() as uow:
+            seller = uow.sellers.get(claim.seller_id)
+            user = uow.users.get(claim.seller_id, claim.aggregate_id, include_deleted=True)
+            groups = uow.permission_sets.of_user(claim.aggregate_id) if user else []
+        if seller is None or user is None:
+            raise _Skip("user not in the store")
+        # A deleted user is synced too: as disabled (sync_user never deletes).
+        provider_id = self.idp.sync_user(seller, user, groups)
+        if provider_id and provider_id != user.idp_id:
+            self.queue.set_provider_id(user.id, provider_id)
+
+    def _invite(self, claim: Claim, entries: list[OutboxEntry]) -> None:
+        with self.read_uow_factory() as uow:
+            seller = uow.sellers.get(claim.seller_id)
+            user = uow.users.get(claim.seller_id, claim.aggregate_id, include_deleted=True)
+        if seller is None or user is None:
+            raise _Skip("user not in the store")
+        if user.deleted or not user.active:
+            raise _Skip("user is deactivated: reactivate it and resend the invitation")
+        invitation = user.invitation
+        if invitation is None or invitation.state is not InvitationState.pending:
+            raise _Skip("no pending invitation")
+        now = self.clock()
+        requested = dt.timedelta(seconds=int(entries[-1].payload.get("lifespan_seconds") or 0))
+        left = invitation.expires_at - now if invitation.expires_at else requested
+        lifespan = min(requested, left) if requested.total_seconds() > 0 else left
+        if lifespan.total_seconds() < 60:
+            raise _Skip("the invitation expired before it could be sent")
+        # Several pending invitations of one user collapse into one email (the newest).
+        self.idp.send_invitation(seller, user, lifespan)
+
+    def _apply_bulk(self, seller_id: str, claims: list[Claim]) -> RoundReport:
+        """Sync many users of one seller in one bulk call, then their invitations."""
+        report = RoundReport()
+        bulk = self.idp.bulk_sync_users  # type: ignore[attr-defined]
+        ids = [c.aggregate_id for c in claims]
+        with self.read_uow_factory() as uow:
+            seller = uow.sellers.get(seller_id)
+            users = {u.id: u for u in uow.users.get_many(seller_id, ids)}
+            groups = uow.permission_sets.of_users(ids)
+        items = [(users[i], groups.get(i, [])) for i in ids if i in users]
+        failure: Exception | None = None
+        result: Any = None
+        if seller is not None and items:
+            try:
+                result = bulk(seller, items)
+            except Exception as exc:  # the whole batch failed (organization, catalogue)
+                failure = exc
+            report.calls += 1
+        for claim in claims:
+            sync = [e for e in claim.entries if e.topic == USER_SYNC]
+            steps = self._steps(claim, report)
+            rest = [s for s in steps if s[0] != "user"]
+            user = users.get(claim.aggregate_id)
+            error = failure or (result.errors.get(claim.aggregate_id) if result else None)
+            if seller is None or user is None:
+                self.queue.complete([e.id for e in sync if e.id is not None])
+                report.skipped += len(sync)
+            elif isinstance(error, IdentityProviderRejected):
+                self._poison(claim, sync, f"rejected: {error}", report)
+            elif error is not None:
+                when = self._retry(claim, sync, error, report)
+                if when is not None:
+                    self.queue.release(
+                        [e.id for _, es, _ in rest for e in es if e.id is not None], when
+                    )
+                    continue
+            else:
+                provider_id = result.provider_ids.get(claim.aggregate_id)
+                if provider_id and provider_id != user.idp_id:
+                    self.queue.set_provider_id(user.id, provider_id)
+                self.queue.complete([e.id for e in sync if e.id is not None])
+                report.done += len(sync)
+            self._run_steps(claim, rest, report)
+        if report.unavailable:
+            self._outage = True
+        return report
+
+
+# ---------------------------------------------------------------------- wiring
+
+
+def keycloak_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment names a Keycloak (``SELLER_CONNECTOR_KEYCLOAK_URL``)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get("SELLER_CONNECTOR_KEYCLOAK_URL", "").strip())
+
+
+def build_outbox_worker(
+    connector: Connector,
+    keycloak_settings: KeycloakSettings | None = None,
+    *,
+    policy: OutboxPolicy | None = None,
+    console: bool = True,
+) -> OutboxWorker | None:
+    """Wire a worker on the connector's store and Keycloak (from the environment unless
+    ``keycloak_settings`` is given). None when no Keycloak is configured.
+
+    :raises KeycloakSettingsError: when Keycloak is named but its settings are incomplete.
+    """
+    # Imported here: the use cases above know only the ports; this is composition.
+    from connector.adapters.keycloak import (
+        KeycloakChangeFeed,
+        KeycloakIdentityProvider,
+        KeycloakSettings,
+    )
+    from connector.adapters.sql.outbox_queue import SqlOutboxQueue
+    from connector.services.console import poll_console
+
+    if keycloak_settings is None:
+        if not keycloak_configured():
+            return None
+        keycloak_settings = KeycloakSettings.from_env()
+    queue = SqlOutboxQueue(connector.session_factory)
+    idp = KeycloakIdentityProvider(keycloak_settings, catalogue=connector.catalogue)
+    poller: Callable[[], PollReport] | None = None
+    if console:
+        feed = KeycloakChangeFeed(keycloak_settings)
+
+        def poller() -> PollReport:
+            return poll_console(connector.uow, connector.catalogue, feed, queue)
+
+    return OutboxWorker(
+        connector.uow,
+        queue,
+        idp,
+        policy=policy or OutboxPolicy.from_env(),
+        console=poller,
+        read_uow_factory=lambda: connector.uow(write=False),
+    )
+
+
+class BackgroundWorker:
+    """An :class:`OutboxWorker` running in a daemon thread of this process."""
+
+    def __init__(self, worker: OutboxWorker, interval: float | None = None) -> None:
+        self.worker = worker
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=worker.run,
+            args=(self._stop, interval),
+            name="seller-connector-outbox",
+            daemon=True,
+        )
+
+    def start(self) -> BackgroundWorker:
+        """Start the thread."""
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread runs."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask the loop to stop after its current call, and wait up to ``timeout`` seconds."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+_fork_guarded: set[int] = set()
+
+
+def _guard_fork(connector: Connector) -> None:
+    """A process forked after the thread started (gunicorn forks its workers from the master)
+    must never use, nor close, the master's pooled connections: drop them in the child."""
+    if id(connector) in _fork_guarded or not hasattr(os, "register_at_fork"):
+        return
+    _fork_guarded.add(id(connector))
+    engine = connector.engine
+    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+
+
+def start_background_worker(
+    connector: Connector, *, policy: OutboxPolicy | None = None, interval: float | None = None
+) -> BackgroundWorker | None:
+    """Start the outbox worker (and console poll) in a daemon thread of THIS process.
+
+    Call it in exactly one process per deployment: ``serve`` calls it in the gunicorn master
+    (``when_ready`` hook, see :func:`gunicorn_hooks`), never in the forked request workers.
+    Returns None, after a warning, when Keycloak is not configured: then SCIM still works and
+    the outbox fills up until a worker runs.
+    """
+    worker = build_outbox_worker(connector, policy=policy)
+    if worker is None:
+        log.warning(
+            "SELLER_CONNECTOR_KEYCLOAK_URL is not set: no outbox worker; changes wait in the "
+            "outbox until one runs (seller-connector worker)"
+        )
+        return None
+    _guard_fork(connector)
+    return BackgroundWorker(worker, interval).start()
+
+
+def gunicorn_hooks(connector: Connector) -> dict[str, Callable[[Any], None]]:
+    """gunicorn server hooks that run ONE background worker in the master process.
+
+    ``when_ready`` runs in the master once it listens (after the first workers are forked);
+    ``on_exit`` stops the thread when gunicorn shuts down.
+    """
+    running: list[BackgroundWorker] = []
+
+    def when_ready(_server: Any) -> None:
+        handle = start_background_worker(connector)
+        if handle is not None:
+            running.append(handle)
+
+    def on_exit(_server: Any) -> None:
+        while running:
+            running.pop().stop()
+
+    return {"when_ready": when_ready, "on_exit": on_exit}
