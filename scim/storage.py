@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Union, cast
 
 from scim2_models import (
     ForbiddenException,
     InvalidCursorException,
     InvalidValueException,
+    ListResponse,
     MutabilityException,
     NotFoundException,
     PreconditionFailedException,
@@ -76,6 +77,22 @@ def domain_errors() -> Iterator[None]:
         raise scim_error(error) from error
 
 
+_LIST_RESPONSES: dict[int, tuple[ScimProvider, type[Any]]] = {}
+
+
+def _keep_list_response_model(provider: ScimProvider) -> None:
+    """Keep the provider's ListResponse model alive for as long as the process runs.
+
+    scim2-server builds ``ListResponse[Union[models]]`` for every search response, and
+    pydantic caches parametrized models only weakly: once collected, the next search
+    builds it again (milliseconds of schema generation). A strong reference keeps the
+    cache hit; the model is the very one scim2-server would build.
+    """
+    if id(provider) not in _LIST_RESPONSES:
+        models = tuple(provider.model_for(rt) for rt in provider.resource_types)
+        _LIST_RESPONSES[id(provider)] = (provider, parametrize(ListResponse, Union[models]))  # noqa: UP007
+
+
 @dataclass
 class StorageContext:
     """Everything one request's storage needs: whose data, who asks, with what catalogue."""
@@ -102,6 +119,7 @@ class SellerStorage(ScimStorage):
             "User": FilterTranslator(dialect, user_source(dialect)),
             "Group": FilterTranslator(dialect, group_source(dialect)),
         }
+        _keep_list_response_model(context.provider)
 
     # -- Transactions --------------------------------------------------------------
 
