@@ -198,7 +198,7 @@ class SellerStorage(ScimStorage):
             *(self._candidates(rt, search_request) for rt in resource_types)
         ).subquery("candidates")
         total = self.uow.session.scalar(select(func.count()).select_from(candidates)) or 0
-        keys = [candidates.c.missing, candidates.c.value, candidates.c.id]
+        keys = _sort_keys(candidates, search_request)
 
         if search_request.cursor is None:
             ordering = [k.desc() if descending else k.asc() for k in keys]
@@ -211,7 +211,7 @@ class SellerStorage(ScimStorage):
         if search_request.count == 0:
             return SearchPage(total, [])
         return self._cursor_page(
-            resource_types, candidates, descending, search_request.count, position, total
+            resource_types, candidates, keys, descending, search_request.count, position, total
         )
 
     def _candidates(self, resource_type: ResourceType, search_request: SearchRequest[Any]) -> Any:
@@ -243,6 +243,7 @@ class SellerStorage(ScimStorage):
         self,
         resource_types: list[ResourceType],
         candidates: Any,
+        keys: list[Any],
         descending: bool,
         count: int | None,
         position: Any,
@@ -253,7 +254,6 @@ class SellerStorage(ScimStorage):
         backwards = direction == "previous"
         # Walking backwards means reading in the opposite order and reversing.
         reverse = descending != backwards
-        keys = [candidates.c.missing, candidates.c.value, candidates.c.id]
         query = select(candidates.c.kind, candidates.c.id, candidates.c.value)
         if anchor is not None:
             query = query.where(_after(candidates.c.id, candidates.c.value, anchor, reverse))
@@ -380,6 +380,17 @@ class SellerStorage(ScimStorage):
             raise InvalidValueException(
                 detail="A permission set (Group) can only contain users: nested groups are not supported."
             )
+
+
+def _sort_keys(candidates: Any, search_request: SearchRequest[Any]) -> list[Any]:
+    """What results are ordered by: (missing, value, id), or the id alone without sortBy.
+
+    Without sortBy every value is missing, so the id alone gives the same order; and
+    only then can the database walk an index in order rather than sort every match.
+    """
+    if search_request.sort_by is None:
+        return [candidates.c.id]
+    return [candidates.c.missing, candidates.c.value, candidates.c.id]
 
 
 # -- Cursor positions ------------------------------------------------------------------
