@@ -14,8 +14,8 @@ same transaction as the change (``seller.sync``, ``permission_set.sync``,
 * **Provider down** (:class:`~connector.ports.IdentityProviderUnavailable`): the claim goes
   back to pending with exponential backoff and jitter (at least ``retry_after`` when the
   provider said so); later entries of the same aggregate wait behind it, so order holds.
-  When the provider answers again (a later call or the console poll succeeds), everything
-  that waited only for it is retried at once.
+  The console poll is the health probe: when it failed and then succeeds again, everything
+  that waited only for the provider is retried at once instead of at its backoff time.
 * **Poison**: a refusal (:class:`~connector.ports.IdentityProviderRejected`), or
   ``max_attempts`` failed attempts, marks the entries ``poison`` with the error, and the worker
   moves on. A poison entry does **not** block later entries of its aggregate: every later
@@ -37,6 +37,8 @@ import datetime as dt
 import logging
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -45,7 +47,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from connector.domain.model import InvitationState, utcnow
+from connector.domain.model import (
+    InvitationState,
+    PermissionSet,
+    SellerAccount,
+    SellerUser,
+    utcnow,
+)
 from connector.ports import (
     IdentityProvider,
     IdentityProviderRejected,
@@ -164,6 +172,8 @@ class Claim:
     aggregate_id: str
     seller_id: str
     entries: list[OutboxEntry]
+    state: Any = None
+    """The object as read from the store once for the whole claim (set by the worker)."""
 
 
 @dataclass
@@ -318,13 +328,14 @@ class OutboxWorker:
         try:
             report = self.console()
         except IdentityProviderUnavailable as exc:
+            # The poll is the health probe: the whole API failing is an outage.
             log.warning("console changes: provider unavailable (%s)", exc)
             self._outage = True
             return None
         except IdentityProviderRejected as exc:
             log.error("console changes: provider refused (%s)", exc)
             return None
-        # The poll is also the health probe: the provider answers again.
+        # The provider answers again after an outage: what waited only for it goes now.
         self._recovered()
         return report
 
@@ -357,10 +368,8 @@ class OutboxWorker:
                 results = list(pool.map(lambda unit: unit(), units))
         for result in results:
             report.add(result)
-        if report.unavailable:
-            self._outage = True
-        elif report.calls:
-            self._recovered()
+        # No outage is inferred from here: one entry's 500 (say, the realm's SMTP server is
+        # down for an invitation) is not Keycloak being down, and must keep its own backoff.
         return report
 
     def _units(self, claims: list[Claim]) -> list[Callable[[], RoundReport]]:
@@ -512,11 +521,23 @@ class OutboxWorker:
         else:
             self.idp.sync_permission_set(seller, permission_set)
 
+    def _user_state(
+        self, claim: Claim
+    ) -> tuple[SellerAccount | None, SellerUser | None, list[PermissionSet]]:
+        """The user as the store has it, read ONCE per claim: its sync and its invitation
+        then act on the same state. (Read apart, a reactivation committed between them would
+        send the invitation to a user the sync had just disabled, and Keycloak refuses that;
+        the reactivation's own sync waits behind this claim.)"""
+        if claim.state is None:
+            with self.read_uow_factory() as uow:
+                seller = uow.sellers.get(claim.seller_id)
+                user = uow.users.get(claim.seller_id, claim.aggregate_id, include_deleted=True)
+                groups = uow.permission_sets.of_user(claim.aggregate_id) if user else []
+            claim.state = (seller, user, groups)
+        return claim.state  # type: ignore[no-any-return]
+
     def _sync_user(self, claim: Claim, entries: list[OutboxEntry]) -> None:
-        with self.read_uow_factory() as uow:
-            seller = uow.sellers.get(claim.seller_id)
-            user = uow.users.get(claim.seller_id, claim.aggregate_id, include_deleted=True)
-            groups = uow.permission_sets.of_user(claim.aggregate_id) if user else []
+        seller, user, groups = self._user_state(claim)
         if seller is None or user is None:
             raise _Skip("user not in the store")
         # A deleted user is synced too: as disabled (sync_user never deletes).
@@ -525,9 +546,7 @@ class OutboxWorker:
             self.queue.set_provider_id(user.id, provider_id)
 
     def _invite(self, claim: Claim, entries: list[OutboxEntry]) -> None:
-        with self.read_uow_factory() as uow:
-            seller = uow.sellers.get(claim.seller_id)
-            user = uow.users.get(claim.seller_id, claim.aggregate_id, include_deleted=True)
+        seller, user, _ = self._user_state(claim)
         if seller is None or user is None:
             raise _Skip("user not in the store")
         if user.deleted or not user.active:
@@ -563,6 +582,11 @@ class OutboxWorker:
                 failure = exc
             report.calls += 1
         for claim in claims:
+            claim.state = (
+                seller,
+                users.get(claim.aggregate_id),
+                groups.get(claim.aggregate_id, []),
+            )
             sync = [e for e in claim.entries if e.topic == USER_SYNC]
             steps = self._steps(claim, report)
             rest = [s for s in steps if s[0] != "user"]
@@ -587,8 +611,6 @@ class OutboxWorker:
                 self.queue.complete([e.id for e in sync if e.id is not None])
                 report.done += len(sync)
             self._run_steps(claim, rest, report)
-        if report.unavailable:
-            self._outage = True
         return report
 
 
@@ -646,7 +668,12 @@ def build_outbox_worker(
 
 
 class BackgroundWorker:
-    """An :class:`OutboxWorker` running in a daemon thread of this process."""
+    """An :class:`OutboxWorker` running in a daemon thread of this process.
+
+    Only for a process that does not fork afterwards (tests, a single-process embedding):
+    SQLite connections, locks and threads do not survive a ``fork()`` (see
+    :func:`start_background_worker`).
+    """
 
     def __init__(self, worker: OutboxWorker, interval: float | None = None) -> None:
         self.worker = worker
@@ -676,47 +703,96 @@ class BackgroundWorker:
             self._thread.join(timeout)
 
 
-_fork_guarded: set[int] = set()
+class WorkerProcess:
+    """``seller-connector worker`` running as a child process (a fresh interpreter)."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        """The child's process id."""
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child still runs."""
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (the worker ends after its current call), then SIGKILL after ``timeout``."""
+        if not self.alive:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("outbox worker %d did not stop in %.0f s: killing it", self.pid, timeout)
+            self.process.kill()
+            self.process.wait(5)
 
 
-def _guard_fork(connector: Connector) -> None:
-    """A process forked after the thread started (gunicorn forks its workers from the master)
-    must never use, nor close, the master's pooled connections: drop them in the child."""
-    if id(connector) in _fork_guarded or not hasattr(os, "register_at_fork"):
-        return
-    _fork_guarded.add(id(connector))
-    engine = connector.engine
-    os.register_at_fork(after_in_child=lambda: engine.dispose(close=False))
+_WORKER_MAIN = (
+    "import sys; from connector.entrypoints.cli import main; "
+    "sys.exit(main(['worker'], prog_name='seller-connector'))"
+)
 
 
 def start_background_worker(
-    connector: Connector, *, policy: OutboxPolicy | None = None, interval: float | None = None
-) -> BackgroundWorker | None:
-    """Start the outbox worker (and console poll) in a daemon thread of THIS process.
+    connector: Connector,
+    *,
+    in_process: bool = False,
+    policy: OutboxPolicy | None = None,
+    interval: float | None = None,
+) -> BackgroundWorker | WorkerProcess | None:
+    """Start ONE outbox worker (with the console poll) beside this process; stop it with
+    ``.stop()``. ``serve`` calls it once, in the gunicorn master (see :func:`gunicorn_hooks`).
 
-    Call it in exactly one process per deployment: ``serve`` calls it in the gunicorn master
-    (``when_ready`` hook, see :func:`gunicorn_hooks`), never in the forked request workers.
-    Returns None, after a warning, when Keycloak is not configured: then SCIM still works and
-    the outbox fills up until a worker runs.
+    By default the worker is a separate process, ``seller-connector worker``, on the same
+    store (the connector's database URL and home are passed down) and the same Keycloak and
+    ``SELLER_CONNECTOR_OUTBOX_*`` settings (the environment). Not a thread of the caller: the
+    gunicorn master forks its request workers *after* ``when_ready`` (and again whenever one
+    is replaced), and a fork taken while a thread holds SQLite connections leaves the children
+    with copies of them: request workers then failed to boot with "database is locked". A
+    child process keeps the master single-threaded, has its own connections and signals, and
+    a crash of the worker does not touch the service.
+
+    ``in_process=True`` runs it in a daemon thread of this process instead (tests, or a
+    process that never forks). Returns None, after a warning, when Keycloak is not configured:
+    SCIM then still works and changes wait in the outbox until a worker runs.
     """
-    worker = build_outbox_worker(connector, policy=policy)
-    if worker is None:
+    if not keycloak_configured():
         log.warning(
             "SELLER_CONNECTOR_KEYCLOAK_URL is not set: no outbox worker; changes wait in the "
             "outbox until one runs (seller-connector worker)"
         )
         return None
-    _guard_fork(connector)
-    return BackgroundWorker(worker, interval).start()
+    if in_process:
+        worker = build_outbox_worker(connector, policy=policy)
+        assert worker is not None
+        return BackgroundWorker(worker, interval).start()
+    env = {
+        **os.environ,
+        "SELLER_CONNECTOR_DATABASE_URL": connector.settings.database_url,
+        "SELLER_CONNECTOR_HOME": str(connector.settings.home),
+    }
+    if policy is not None:
+        env.update({ENV_PREFIX + k.upper(): str(v) for k, v in policy.__dict__.items()})
+    if interval is not None:
+        env[ENV_PREFIX + "INTERVAL"] = str(interval)
+    process = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN], env=env)
+    log.info("outbox worker started (pid %d)", process.pid)
+    return WorkerProcess(process)
 
 
 def gunicorn_hooks(connector: Connector) -> dict[str, Callable[[Any], None]]:
-    """gunicorn server hooks that run ONE background worker in the master process.
+    """gunicorn server hooks that run ONE outbox worker process beside the service.
 
-    ``when_ready`` runs in the master once it listens (after the first workers are forked);
-    ``on_exit`` stops the thread when gunicorn shuts down.
+    ``when_ready`` runs once in the master when it listens (before it forks the request
+    workers): it starts the worker process; ``on_exit`` stops it when gunicorn shuts down.
+    Pass them with the other settings: ``{"bind": ..., **gunicorn_hooks(connector)}``.
     """
-    running: list[BackgroundWorker] = []
+    running: list[BackgroundWorker | WorkerProcess] = []
 
     def when_ready(_server: Any) -> None:
         handle = start_background_worker(connector)
