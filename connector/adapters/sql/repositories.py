@@ -208,10 +208,11 @@ class SqlUsers:
         ids = list(user_ids)
         found: dict[str, SellerUser] = {}
         for chunk in _chunks(ids):
-            for row in self.session.scalars(
-                select(UserRow).where(UserRow.seller_id == seller_id, UserRow.id.in_(chunk))
-            ):
-                found[row.id] = user_to_domain(row)
+            # By primary key only, the seller checked on each row: with the seller in the
+            # WHERE clause, SQLite may pick the seller's index and scan all its users.
+            for row in self.session.scalars(select(UserRow).where(UserRow.id.in_(chunk))):
+                if row.seller_id == seller_id:
+                    found[row.id] = user_to_domain(row)
         return [found[i] for i in ids if i in found]
 
     def by_user_name(self, seller_id: str, user_name_key: str) -> SellerUser | None:
@@ -357,12 +358,12 @@ class SqlPermissionSets:
         wanted = list(ids)
         rows: dict[str, PermissionSetRow] = {}
         for chunk in _chunks(wanted):
+            # By primary key only, as SqlUsers.get_many.
             for row in self.session.scalars(
-                select(PermissionSetRow).where(
-                    PermissionSetRow.seller_id == seller_id, PermissionSetRow.id.in_(chunk)
-                )
+                select(PermissionSetRow).where(PermissionSetRow.id.in_(chunk))
             ):
-                rows[row.id] = row
+                if row.seller_id == seller_id:
+                    rows[row.id] = row
         members: dict[str, list[str]] = {i: [] for i in rows}
         for chunk in _chunks(list(rows)):
             for set_id, user_id in self.session.execute(
