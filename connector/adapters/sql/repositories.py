@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import bindparam, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from connector.adapters.sql.tables import (
@@ -336,15 +336,47 @@ class SqlPermissionSets:
         self._write_members(permission_set)
 
     def _write_members(self, permission_set: PermissionSet) -> None:
-        self.session.execute(
-            delete(MembershipRow).where(MembershipRow.permission_set_id == permission_set.id)
-        )
-        if permission_set.member_ids:
-            self.session.add_all(
-                MembershipRow(permission_set_id=permission_set.id, user_id=user_id, position=n)
-                for n, user_id in enumerate(dict.fromkeys(permission_set.member_ids))
-            )
+        """Make the stored members (and their positions) those of ``permission_set``.
+
+        Only the difference is written: adding 100 members to a group of thousands
+        inserts 100 rows, rather than deleting and inserting them all.
+        """
+        table = MembershipRow.__table__
+        set_id = permission_set.id
         self.session.flush()
+        stored: dict[str, int] = {
+            user_id: position
+            for user_id, position in self.session.execute(
+                select(table.c.user_id, table.c.position).where(table.c.permission_set_id == set_id)
+            )
+        }
+        wanted = {user_id: n for n, user_id in enumerate(dict.fromkeys(permission_set.member_ids))}
+        gone = [user_id for user_id in stored if user_id not in wanted]
+        for chunk in _chunks(gone):
+            self.session.execute(
+                delete(table).where(table.c.permission_set_id == set_id, table.c.user_id.in_(chunk))
+            )
+        moved = [
+            {"s": set_id, "u": user_id, "p": n}
+            for user_id, n in wanted.items()
+            if user_id in stored and stored[user_id] != n
+        ]
+        if moved:
+            self.session.execute(
+                update(table)
+                .where(
+                    table.c.permission_set_id == bindparam("s"), table.c.user_id == bindparam("u")
+                )
+                .values(position=bindparam("p")),
+                moved,
+            )
+        added = [
+            {"permission_set_id": set_id, "user_id": user_id, "position": n}
+            for user_id, n in wanted.items()
+            if user_id not in stored
+        ]
+        if added:
+            self.session.execute(insert(table), added)
 
     def get(self, seller_id: str, permission_set_id: str) -> PermissionSet | None:
         row = self.session.scalar(
