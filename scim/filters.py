@@ -29,6 +29,7 @@ from scim2_models.path import (
 )
 from sqlalchemy import (
     ColumnElement,
+    LargeBinary,
     Numeric,
     and_,
     case,
@@ -81,6 +82,8 @@ class Elements:
     """For rows of another table: the condition tying them to the resource."""
     first: Callable[[str | None], Any] | None = None
     """The first value's sub-attribute, for sorting."""
+    document: Any = None
+    """The JSON column that holds the values, when they are in one: for a cheap pre-check."""
 
 
 class Dialect:
@@ -143,7 +146,7 @@ class Dialect:
                 return func.json_extract(column, self._sqlite_path(path) + tail)
             return func.jsonb_extract_path_text(column, *path, "0", *([name] if name else []))
 
-        return Elements(rows, first=first)
+        return Elements(rows, first=first, document=column)
 
     def mapping(self, column: Any, key_name: str, value_name: str) -> Elements:
         """A JSON object read as values {key_name: key, value_name: value} (permissions)."""
@@ -310,7 +313,40 @@ class FilterTranslator:
             equal = self._compare(column, Op.eq, node.value, resolved.case_exact, resolved.kind)
             return not_(self._exists(source, rows, equal))
         condition = self._compare(column, node.op, node.value, resolved.case_exact, resolved.kind)
-        return self._exists(source, rows, condition)
+        found = self._exists(source, rows, condition)
+        hint = self._text_hint(source, resolved, node)
+        return found if hint is None else and_(hint, found)
+
+    def _text_hint(
+        self, source: Elements, resolved: Resolved, node: Comparison
+    ) -> ColumnElement[bool] | None:
+        """On SQLite, a cheap condition that every match of a text comparison also meets.
+
+        A value that contains the operand (co, sw, ew and eq all imply it) is in the JSON
+        text of its column as it is, when that text is plain ASCII without escapes
+        (SQLAlchemy writes JSON with ensure_ascii): an ASCII search of the whole text, in
+        C, then rules out most rows before json_each and lower() run on each value. Text
+        with escapes or other characters always goes on to the full comparison.
+        """
+        if (
+            not self.dialect.sqlite
+            or source.document is None
+            or resolved.sub is None
+            or resolved.kind != "text"
+            or node.op not in (Op.co, Op.sw, Op.ew, Op.eq)
+            or not isinstance(node.value, str)
+            or not node.value
+        ):
+            return None
+        text = source.document
+        operand = self._operand(node.value, "text", resolved.case_exact)
+        escaped = or_(
+            func.instr(text, "\\") > 0,
+            func.length(text) != func.length(cast(text, LargeBinary)),
+        )
+        if not operand.isascii():
+            return escaped
+        return or_(escaped, func.instr(func.upper(text), operand.upper()) > 0)
 
     def _value_path(self, f: ScimFilter[Any], node: ValuePath, scope: Any) -> ColumnElement[bool]:
         if scope is not None:
