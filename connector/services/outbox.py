@@ -18,7 +18,8 @@ same transaction as the change (``seller.sync``, ``permission_set.sync``,
   that waited only for the provider is retried at once instead of at its backoff time.
 * **Poison**: a refusal (:class:`~connector.ports.IdentityProviderRejected`), or
   ``max_attempts`` failed attempts, marks the entries ``poison`` with the error, and the worker
-  moves on. A poison entry does **not** block later entries of its aggregate: every later
+  moves on. (A "404 not found" refusal is retried like an outage first: a converging call
+  reads, then writes, and what it read can vanish in between.) A poison entry does **not** block later entries of its aggregate: every later
   ``*.sync`` re-reads the whole current state, so it supersedes the poisoned one (and succeeds
   once the cause is fixed, e.g. a userName that clashed was changed). ``seller-connector
   outbox retry --poison`` puts poison entries back in line.
@@ -245,6 +246,14 @@ class RoundReport:
         }
 
 
+def _retryable(exc: IdentityProviderRejected) -> bool:
+    """A refusal is final, except "not found" (``status`` 404, as the Keycloak adapter's
+    errors carry it): a converging call reads, then writes, and the object it read can vanish
+    in between (deleted meanwhile, or a provider shutting down answers 404). The retry reads
+    again; a 404 that persists becomes poison after ``max_attempts``."""
+    return getattr(exc, "status", None) == 404
+
+
 class _Skip(Exception):
     """Nothing to send for these entries (the object is gone, or the invitation moot)."""
 
@@ -425,8 +434,15 @@ class OutboxWorker:
                 continue
             except IdentityProviderRejected as exc:
                 report.calls += 1
-                self._poison(claim, entries, f"rejected: {exc}", report)
-                continue
+                if not _retryable(exc):
+                    self._poison(claim, entries, f"rejected: {exc}", report)
+                    continue
+                when = self._retry(claim, entries, exc, report)
+                if when is None:
+                    continue
+                later = [e.id for _, es, _ in steps[index + 1 :] for e in es if e.id is not None]
+                self.queue.release(later, when)
+                return
             except Exception as exc:
                 report.calls += 1
                 when = self._retry(claim, entries, exc, report)
@@ -470,6 +486,8 @@ class OutboxWorker:
         if unavailable:
             report.unavailable = True
             error = f"{UNAVAILABLE_PREFIX} {exc}"
+        elif isinstance(exc, IdentityProviderRejected):
+            error = f"not found: {exc}"
         else:
             log.error("outbox %s: unexpected error", claim.aggregate_id, exc_info=exc)
             error = f"error: {type(exc).__name__}: {exc}"
@@ -595,7 +613,7 @@ class OutboxWorker:
             if seller is None or user is None:
                 self.queue.complete([e.id for e in sync if e.id is not None])
                 report.skipped += len(sync)
-            elif isinstance(error, IdentityProviderRejected):
+            elif isinstance(error, IdentityProviderRejected) and not _retryable(error):
                 self._poison(claim, sync, f"rejected: {error}", report)
             elif error is not None:
                 when = self._retry(claim, sync, error, report)

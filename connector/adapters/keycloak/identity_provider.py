@@ -292,7 +292,7 @@ class KeycloakIdentityProvider:
         quoted = "/".join(seg(part) for part in path.strip("/").split("/"))
         return self.api.get_or_none(f"{self._realm}/group-by-path/{quoted}")
 
-    def _ensure_group_path(self, path: str) -> tuple[str, bool]:
+    def _ensure_group_path(self, path: str, again: bool = True) -> tuple[str, bool]:
         """The id of the group at ``path``, creating it and its parents; and whether it was new."""
         found = self._find_group(path)
         if found is not None:
@@ -310,6 +310,12 @@ class KeycloakIdentityProvider:
             if found is None:
                 raise
             return str(found["id"]), False
+        except NotFoundInKeycloak:
+            # The parent vanished between finding it and adding to it (deleted meanwhile, or
+            # a Keycloak shutting down): find or create the whole path again, once.
+            if not again:
+                raise
+            return self._ensure_group_path(path, again=False)
 
     def _ensure_permission_set_group(
         self, seller: SellerAccount, permission_set: PermissionSet, converge: bool
