@@ -19,7 +19,7 @@ bench/results/keycloak_push.json. It starts a throwaway Keycloak (dev-mem) throu
 tests/support/keycloak.py, or reuses the one named by SELLER_CONNECTOR_TEST_KEYCLOAK_URL (with
 SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER / _ADMIN_PASSWORD). Run:
 
-    .venv/bin/python bench/keycloak_push.py [--users 1000] [--workers 4]
+    .venv/bin/python bench/keycloak_push.py [--users 1000] [--workers 4] [--warmup 50]
 """
 
 from __future__ import annotations
@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, default=4, help="requests in flight for the bulk path (default 4)"
     )
+    parser.add_argument(
+        "--warmup", type=int, default=50, help="untimed users per path first (default 50)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where to write the JSON")
     args = parser.parse_args()
 
@@ -190,6 +193,12 @@ def main() -> None:
             client_secret_key=settings.client_secret,
             grant_type="client_credentials",
         )
+        if args.warmup:
+            # Untimed, through both paths: a fresh JVM is slow until its JIT has warmed up,
+            # which would favour whichever path runs second.
+            print(f"Warming up with {args.warmup} users per path...", flush=True)
+            python_keycloak_loop(admin, idp, args.warmup)
+            connector_bulk(idp, args.warmup)
         print(f"Pushing {args.users} users per path...", flush=True)
         loop = python_keycloak_loop(admin, idp, args.users)
         print(f"  python-keycloak loop: {loop['seconds']:.1f} s", flush=True)
@@ -221,6 +230,7 @@ def main() -> None:
         "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "users": args.users,
         "bulk_workers": args.workers,
+        "warmup_users_per_path": args.warmup,
         "keycloak": os.environ.get("KEYCLOAK_VERSION", "26.7.3"),
         "keycloak_started_here": started_here,
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},

@@ -443,10 +443,22 @@ class KeycloakIdentityProvider:
         return self._sync_user(seller, user, org_id, group_ids)
 
     def _sync_user(
-        self, seller: SellerAccount, user: SellerUser, org_id: str, group_ids: Sequence[str]
+        self,
+        seller: SellerAccount,
+        user: SellerUser,
+        org_id: str,
+        group_ids: Sequence[str],
+        tagged: dict[str, dict[str, Any]] | None = None,
     ) -> str:
         desired = self._desired_user(seller, user)
-        current = self.find_user(user)
+        if tagged is not None and user.id in tagged:
+            current: dict[str, Any] | None = tagged[user.id]
+        elif tagged is not None and not user.idp_id:
+            # Not among the seller's users read up front: new. Should it exist untagged, the
+            # create answers 409 and the search by connector id finds it.
+            current = None
+        else:
+            current = self.find_user(user)
         if current is None:
             user_id, fresh = self._create_user_fresh(desired, user)
             if fresh:
@@ -530,6 +542,20 @@ class KeycloakIdentityProvider:
         )
 
     # ------------------------------------------------------------------ reconcile
+
+    def _tagged_users(self, seller: SellerAccount) -> dict[str, dict[str, Any]]:
+        """The Keycloak users tagged with this seller, by connector user id (full reps)."""
+        found: dict[str, dict[str, Any]] = {}
+        for rep in self._paged(
+            f"{self._realm}/users",
+            q=f"{self._attr_seller}:{seller.id}",
+            exact="true",
+            briefRepresentation="false",
+        ):
+            connector_id = self._connector_id_of(rep)
+            if connector_id and connector_id not in found:
+                found[connector_id] = rep
+        return found
 
     def _paged(self, path: str, **params: Any) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
@@ -761,10 +787,14 @@ class KeycloakIdentityProvider:
         todo = list(users_with_groups)
         if self._partial_import_allowed is not False:
             todo = self._partial_import_new(seller, todo, org_id, result)
+        # The seller's Keycloak users in a few paged reads, instead of one search per user.
+        tagged = self._tagged_users(seller)
 
         def one(item: tuple[SellerUser, list[PermissionSet]]) -> tuple[str, str]:
             user, groups = item
-            return user.id, self._sync_user(seller, user, org_id, [group_ids[g.id] for g in groups])
+            return user.id, self._sync_user(
+                seller, user, org_id, [group_ids[g.id] for g in groups], tagged
+            )
 
         with ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
             futures = {pool.submit(one, item): item[0].id for item in todo}
