@@ -27,6 +27,7 @@ from connector.adapters.sql.repositories import (
 from connector.domain.model import text_key
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024
 
 _writing: ContextVar[bool] = ContextVar("seller_connector_writing", default=True)
 
@@ -62,6 +63,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            # Read pages through a shared memory map rather than copying each into every
+            # connection's own cache: scans of a large seller read far fewer bytes.
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
             cursor.close()
 
         @event.listens_for(engine, "begin")
