@@ -173,7 +173,7 @@ def worker(
     down they are retried with exponential backoff, and after SELLER_CONNECTOR_OUTBOX_MAX_ATTEMPTS
     (8) failures, or when Keycloak refuses one, they become poison (see `outbox status`,
     `outbox retry --poison`). Every few seconds the console changes are polled too. Run ONE
-    worker per deployment (`serve` runs one itself); more are safe, not faster on SQLite.
+    worker per deployment (serve's gunicorn_hooks start one); more are safe, not faster.
     """
     policy = _policy(interval=interval, concurrency=concurrency)
     outbox_worker = _worker(ctx, policy, console=not no_console)
