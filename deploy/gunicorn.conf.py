@@ -24,3 +24,25 @@ errorlog = "-"
 loglevel = "warning"
 # Forwarded headers only from a local reverse proxy.
 forwarded_allow_ips = "127.0.0.1"
+
+
+# One outbox worker process beside the request workers (when Keycloak is configured),
+# started once the master listens and stopped with it: the same as `seller-connector serve`.
+_hooks: dict = {}
+
+
+def _worker_hooks() -> dict:
+    if not _hooks:
+        from connector.bootstrap import bootstrap
+        from connector.services.outbox import gunicorn_hooks
+
+        _hooks.update(gunicorn_hooks(bootstrap(migrate=False)))
+    return _hooks
+
+
+def when_ready(server) -> None:
+    _worker_hooks()["when_ready"](server)
+
+
+def on_exit(server) -> None:
+    _worker_hooks()["on_exit"](server)

@@ -366,4 +366,4 @@ def record_login(uow: UnitOfWork, seller: SellerAccount, user_id: str, at: dt.da
     Written without a version bump: a login changes no SCIM attribute, so it must not make a
     client's If-Match fail nor race with its writes.
     """
-    uow.users.record_login(seller.id, user_id, at)  # type: ignore[attr-defined]
+    uow.users.record_login(seller.id, user_id, at)

@@ -127,7 +127,8 @@ install_providers() {
         [[ -n "$dir" && -d "$dir" ]] || continue
         for jar in "$dir"/*.jar; do
             [[ -f "$jar" ]] || continue
-            cp -f "$jar" "$DIST/providers/"
+            # -p keeps the jar's time: a newer copy would make Quarkus rebuild at every start.
+            cp -fp "$jar" "$DIST/providers/"
             echo "Installed provider $(basename "$jar")"
         done
     done

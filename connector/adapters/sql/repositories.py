@@ -153,7 +153,6 @@ def _user_columns(user: SellerUser) -> dict[str, Any]:
         "invitation_state": invitation.state.value if invitation else None,
         "invitation_sent_at": invitation.sent_at if invitation else None,
         "invitation_expires_at": invitation.expires_at if invitation else None,
-        "idp_id": user.idp_id,
         "updated_at": user.updated_at,
         "last_login_at": user.last_login_at,
     }
@@ -168,6 +167,9 @@ class SqlUsers:
             UserRow(
                 id=user.id,
                 seller_id=user.seller_id,
+                # Only at creation: afterwards the outbox worker alone writes it, so that a
+                # save from a stale read cannot clear it.
+                idp_id=user.idp_id,
                 created_at=user.created_at,
                 version=user.version,
                 **_user_columns(user),

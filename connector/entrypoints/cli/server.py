@@ -12,6 +12,7 @@ from connector.domain.model import Plan
 from connector.entrypoints.cli.context import CliContext, pass_context, public_scim_url
 from connector.entrypoints.cli.output import emit_json
 from connector.services import sellers as seller_cases
+from connector.services.outbox import gunicorn_hooks
 from connector.settings import Settings
 
 
@@ -61,7 +62,11 @@ class _Gunicorn:
 @click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
 @pass_context
 def serve(ctx: CliContext, host: str, port: int, workers: int, threads: int) -> None:
-    """Serve SCIM at /scim/v2 with gunicorn (migrating the database first)."""
+    """Serve SCIM at /scim/v2 with gunicorn (migrating the database first).
+
+    When Keycloak is configured (SELLER_CONNECTOR_KEYCLOAK_URL...), one outbox worker runs
+    beside the request workers and applies changes to Keycloak.
+    """
     ctx.connector  # noqa: B018 - bootstrap now: migrate and check mappings before forking
     click.echo(
         f"seller-connector: SCIM at {ctx.connector.settings.public_url}/scim/v2, listening on {host}:{port}"
@@ -78,6 +83,8 @@ def serve(ctx: CliContext, host: str, port: int, workers: int, threads: int) -> 
             "errorlog": "-",
             "loglevel": "warning",
             "limit_request_line": 8190,
+            # One outbox worker process beside the request workers, when Keycloak is set.
+            **gunicorn_hooks(ctx.connector),
         }
     )
 
