@@ -39,8 +39,6 @@ REALM = "sellers"
 ENV_URL = "SELLER_CONNECTOR_TEST_KEYCLOAK_URL"
 ENV_ADMIN_USER = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_USER"
 ENV_ADMIN_PASSWORD = "SELLER_CONNECTOR_TEST_KEYCLOAK_ADMIN_PASSWORD"
-ENV_DB = "SELLER_CONNECTOR_TEST_KEYCLOAK_DB"
-"""dev-file (default for the session server: restartable) or dev-mem."""
 ENV_WEBHOOK_URL = "SELLER_CONNECTOR_TEST_WEBHOOK_URL"
 ENV_WEBHOOK_SECRET = "SELLER_CONNECTOR_TEST_WEBHOOK_SECRET"
 PLUGIN_DIR = REPO / "deploy" / "keycloak" / "plugin"
@@ -58,6 +56,24 @@ def ensure_plugin_jar(timeout: float = 600.0) -> Path:
     newest = max(p.stat().st_mtime for p in sources)
     if PLUGIN_JAR.exists() and PLUGIN_JAR.stat().st_mtime >= newest:
         return PLUGIN_JAR
+    if shutil.which("mvn") is None:
+        raise KeycloakUnavailable("mvn (Maven) is needed to build the seller-connector plugin")
+    done = subprocess.run(
+        [str(SCRIPT), "build-plugin"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0 or not PLUGIN_JAR.exists():
+        raise KeycloakUnavailable(
+            f"keycloak.sh build-plugin failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+        )
+    return PLUGIN_JAR
+
+
+ENV_DB = "SELLER_CONNECTOR_TEST_KEYCLOAK_DB"
+"""dev-file (default for the session server: restartable) or dev-mem."""
 
 
 class KeycloakUnavailable(RuntimeError):
