@@ -53,7 +53,8 @@ from werkzeug.exceptions import HTTPException
 
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports import ProviderChange
-from connector.services.unit_of_work import AuditEvent, UnitOfWork
+from connector.services.console import SEEN_PREFIX, apply_change, seen_by_webhook
+from connector.services.unit_of_work import AuditEvent
 
 log = logging.getLogger("seller_connector.webhook")
 
@@ -65,22 +66,12 @@ WINDOW = dt.timedelta(minutes=5)
 """How far the signed timestamp may be from the connector's clock, either way."""
 KEEP_SEEN = dt.timedelta(days=31)
 """How long applied state-changing event ids are remembered (Keycloak keeps events 30 days)."""
-SEEN_PREFIX = "keycloak:webhook-event:"
-"""Marker source prefix of an event id the webhook applied."""
 STATEFUL_KINDS = frozenset({"disabled", "enabled", "group-added", "group-removed"})
 MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
 MAX_BODY = 64 * 1024
 CONSOLE_ACTOR = "keycloak:console"
 """The audit actor of console changes (as connector.services.console names it)."""
 _EVENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
-
-
-def seen_by_webhook(uow: UnitOfWork, event_id: str | None) -> bool:
-    """Whether the webhook already applied the Keycloak event ``event_id``.
-
-    The console poller calls this for each polled change and skips those it returns True for.
-    """
-    return bool(event_id) and uow.markers.get(SEEN_PREFIX + str(event_id)) is not None
 
 
 def read_secret(environ: dict[str, str] | None = None) -> bytes | None:
@@ -243,8 +234,6 @@ def create_blueprint(
 
     def handle(event: dict[str, Any]) -> Response:
         # Imported here so that the SCIM app starts even before the console module is there.
-        from connector.services.console import apply_change
-
         connector = current_app.extensions["seller_connector"]
         event_id, kind = str(event["id"]), str(event["kind"])
         if kind in ("delete-refused", "leave-refused"):

@@ -121,6 +121,16 @@ class PollReport:
         }
 
 
+SEEN_PREFIX = "keycloak:webhook-event:"
+"""Marker source prefix of a Keycloak event id that the plugin's webhook already applied."""
+
+
+def seen_by_webhook(uow: UnitOfWork, event_id: str | None) -> bool:
+    """Whether the webhook already applied the Keycloak event ``event_id``: the poller, the
+    fallback for a webhook that is down, then skips it, so nothing is applied twice."""
+    return bool(event_id) and uow.markers.get(SEEN_PREFIX + str(event_id)) is not None
+
+
 def poll_console(
     uow_factory: Callable[[], UnitOfWork],
     catalogue: Catalogue,
@@ -153,6 +163,8 @@ def poll_console(
             log.info("console changes: the marker moved meanwhile; skipping this batch")
             return report
         for change in changes:
+            if seen_by_webhook(uow, change.event_id):
+                continue
             outcome = apply_change(uow, catalogue, change, index)
             report.outcomes.append(outcome)
             if outcome.result != UNCHANGED:
