@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from scim2_server.testing import ScimStorageContract
 from scim2_server.utils import load_default_provider
-
 from sqlalchemy import update
 
 from connector.adapters.sql.tables import UserRow
