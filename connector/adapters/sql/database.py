@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import sqlite3
+import threading
+import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
@@ -12,6 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connector.adapters.sql.repositories import (
@@ -36,6 +43,64 @@ def _fold(value: Any) -> Any:
     return text_key(value) if isinstance(value, str) else value
 
 
+class WriterQueue:
+    """Where the writers of every process wait their turn for SQLite's write lock.
+
+    A writer that finds the database locked lets SQLite sleep and retry, sleeping longer
+    each time (up to 100 ms): under concurrent writes the lock often stands free while
+    the next writer sleeps, and a writer that keeps losing to newcomers can wait past
+    the busy timeout and fail. Here the writers of a process queue on a lock, and one of
+    each process at a time on a file lock beside the database, tried every few hundred
+    microseconds: the write lock passes on as soon as it is released, roughly in turn.
+    SQLite's lock still guards the data (other programs take it as before); this only
+    orders the writers of this service. A writer that cannot get its turn within the
+    busy timeout fails as SQLite would ("database is locked": 503 over HTTP).
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self._pid = -1
+        self._fd = -1
+        self._lock = threading.Lock()
+        self._opening = threading.Lock()
+
+    def _descriptor(self) -> int:
+        with self._opening:
+            if self._pid != os.getpid():  # not inherited across a fork: open our own
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                weakref.finalize(self, os.close, self._fd)
+                self._lock = threading.Lock()
+                self._pid = os.getpid()
+            return self._fd
+
+    def acquire(self) -> bool:
+        """Wait for the turn, at most the timeout. :returns: whether it came."""
+        deadline = time.monotonic() + self.timeout
+        fd = self._descriptor()
+        lock = self._lock
+        if not lock.acquire(timeout=self.timeout):
+            return False
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    lock.release()
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+    def release(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._lock.release()
+
+
+_QUEUED = "seller_connector.writer_queued"
+
+
 def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
     """Create an engine. SQLite gets WAL, a busy timeout and foreign keys, so that several
     gunicorn workers can share one file; a write that waits longer than the busy timeout
@@ -51,6 +116,9 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
         kwargs["pool_size"] = 5
     engine = create_engine(url, **kwargs)
     if parsed.get_backend_name() == "sqlite":
+        queue: WriterQueue | None = None
+        if parsed.database and parsed.database != ":memory:":
+            queue = WriterQueue(Path(f"{parsed.database}-writers"), busy_timeout_ms / 1000)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -73,9 +141,39 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
             # A writing unit of work takes the write lock up front (IMMEDIATE), so writers
             # queue on the busy timeout instead of failing half-way when a read lock cannot
             # be upgraded; readers stay DEFERRED and, with WAL, never wait for writers.
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if _writing.get() else "BEGIN")
+            if not _writing.get():
+                connection.exec_driver_sql("BEGIN")
+                return
+            if queue is not None:
+                if not queue.acquire():
+                    raise OperationalError(
+                        "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
+                    )
+                connection.info[_QUEUED] = queue
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                _leave_queue(connection.info)
+                raise
+
+        @event.listens_for(engine, "commit")
+        @event.listens_for(engine, "rollback")
+        def _end(connection: Any) -> None:
+            _leave_queue(connection.info)
+
+        @event.listens_for(engine.pool, "checkin")
+        def _checkin(_dbapi_connection: Any, record: Any) -> None:
+            # Should a connection come back without its transaction ending through the
+            # events above, it still gives up its turn.
+            _leave_queue(record.info)
 
     return engine
+
+
+def _leave_queue(info: dict[str, Any]) -> None:
+    queue = info.pop(_QUEUED, None)
+    if queue is not None:
+        queue.release()
 
 
 def alembic_config(url: str) -> Config:
