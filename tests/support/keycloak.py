@@ -17,6 +17,8 @@ A reused server names them in ``SELLER_CONNECTOR_TEST_WEBHOOK_URL`` / ``_SECRET`
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import secrets
 import shutil
@@ -386,3 +388,40 @@ def keycloak_server_fixture(
             server.stop()
 
     return keycloak_server
+
+
+# -- Logging in as a seller user (what the portal would do) ----------------------------------
+
+PASSWORD = "Corr3ct-horse-battery"
+
+
+def set_password(server: KeycloakServer, user_id: str, password: str = PASSWORD) -> None:
+    """What the invited user would do through the invitation; here the admin sets it."""
+    server.admin_json(
+        "PUT",
+        f"users/{user_id}/reset-password",
+        json={"type": "password", "value": password, "temporary": False},
+    )
+
+
+def password_grant(
+    server: KeycloakServer, username: str, password: str = PASSWORD
+) -> requests.Response:
+    """A password grant on seller-portal (direct access grants are on in the dev realm)."""
+    return requests.post(
+        f"{server.url}/realms/{server.realm}/protocol/openid-connect/token",
+        data={
+            "grant_type": "password",
+            "client_id": "seller-portal",
+            "username": username,
+            "password": password,
+            "scope": "openid",
+        },
+        timeout=15,
+    )
+
+
+def claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT (checking its signature is Keycloak's business here)."""
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import re
 import time
 from collections.abc import Callable
@@ -17,37 +15,10 @@ from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettin
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser
 from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, claims, password_grant, set_password
 from tests.support.smtp import SmtpSink, free_port
 
 pytestmark = pytest.mark.keycloak
-
-PASSWORD = "Corr3ct-horse-battery"
-
-
-def set_password(server: KeycloakServer, user_id: str, password: str = PASSWORD) -> None:
-    """What the user would do through the invitation: here the admin sets it directly."""
-    server.admin_json(
-        "PUT",
-        f"users/{user_id}/reset-password",
-        json={"type": "password", "value": password, "temporary": False},
-    )
-
-
-def password_grant(
-    server: KeycloakServer, username: str, password: str = PASSWORD
-) -> requests.Response:
-    return requests.post(
-        f"{server.url}/realms/{server.realm}/protocol/openid-connect/token",
-        data={
-            "grant_type": "password",
-            "client_id": "seller-portal",
-            "username": username,
-            "password": password,
-            "scope": "openid",
-        },
-        timeout=15,
-    )
 
 
 def refresh(server: KeycloakServer, refresh_token: str) -> requests.Response:
@@ -60,12 +31,6 @@ def refresh(server: KeycloakServer, refresh_token: str) -> requests.Response:
         },
         timeout=15,
     )
-
-
-def claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT (the signature is Keycloak's business here)."""
-    payload = token.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def portal_roles(server: KeycloakServer, owner: str) -> set[str]:

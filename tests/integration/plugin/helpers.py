@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,15 +10,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import requests
 from flask import Flask
 from werkzeug.serving import make_server
 
 from connector.domain.catalogue import Level
 from connector.domain.model import Email, Plan, Role, SellerAccount, SellerUser
-from tests.support.keycloak import KeycloakServer
-
-PASSWORD = "Corr3ct-horse-battery"
 
 
 def new_seller() -> SellerAccount:
@@ -47,38 +41,6 @@ def new_user(
         given_name="Test",
         family_name=short,
         permissions=permissions or {},
-    )
-
-
-def claims(token: str) -> dict[str, Any]:
-    """The payload of a JWT (its signature is Keycloak's business here)."""
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
-
-
-def set_password(server: KeycloakServer, user_id: str, password: str = PASSWORD) -> None:
-    """What the invited user would do; here the admin sets it."""
-    server.admin_json(
-        "PUT",
-        f"users/{user_id}/reset-password",
-        json={"type": "password", "value": password, "temporary": False},
-    )
-
-
-def password_grant(
-    server: KeycloakServer, username: str, password: str = PASSWORD
-) -> requests.Response:
-    """A password grant on seller-portal (direct access grants are on in the dev realm)."""
-    return requests.post(
-        f"{server.url}/realms/{server.realm}/protocol/openid-connect/token",
-        data={
-            "grant_type": "password",
-            "client_id": "seller-portal",
-            "username": username,
-            "password": password,
-            "scope": "openid",
-        },
-        timeout=15,
     )
 
 

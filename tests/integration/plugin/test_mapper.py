@@ -8,8 +8,8 @@ import pytest
 from connector.adapters.keycloak import KeycloakIdentityProvider
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, Role, SellerAccount
-from tests.integration.plugin.helpers import claims, new_user, password_grant, set_password
-from tests.support.keycloak import KeycloakServer
+from tests.integration.plugin.helpers import new_user
+from tests.support.keycloak import KeycloakServer, claims, password_grant, set_password
 
 pytestmark = pytest.mark.keycloak
 

@@ -30,8 +30,7 @@ from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
 from connector.services.commands import Actor, UserDraft
 from tests.conftest import make_settings
-from tests.integration.plugin.helpers import claims
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, claims
 
 pytestmark = pytest.mark.keycloak
 
