@@ -170,16 +170,27 @@ def user_body(
     return body
 
 
+MEMBER_DISPLAYS = "_memberDisplays"
+"""Where a group's profile keeps the display names clients gave its members. Not a SCIM
+attribute (the leading underscore cannot be one), so filters and responses never see it as such."""
+
+
 def group_draft(resource: Resource[Any]) -> PermissionSetDraft:
     """Read a validated SCIM Group into the draft the use cases take."""
     body = resource.model_dump()
     extension = body.get(SELLER_GROUP_SCHEMA) or {}
+    members = [m for m in body.get("members") or [] if m.get("value")]
+    profile = {k: v for k, v in body.items() if k not in _GROUP_OWN and k != SELLER_GROUP_SCHEMA}
+    # Clients (Okta, Entra, scim2-tester) send a member's display and read it back.
+    displays = {str(m["value"]): m["display"] for m in members if m.get("display")}
+    if displays:
+        profile[MEMBER_DISPLAYS] = displays
     return PermissionSetDraft(
         display_name=body.get("displayName") or "",
         external_id=body.get("externalId"),
         permissions=_permissions_of(extension.get("permissions")),
-        member_ids=[str(m["value"]) for m in body.get("members") or [] if m.get("value")],
-        profile={k: v for k, v in body.items() if k not in _GROUP_OWN and k != SELLER_GROUP_SCHEMA},
+        member_ids=[str(m["value"]) for m in members],
+        profile=profile,
     )
 
 
@@ -197,14 +208,17 @@ def group_body(permission_set: PermissionSet, extensions: set[str]) -> dict[str,
         **{
             k: v
             for k, v in permission_set.profile.items()
-            if not k.startswith("urn:") or k in extensions
+            if (not k.startswith("urn:") or k in extensions) and k != MEMBER_DISPLAYS
         },
     }
     if permission_set.external_id is not None:
         body["externalId"] = permission_set.external_id
     if permission_set.member_ids:
+        displays = permission_set.profile.get(MEMBER_DISPLAYS) or {}
         body["members"] = [
-            {"value": m, "$ref": f"Users/{m}", "type": "User"} for m in permission_set.member_ids
+            {"value": m, "$ref": f"Users/{m}", "type": "User"}
+            | ({"display": displays[m]} if m in displays else {})
+            for m in permission_set.member_ids
         ]
     if SELLER_GROUP_SCHEMA in extensions:
         body["schemas"].append(SELLER_GROUP_SCHEMA)

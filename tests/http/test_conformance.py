@@ -45,12 +45,6 @@ MULTI_VALUED_ADD = (
     "The checker added the whole extension (with values for this attribute) on the same "
     "resource first, then expects the second 'add' to leave only its own value."
 )
-MEMBER_DISPLAY = (
-    "A member's display is not stored: RFC 7643 §8.7.1 defines Group.members with value, $ref "
-    "and type only, and the member's name belongs to the user resource, where it stays current. "
-    "Okta and Entra ID send it and ignore it on read; scim2-models declares it readWrite, and "
-    "declaring it readOnly would make scim2-models refuse Okta's member PATCHes (mutability)."
-)
 ACTIVE_REMOVE = (
     "Every seller user is active or deactivated: removing 'active' leaves the user active "
     "(RFC 7643 §4.1.1 gives no meaning to an absent 'active'; Okta and Entra ID treat it as "
@@ -88,8 +82,6 @@ EXPLAINED: dict[tuple[str, str, str], Explained] = {
     ("Group", "check_add_attribute", f"{SELLER_GROUP}:permissions"): Explained(
         MULTI_VALUED_ADD, always=False
     ),
-    ("Group", "check_add_attribute", "members"): Explained(MEMBER_DISPLAY),
-    ("Group", "check_replace_attribute", "members"): Explained(MEMBER_DISPLAY),
 }
 
 
