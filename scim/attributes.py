@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal
+from sqlalchemy import and_, case, func, literal, select
 
-from connector.adapters.sql.tables import MembershipRow, PermissionSetRow, UserRow
-from connector.domain.model import utcnow
+from connector.adapters.sql.tables import EmailRow, MembershipRow, PermissionSetRow, UserRow
+from connector.domain.model import email_key, text_key, utcnow
 from scim.filters import Column, Dialect, Elements, JsonScalar
 from scim.schemas import ENTERPRISE_SCHEMA, SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
 
@@ -15,6 +16,17 @@ USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
 
 Source = Column | JsonScalar | Elements | None
+
+
+def _email_holders(value: str) -> Any:
+    """The user that reserved an address: every email of a user is reserved by that user
+    (reserved_emails, keyed by email_key), so a user with an email equal to ``value`` is
+    the one holding its key (one primary-key read). None for a value the key would not
+    represent exactly (blank, or with surrounding spaces)."""
+    key = email_key(value)
+    if not key or key != text_key(value):
+        return None
+    return UserRow.id.in_(select(EmailRow.user_id).where(EmailRow.email_key == key))
 
 
 def _memberships(correlated: Any, key: str, value_column: str) -> Elements:
@@ -53,7 +65,7 @@ def user_source(dialect: Dialect) -> Any:
         if schema == USER_SCHEMA:
             if multivalued:
                 if head == "emails":
-                    return dialect.array(UserRow.emails, ())
+                    return replace(dialect.array(UserRow.emails, ()), lookup=_email_holders)
                 if head == "groups":
                     return _memberships(UserRow.id, "user_id", "permission_set_id")
                 if head == "schemas":

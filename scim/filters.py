@@ -84,6 +84,10 @@ class Elements:
     """The first value's sub-attribute, for sorting."""
     document: Any = None
     """The JSON column that holds the values, when they are in one: for a cheap pre-check."""
+    lookup: Callable[[str], Any] | None = None
+    """For the ``value`` sub-attribute: given an operand, an indexed condition that every
+    resource holding a value equal to it meets (or None when there is none), so that
+    ``eq`` reads only those resources rather than every one."""
 
 
 class Dialect:
@@ -314,8 +318,24 @@ class FilterTranslator:
             return not_(self._exists(source, rows, equal))
         condition = self._compare(column, node.op, node.value, resolved.case_exact, resolved.kind)
         found = self._exists(source, rows, condition)
-        hint = self._text_hint(source, resolved, node)
+        hint = self._lookup(source, resolved.sub, node)
+        if hint is None:
+            hint = self._text_hint(source, resolved, node)
         return found if hint is None else and_(hint, found)
+
+    @staticmethod
+    def _lookup(source: Elements, sub: str | None, node: FilterNode) -> Any:
+        """The indexed condition of ``value eq "..."`` on a source that has one, or None."""
+        if (
+            source.lookup is None
+            or sub is None
+            or sub.lower() != "value"
+            or not isinstance(node, Comparison)
+            or node.op != Op.eq
+            or not isinstance(node.value, str)
+        ):
+            return None
+        return source.lookup(node.value)
 
     def _text_hint(
         self, source: Elements, resolved: Resolved, node: Comparison
@@ -384,7 +404,20 @@ class FilterTranslator:
             return self._compare(column, leaf.op, leaf.value, case_exact, kind)
 
         condition = self._visit(f, node.val_filter, inner)
-        return self._exists(source, rows, condition)
+        found = self._exists(source, rows, condition)
+        # emails[type eq "work" and value eq "..."]: every match has that value.
+        terms = node.val_filter
+        candidates = (
+            terms.terms
+            if isinstance(terms, LogicalExpr) and terms.op == LogicalOperator.and_
+            else [terms]
+        )
+        for term in candidates:
+            if isinstance(term, Comparison):
+                hint = self._lookup(source, term.attr_path.attr, term)
+                if hint is not None:
+                    return and_(hint, found)
+        return found
 
     # Comparisons -------------------------------------------------------------------
 
