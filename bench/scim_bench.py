@@ -1,0 +1,649 @@
+"""Benchmark this SCIM service against scim2-server's reference server, on loopback.
+
+One command, three parts (each bounded in time, each stopping by itself):
+
+* **compare**: ``seller-connector serve`` (gunicorn, a fresh SQLite file) and the
+  ``scim2-server`` reference server (in memory) are started side by side on free
+  127.0.0.1 ports and seeded with the same seller: USERS users in GROUPS groups. The
+  same load generator (forked clients, keep-alive connections, closed loop) runs each
+  operation at concurrency 1 and 8 against both, alternately, and reports requests
+  per second, p50 and p99 latency, and our/reference ratio.
+* **scale**: our service alone, seeded with 1,000, 10,000 and 100,000 users in one
+  seller, and with 1,000 sellers; each operation at concurrency 1; the p50 per
+  dataset is written to bench/results/scale.png.
+* **soak** (``--soak SECONDS``, instead of the two above): CLIENTS clients send a mix
+  of reads and writes for SECONDS; errors (must be 0), the gunicorn workers' RSS, open
+  file descriptors and connections are sampled from start to end.
+
+Results are printed as tables and saved to bench/results/scim_bench.json (or
+scim_soak.json). Run from the repository root::
+
+    .venv/bin/python bench/scim_bench.py            # compare + scale, about 8 minutes
+    .venv/bin/python bench/scim_bench.py --quick    # smaller and shorter, 1-2 minutes
+    .venv/bin/python bench/scim_bench.py --soak 300 # 5 minutes of mixed load
+
+See bench/README.md for what is measured and the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for path in (ROOT, HERE):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from scimbench import load, seed, servers  # noqa: E402
+
+RESULTS = HERE / "results"
+AIMS = {"read": 2.0, "write": 1.0}
+"""Issue 6's aim, as our/reference requests per second: 2x on reads, 1x on durable writes."""
+
+
+# -- The machine ------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    """What the figures ran on."""
+    cpu = platform.processor() or platform.machine()
+    memory = 0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                memory = int(line.split()[1]) // 1024
+                break
+    except OSError:
+        pass
+    commit = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    versions = {}
+    for package in ("scim2-server", "scim2-models", "pydantic", "sqlalchemy", "flask", "gunicorn"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_mib": memory,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "packages": versions,
+        "commit": commit,
+    }
+
+
+def loadavg() -> float:
+    """The 1-minute load average: other work on the machine skews the figures."""
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except OSError:
+        return float("nan")
+
+
+# -- Tables ---------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """A Markdown table (aligned, so that it reads in a terminal too)."""
+    cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+
+    def line(row: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(widths[i]) for i, v in enumerate(row)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:,.1f}" if value >= 10 else f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+# -- Parts ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """The sizes and durations of a run."""
+
+    users: int
+    groups: int
+    duration: float
+    warmup: float
+    concurrency: list[int]
+    scale_sizes: list[int]
+    scale_sellers: int
+    scale_duration: float
+    workers: int | None
+    threads: int | None
+
+
+@contextmanager
+def workspace(keep: bool) -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="scim-bench-"))
+    try:
+        yield path
+    finally:
+        if keep:
+            print(f"(kept {path})")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _ratio(ours: float, reference: float) -> float:
+    return ours / reference if reference else float("nan")
+
+
+def compare(plan: Plan, work: Path) -> list[dict[str, Any]]:
+    """Both servers, the same seller, every operation at each concurrency."""
+    home = work / "compare"
+    home.mkdir()
+    started = time.monotonic()
+    tenant = seed.seed_store(home, 1, plan.users, plan.groups)[0]
+    print(
+        f"seeded our store: {plan.users:,} users, {plan.groups} groups in {time.monotonic() - started:.1f} s"
+    )
+    ours = servers.start_ours(home, plan.workers, plan.threads)
+    reference = None
+    try:
+        reference = servers.start_reference(home, "reference-bench-token")
+        started = time.monotonic()
+        ref_tenant = seed.bulk_seed(
+            reference.port, reference.prefix, "reference-bench-token", plan.users, plan.groups
+        )
+        print(f"seeded the reference over Bulk in {time.monotonic() - started:.1f} s")
+        operations = load.operations()
+        for server, who in ((ours, tenant), (reference, ref_tenant)):
+            failures = load.smoke(server.port, server.prefix, who, plan.users, operations)
+            if failures:
+                raise SystemExit(f"{server.name} fails the smoke test: {failures}")
+        print(
+            f"ours: gunicorn {ours.workers} workers x {ours.threads} threads; "
+            f"reference: one threaded process\n"
+        )
+        rows = []
+        seed_number = 1
+        for op in operations:
+            for concurrency in plan.concurrency:
+                figures: dict[str, dict[str, Any]] = {}
+                # Alternate which server goes first, so that neither always runs warmer.
+                pair = [("ours", ours, tenant), ("reference", reference, ref_tenant)]
+                if seed_number % 2 == 0:
+                    pair.reverse()
+                for label, server, who in pair:
+                    result = load.run_cell(
+                        server.port,
+                        server.prefix,
+                        who,
+                        plan.users,
+                        op,
+                        concurrency,
+                        plan.duration,
+                        plan.warmup,
+                        seed_number,
+                    )
+                    seed_number += 1
+                    figures[label] = result.summary()
+                ratio = _ratio(figures["ours"]["rps"], figures["reference"]["rps"])
+                row = {
+                    "operation": op.name,
+                    "kind": op.kind,
+                    "note": op.note,
+                    "concurrency": concurrency,
+                    "ours": figures["ours"],
+                    "reference": figures["reference"],
+                    "ratio_rps": round(ratio, 2),
+                    "aim": AIMS[op.kind],
+                    "aim_met": ratio >= AIMS[op.kind],
+                    "loadavg": loadavg(),
+                }
+                rows.append(row)
+                print(_compare_line(row), flush=True)
+        return rows
+    finally:
+        ours.stop()
+        if reference is not None:
+            reference.stop()
+
+
+def _compare_line(row: dict[str, Any]) -> str:
+    o, r = row["ours"], row["reference"]
+    errors = f"  errors {o['errors']}/{r['errors']}" if o["errors"] or r["errors"] else ""
+    return (
+        f"{row['operation']:<38} c={row['concurrency']}  ours {o['rps']:>8.1f}/s "
+        f"p50 {o['p50_ms']:>7.1f} p99 {o['p99_ms']:>7.1f} | ref {r['rps']:>8.1f}/s "
+        f"p50 {r['p50_ms']:>7.1f} p99 {r['p99_ms']:>7.1f} | x{row['ratio_rps']:.2f}{errors}"
+    )
+
+
+def compare_table(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table; an errors column only when there were errors."""
+    errors = any(r["ours"]["errors"] or r["reference"]["errors"] for r in rows)
+    headers = [
+        "operation",
+        "c",
+        "ours req/s",
+        "ours p50 ms",
+        "ours p99 ms",
+        "ref req/s",
+        "ref p50 ms",
+        "ref p99 ms",
+        "ours/ref",
+    ]
+    body = []
+    for r in rows:
+        line = [
+            r["operation"],
+            r["concurrency"],
+            r["ours"]["rps"],
+            r["ours"]["p50_ms"],
+            r["ours"]["p99_ms"],
+            r["reference"]["rps"],
+            r["reference"]["p50_ms"],
+            r["reference"]["p99_ms"],
+            f"{r['ratio_rps']:.2f}x",
+        ]
+        if errors:
+            line.append(f"{r['ours']['errors']}/{r['reference']['errors']}")
+        body.append(line)
+    return table([*headers, "errors ours/ref"] if errors else headers, body)
+
+
+def scale(plan: Plan, work: Path) -> list[dict[str, Any]]:
+    """Our service alone, on growing datasets: one seller of each size, then many sellers."""
+    datasets: list[tuple[str, int, int]] = [
+        (f"{size:,} users, 1 seller", 1, size) for size in plan.scale_sizes
+    ]
+    if plan.scale_sellers:
+        datasets.append((f"{plan.scale_sellers:,} sellers", plan.scale_sellers, 100))
+    operations = [*load.operations()[:4], load.WORK_EMAIL, load.CURSOR, *load.operations()[4:]]
+    rows = []
+    for n, (label, sellers, users) in enumerate(datasets):
+        home = work / f"scale{n}"
+        home.mkdir()
+        started = time.monotonic()
+        if sellers == 1:
+            tenant = seed.seed_store(home, 1, users, max(5, users // 20))[0]
+            measured_users = users
+        else:
+            # The measured seller has 1,000 users among the others' 100 each.
+            tenant = seed.seed_store(home, sellers, users, 5, first_users=1000, first_groups=50)[0]
+            measured_users = 1000
+        seeded = time.monotonic() - started
+        total = users * (sellers - 1) + measured_users if sellers > 1 else users
+        print(f"\n{label}: {total:,} users seeded in {seeded:.1f} s")
+        server = servers.start_ours(home, plan.workers, plan.threads)
+        try:
+            failures = load.smoke(server.port, server.prefix, tenant, measured_users, operations)
+            if failures:
+                raise SystemExit(f"{label}: smoke test failed: {failures}")
+            for op in operations:
+                result = load.run_cell(
+                    server.port,
+                    server.prefix,
+                    tenant,
+                    measured_users,
+                    op,
+                    1,
+                    plan.scale_duration,
+                    min(plan.warmup, 0.5),
+                    1000 + n * 100 + len(rows),
+                    min_requests=3,
+                )
+                row = {
+                    "dataset": label,
+                    "sellers": sellers,
+                    "seller_users": measured_users,
+                    "total_users": total,
+                    "operation": op.name,
+                    "seed_seconds": round(seeded, 1),
+                    **result.summary(),
+                }
+                rows.append(row)
+                print(
+                    f"  {op.name:<38} p50 {row['p50_ms']:>8.2f} ms  p99 {row['p99_ms']:>8.2f} ms"
+                    f"  {row['rps']:>7.1f}/s"
+                    + (f"  errors {row['errors']}" if row["errors"] else ""),
+                    flush=True,
+                )
+        finally:
+            server.stop()
+    return rows
+
+
+def scale_table(rows: list[dict[str, Any]]) -> str:
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    ops = list(dict.fromkeys(r["operation"] for r in rows))
+    p50 = {(r["dataset"], r["operation"]): r["p50_ms"] for r in rows}
+    return table(
+        ["p50 ms (c=1)", *datasets],
+        [[op, *(p50.get((d, op), float("nan")) for d in datasets)] for op in ops],
+    )
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> bool:
+    """p50 latency against the seller's size, one line per operation; many sellers beside."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[test]'): no plot")
+        return False
+    single = [r for r in rows if r["sellers"] == 1]
+    many = [r for r in rows if r["sellers"] > 1]
+    ops = list(dict.fromkeys(r["operation"] for r in rows))
+    figure, axes = plt.subplots(
+        1, 2, figsize=(14, 7.5), gridspec_kw={"width_ratios": [3, 2]}, constrained_layout=True
+    )
+    left, right = axes
+    for op in ops:
+        points = sorted((r["seller_users"], r["p50_ms"]) for r in single if r["operation"] == op)
+        if points:
+            left.plot(*zip(*points, strict=True), marker="o", label=op)
+    left.set_xscale("log")
+    left.set_yscale("log")
+    left.set_xlabel("users in the seller")
+    left.set_ylabel("p50 latency, ms (concurrency 1)")
+    left.set_title("One seller, growing")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2)
+    if many:
+        base = {r["operation"]: r["p50_ms"] for r in single if r["seller_users"] == 1000}
+        multi = {r["operation"]: r["p50_ms"] for r in many}
+        names = [op for op in ops if op in multi]
+        positions = range(len(names))
+        width = 0.4
+        right.barh(
+            [p - width / 2 for p in positions],
+            [base.get(n, 0) for n in names],
+            width,
+            label="1,000 users, the only seller",
+        )
+        right.barh(
+            [p + width / 2 for p in positions],
+            [multi[n] for n in names],
+            width,
+            label=f"1,000 users, among {many[0]['total_users']:,} users of {many[0]['sellers']:,} sellers",
+        )
+        right.set_yticks(list(positions), names, fontsize=8)
+        right.set_xscale("log")
+        right.set_xlabel("p50 latency, ms")
+        right.set_title("Many sellers")
+        right.legend(fontsize=8)
+        right.invert_yaxis()
+    else:
+        right.set_visible(False)
+    figure.suptitle("seller-connector SCIM: time per request as data grows")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
+
+
+# -- Soak --------------------------------------------------------------------------------------
+
+
+def soak(plan: Plan, seconds: float, clients: int, work: Path) -> dict[str, Any]:
+    """Mixed reads and writes from ``clients`` clients for ``seconds``; resources sampled."""
+    home = work / "soak"
+    home.mkdir()
+    tenant = seed.seed_store(home, 1, plan.users, plan.groups)[0]
+    server = servers.start_ours(home, plan.workers, plan.threads)
+    samples: list[dict[str, Any]] = []
+
+    def sample(phase: str) -> dict[str, Any]:
+        workers = server.worker_pids()
+        fds = [servers.fd_counts(pid) for pid in workers]
+        entry = {
+            "t": round(time.monotonic() - began, 1),
+            "phase": phase,
+            "workers": len(workers),
+            "rss_mib": round(sum(servers.rss_mib(pid) for pid in workers), 1),
+            "rss_mib_each": [round(servers.rss_mib(pid), 1) for pid in workers],
+            "fds": sum(f for f, _ in fds),
+            "sockets": sum(s for _, s in fds),
+            "connections": servers.established(server.port),
+        }
+        samples.append(entry)
+        return entry
+
+    try:
+        failures = load.smoke(server.port, server.prefix, tenant, plan.users, load.operations())
+        if failures:
+            raise SystemExit(f"smoke test failed: {failures}")
+        began = time.monotonic()
+        sample("idle before")
+        outcome: dict[str, load.CellResult] = {}
+        warmup = min(30.0, max(2.0, seconds / 10))
+
+        def run() -> None:
+            outcome["result"] = load.run_cell(
+                server.port,
+                server.prefix,
+                tenant,
+                plan.users,
+                load.MIXED,
+                clients,
+                seconds,
+                warmup,
+                4242,
+            )
+
+        runner = threading.Thread(target=run)
+        runner.start()
+        interval = max(1.0, min(15.0, seconds / 20))
+        time.sleep(0.3 + warmup)
+        first = sample("load")
+        print(f"soak: {clients} clients for {seconds:.0f} s after {warmup:.0f} s of warm-up")
+        print(f"  start: {_soak_line(first)}")
+        while runner.is_alive():
+            runner.join(timeout=interval)
+            if runner.is_alive():
+                entry = sample("load")
+                print(f"  t={entry['t']:>6.1f}s {_soak_line(entry)}", flush=True)
+        time.sleep(3)
+        idle = sample("idle after")
+        print(f"  after: {_soak_line(idle)}")
+        result = outcome["result"]
+    finally:
+        server.stop()
+    under_load = [s for s in samples if s["phase"] == "load"]
+    third = max(1, len(under_load) // 3)
+    early, late = under_load[:third], under_load[-third:]
+    # RSS swings with each large response: compare medians of the first and last thirds.
+    growth = statistics.median(s["rss_mib"] for s in late) - statistics.median(
+        s["rss_mib"] for s in early
+    )
+    early_rss = statistics.median(s["rss_mib"] for s in early)
+    verdict = {
+        "errors_zero": result.errors == 0,
+        "rss_early_mib": round(early_rss, 1),
+        "rss_growth_mib": round(growth, 1),
+        "rss_stable": growth <= max(20.0, 0.10 * early_rss),
+        "fds_growth": max(s["fds"] for s in late) - max(s["fds"] for s in early),
+        "fds_stable": max(s["fds"] for s in late) <= max(s["fds"] for s in early) + 2,
+        "connections_closed": idle["connections"] == 0,
+    }
+    return {
+        "seconds": seconds,
+        "clients": clients,
+        "mix": {build.__name__: weight for build, weight in load.MIX},
+        "workers": server.workers,
+        "threads": server.threads,
+        "result": result.summary(),
+        "samples": samples,
+        "verdict": verdict,
+    }
+
+
+def _soak_line(entry: dict[str, Any]) -> str:
+    return (
+        f"workers RSS {entry['rss_mib']:.1f} MiB {entry['rss_mib_each']}, fds {entry['fds']}, "
+        f"sockets {entry['sockets']}, connections {entry['connections']}"
+    )
+
+
+# -- Main ---------------------------------------------------------------------------------------
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark the SCIM service against scim2-server's reference server (loopback only).",
+    )
+    parser.add_argument(
+        "--users", type=int, help="Users of the compared seller (10,000; quick 2,000)."
+    )
+    parser.add_argument(
+        "--groups", type=int, help="Groups of the compared seller (500; quick 100)."
+    )
+    parser.add_argument("--duration", type=float, help="Seconds measured per cell (5; quick 1).")
+    parser.add_argument("--warmup", type=float, help="Seconds of warm-up per cell (1; quick 0.3).")
+    parser.add_argument(
+        "--concurrency", default="1,8", help="Concurrency levels, comma-separated (1,8)."
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        help="Users per seller of the scale datasets (1000,10000,100000; quick 1000,10000).",
+    )
+    parser.add_argument(
+        "--scale-sellers",
+        type=int,
+        help="Sellers of the many-sellers dataset (1000; quick 100; 0: none).",
+    )
+    parser.add_argument(
+        "--scale-duration", type=float, help="Seconds per scale cell (2; quick 0.7)."
+    )
+    parser.add_argument(
+        "--part", choices=["all", "compare", "scale"], default="all", help="What to run (all)."
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="Smaller data, shorter cells: 1-2 minutes."
+    )
+    parser.add_argument(
+        "--soak", type=float, metavar="SECONDS", help="Run the soak instead, for SECONDS."
+    )
+    parser.add_argument("--clients", type=int, default=8, help="Soak clients (8).")
+    parser.add_argument("--workers", type=int, help="gunicorn workers (serve's default).")
+    parser.add_argument(
+        "--threads", type=int, help="gunicorn threads per worker (serve's default)."
+    )
+    parser.add_argument("--output", type=Path, help="JSON file (bench/results/scim_bench.json).")
+    parser.add_argument(
+        "--keep", action="store_true", help="Keep the temporary folder (logs, databases)."
+    )
+    return parser.parse_args(argv)
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    quick = args.quick
+    sizes = args.scale_sizes or ("1000,10000" if quick else "1000,10000,100000")
+    return Plan(
+        users=args.users or (2000 if quick else 10_000),
+        groups=args.groups if args.groups is not None else (100 if quick else 500),
+        duration=args.duration or (1.0 if quick else 5.0),
+        warmup=args.warmup if args.warmup is not None else (0.3 if quick else 1.0),
+        concurrency=[int(c) for c in args.concurrency.split(",") if c.strip()],
+        scale_sizes=[int(s) for s in sizes.split(",") if s.strip()],
+        scale_sellers=args.scale_sellers
+        if args.scale_sellers is not None
+        else (100 if quick else 1000),
+        scale_duration=args.scale_duration or (0.7 if quick else 2.0),
+        workers=args.workers,
+        threads=args.threads,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    plan = make_plan(args)
+    info = machine()
+    print(
+        f"machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory_mib']:,} MiB, "
+        f"Python {info['python']}, SQLite {info['sqlite']}, load average {loadavg():.2f}"
+    )
+    report: dict[str, Any] = {
+        "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": info,
+        "plan": vars(plan),
+        "loadavg_start": loadavg(),
+    }
+    started = time.monotonic()
+    with workspace(args.keep) as work:
+        if args.soak:
+            output = args.output or RESULTS / "scim_soak.json"
+            report["soak"] = soak(plan, args.soak, args.clients, work)
+            verdict = report["soak"]["verdict"]
+            print(json.dumps(report["soak"]["result"]))
+            print(json.dumps(verdict))
+            ok = all(verdict[k] for k in ("errors_zero", "rss_stable", "fds_stable"))
+            ok = ok and verdict["connections_closed"]
+        else:
+            output = args.output or RESULTS / "scim_bench.json"
+            ok = True
+            if args.part in ("all", "compare"):
+                report["compare"] = compare(plan, work)
+                print("\n" + compare_table(report["compare"]))
+                met = sum(r["aim_met"] for r in report["compare"])
+                print(
+                    f"aim (reads >= 2x, writes >= 1x the reference): met in {met} of "
+                    f"{len(report['compare'])} cells"
+                )
+                ok = not any(
+                    r["ours"]["errors"] or r["reference"]["errors"] for r in report["compare"]
+                )
+            if args.part in ("all", "scale"):
+                report["scale"] = scale(plan, work)
+                print("\n" + scale_table(report["scale"]))
+                png = RESULTS / "scale.png"
+                if plot(report["scale"], png):
+                    report["scale_plot"] = str(png.relative_to(ROOT))
+                    print(f"plot: {png}")
+                ok = ok and not any(r["errors"] for r in report["scale"])
+    report["seconds"] = round(time.monotonic() - started, 1)
+    report["loadavg_end"] = loadavg()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(report, indent=2))
+    print(f"\n{report['seconds']:.0f} s; results in {output}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

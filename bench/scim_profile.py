@@ -1,0 +1,171 @@
+"""Profile the SCIM service in-process: CPU time per request of each benchmark operation.
+
+No server and no network: the Flask application runs in this process (Flask's test
+client) over a fresh seeded SQLite store, so that the figures are CPU time
+(``time.process_time``), little disturbed by other work on the machine. This is the
+tool to measure an optimisation before and after; ``--cprofile`` shows where the time
+goes. Run from the repository root::
+
+    .venv/bin/python bench/scim_profile.py                      # every operation
+    .venv/bin/python bench/scim_profile.py --op "get user by id" --cprofile 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import logging
+import os
+import pstats
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for path in (ROOT, HERE):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from scimbench import load, seed  # noqa: E402
+
+DEFAULT_REQUESTS = {
+    "get user by id": 1000,
+    "filter userName eq": 1000,
+    "filter emails.value co, page of 100": 20,
+    "list page of 100 (startIndex)": 30,
+    "list page of 100 (cursor)": 30,
+    "PATCH replace (2 attributes)": 300,
+    "PATCH group add 100 members": 40,
+    "create user": 300,
+    "Bulk of 100 creates": 4,
+}
+
+
+COMPONENTS = [
+    ("scim2-server", ("scim2_server",)),
+    ("scim2-models", ("scim2_models",)),
+    ("pydantic", ("pydantic", "email_validator", "idna")),
+    ("SQLAlchemy", ("sqlalchemy",)),
+    ("Flask/Werkzeug", ("flask", "werkzeug")),
+    ("seller-connector", ("/connector/", "/scim/")),
+]
+
+
+def breakdown(stats: pstats.Stats) -> dict[str, float]:
+    """Own time by component: which package the time is spent in."""
+    totals: dict[str, float] = {}
+    for (filename, _, name), entry in stats.stats.items():  # type: ignore[attr-defined]
+        own = entry[2]
+        label = "other (stdlib, json, copy...)"
+        if filename == "~":
+            label = "SQLite (C)" if "sqlite3" in name else label
+        else:
+            for component, markers in COMPONENTS:
+                if any(marker in filename for marker in markers):
+                    label = component
+                    break
+        totals[label] = totals.get(label, 0.0) + own
+    whole = sum(totals.values()) or 1.0
+    return {k: round(v / whole, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=10_000, help="Users of the seller (10,000).")
+    parser.add_argument("--groups", type=int, default=500, help="Groups of the seller (500).")
+    parser.add_argument("--op", action="append", help="Only this operation (repeatable).")
+    parser.add_argument(
+        "--requests", type=int, help="Requests per operation (per-operation default)."
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Rounds per operation; the median is kept (3)."
+    )
+    parser.add_argument("--cprofile", type=int, metavar="N", help="Print the top N functions.")
+    parser.add_argument("--sort", default="cumulative", help="cProfile sort key (cumulative).")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="Share of the time spent in each component (under cProfile, which inflates "
+        "Python-heavy parts).",
+    )
+    parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="scim-profile-"))
+    tenant = seed.seed_store(work, 1, args.users, args.groups)[0]
+    os.environ["SELLER_CONNECTOR_HOME"] = str(work)
+    os.environ["SELLER_CONNECTOR_SECRET_KEY"] = "profile-secret-key-not-for-production"
+    os.environ.pop("SELLER_CONNECTOR_DATABASE_URL", None)
+    from scim.app import create_app
+
+    app = create_app()
+    logging.getLogger("seller_connector").setLevel(logging.WARNING)
+    client = app.test_client()
+    sent = load.headers(tenant.token)
+    operations = [*load.operations()[:4], load.WORK_EMAIL, load.CURSOR, *load.operations()[4:]]
+    chosen = [op for op in operations if not args.op or op.name in args.op]
+    if not chosen:
+        parser.error(f"no such operation; choose among {[op.name for op in operations]}")
+    figures: dict[str, Any] = {}
+    for number, op in enumerate(chosen):
+        tag = f"{load.RUN}p{number}"
+        state = load.Client(tenant, "/scim/v2", args.users, random.Random(number), tag)
+
+        def run(count: int, op: load.Operation = op, state: load.Client = state) -> None:
+            for _ in range(count):
+                request = op.build(state)
+                response = client.open(
+                    request.path, method=request.method, data=request.body, headers=sent
+                )
+                if not request.ok(response.status_code, response.data):
+                    raise SystemExit(f"{op.name}: {response.status_code} {response.data[:300]!r}")
+
+        count = args.requests or DEFAULT_REQUESTS.get(op.name, 100)
+        run(max(2, count // 10))  # warm up
+        rounds = []
+        for _ in range(args.repeat):
+            cpu, wall = time.process_time(), time.perf_counter()
+            run(count)
+            rounds.append((time.process_time() - cpu, time.perf_counter() - wall))
+        # The median round: other work on the machine only ever adds time, but the best
+        # round would hide costs that come now and then (garbage collection...).
+        cpu, wall = sorted(rounds)[len(rounds) // 2]
+        figures[op.name] = {
+            "requests": count,
+            "rounds": args.repeat,
+            "cpu_ms": round(cpu / count * 1000, 3),
+            "wall_ms": round(wall / count * 1000, 3),
+        }
+        print(
+            f"{op.name:<38} {figures[op.name]['cpu_ms']:>9.2f} ms CPU "
+            f"{figures[op.name]['wall_ms']:>9.2f} ms wall per request (median of {args.repeat} x {count})",
+            flush=True,
+        )
+        if args.cprofile or args.breakdown:
+            profile = cProfile.Profile()
+            profile.enable()
+            run(count)
+            profile.disable()
+            stats = pstats.Stats(profile, stream=io.StringIO())
+            if args.breakdown:
+                shares = breakdown(stats)
+                figures[op.name]["breakdown"] = shares
+                print("    " + ", ".join(f"{k} {v:.0%}" for k, v in shares.items()))
+            if args.cprofile:
+                out = io.StringIO()
+                stats.stream = out  # type: ignore[attr-defined]
+                stats.sort_stats(args.sort).print_stats(args.cprofile)
+                print(out.getvalue())
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers of bench/scim_bench.py: servers, seeding, load generation and reporting."""
