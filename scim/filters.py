@@ -455,6 +455,10 @@ class FilterTranslator:
             if op == Op.ne:
                 return expr.is_not(None)
             return false()
+        if kind == "datetime" and op in (Op.co, Op.sw, Op.ew):
+            # A date is not a string: substring operators match no date (as scim2-models'
+            # evaluator answers), whatever the operand.
+            return false()
         operand = self._operand(value, kind, case_exact)
         if kind == "bool":
             if op not in (Op.eq, Op.ne):
