@@ -99,9 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="scim-profile-"))
     tenant = seed.seed_store(work, 1, args.users, args.groups)[0]
+    for name in [k for k in os.environ if k.startswith("SELLER_CONNECTOR_")]:
+        del os.environ[name]  # only this run's settings
     os.environ["SELLER_CONNECTOR_HOME"] = str(work)
     os.environ["SELLER_CONNECTOR_SECRET_KEY"] = "profile-secret-key-not-for-production"
-    os.environ.pop("SELLER_CONNECTOR_DATABASE_URL", None)
     from scim.app import create_app
 
     app = create_app()

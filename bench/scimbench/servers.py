@@ -110,13 +110,13 @@ class Server:
 def start_ours(home: Path, workers: int | None, threads: int | None) -> Server:
     """``seller-connector serve`` on a free port, with its state folder ``home``."""
     port = free_port()
-    env = {
-        **os.environ,
+    # Only our settings: none of the caller's (a Keycloak URL would start an outbox worker).
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SELLER_CONNECTOR_")}
+    env |= {
         "SELLER_CONNECTOR_HOME": str(home),
         "SELLER_CONNECTOR_PUBLIC_URL": f"http://{HOST}:{port}",
         "SELLER_CONNECTOR_SECRET_KEY": "bench-secret-key-not-for-production",
     }
-    env.pop("SELLER_CONNECTOR_DATABASE_URL", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [*_seller_connector(), "serve", "--host", HOST, "--port", str(port)]
     if workers:
@@ -185,11 +185,13 @@ def child_pids(pid: int) -> list[int]:
     return sorted(found)
 
 
-def rss_mib(pid: int) -> float:
-    """Resident memory of a process, in MiB."""
+def rss_mib(pid: int, kind: str = "VmRSS") -> float:
+    """Resident memory of a process, in MiB: all of it (VmRSS), or only its private memory
+    (RssAnon), without the database pages SQLite maps from the file (RssFile), which the
+    kernel shares and reclaims as it needs."""
     with open(f"/proc/{pid}/status", encoding="ascii") as handle:
         for line in handle:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{kind}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
 
