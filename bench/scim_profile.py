@@ -20,6 +20,7 @@ import logging
 import os
 import pstats
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -98,6 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     work = Path(tempfile.mkdtemp(prefix="scim-profile-"))
+    try:
+        return profile(args, parser, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Path) -> int:
+    """Seed a store in ``work``, then measure (and profile) each chosen operation."""
     tenant = seed.seed_store(work, 1, args.users, args.groups)[0]
     for name in [k for k in os.environ if k.startswith("SELLER_CONNECTOR_")]:
         del os.environ[name]  # only this run's settings
