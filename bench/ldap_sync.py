@@ -43,14 +43,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from connector.adapters.ldap.config import DirectoryConfig  # noqa: E402
-from connector.adapters.ldap.links import store_target  # noqa: E402
 from connector.adapters.ldap.reader import DirectoryReader  # noqa: E402
 from connector.bootstrap import Connector, bootstrap  # noqa: E402
-from connector.directory.apply import DirectoryTarget, SyncResult, run_sync  # noqa: E402
+from connector.domain.drafts import Actor, PermissionSetDraft  # noqa: E402
 from connector.domain.model import Plan  # noqa: E402
 from connector.services import permission_sets as set_cases  # noqa: E402
 from connector.services import sellers as seller_cases  # noqa: E402
-from connector.services.commands import Actor, PermissionSetDraft  # noqa: E402
+from connector.services.directory.sync import DirectoryTarget, SyncResult, run_sync  # noqa: E402
 from connector.settings import Settings  # noqa: E402
 from tests.support.slapd import GROUPS, PEOPLE, Slapd  # noqa: E402
 from tests.unit.directory.memory_target import MemoryTarget  # noqa: E402
@@ -229,7 +228,7 @@ def main() -> int:
         if "store" in kinds:
             connector, seller_id = make_store(workdir)
             config = config_for(seller_id)
-            targets["store"] = (config, store_target(connector, config))
+            targets["store"] = (config, connector.directory_target(config))
 
         def sync(kind: str, **kwargs: Any) -> SyncResult:
             config, target = targets[kind]

@@ -112,7 +112,7 @@ def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Pat
         del os.environ[name]  # only this run's settings
     os.environ["SELLER_CONNECTOR_HOME"] = str(work)
     os.environ["SELLER_CONNECTOR_SECRET_KEY"] = "profile-secret-key-not-for-production"
-    from scim.app import create_app
+    from connector.entrypoints.web import create_app
 
     app = create_app()
     logging.getLogger("seller_connector").setLevel(logging.WARNING)

@@ -1,38 +1,208 @@
-"""Wire the connector once: settings, database, catalogue. Entry points call only this."""
+"""The composition root: the one place that builds adapters from settings and wires them.
+
+Entry points (the CLI, the web application, the worker process) and ``scim/`` ask a
+:class:`Connector` for what they need; they never import an adapter. Adding an identity
+provider means a new adapter package and a few lines here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
-from connector.adapters.sql.database import SqlUnitOfWork, make_engine, upgrade
+from connector.adapters.sql.database import (
+    SqlUnitOfWork,
+    database_reachable,
+    make_engine,
+    upgrade,
+)
+from connector.adapters.sql.directory_links import SqlDirectoryLinks
+from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.domain.catalogue import Catalogue
 from connector.mappings import load_catalogue
-from connector.settings import Settings
+from connector.ports.directory import DirectoryLinks, SyncSettings
+from connector.ports.identity import ChangeFeed, IdentityProvider, ProviderInspector
+from connector.ports.mail import Mailer
+from connector.ports.outbox import OutboxQueue
+from connector.ports.store import UnitOfWork
+from connector.services.console import PollReport, poll_console
+from connector.services.directory.target import StoreDirectoryTarget
+from connector.services.outbox import OutboxPolicy, OutboxWorker
+from connector.settings import ConfigurationError, Settings
+
+KEYCLOAK_URL_ENV = "SELLER_CONNECTOR_KEYCLOAK_URL"
+
+
+def keycloak_configured(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the environment names a Keycloak (``SELLER_CONNECTOR_KEYCLOAK_URL``)."""
+    env = os.environ if environ is None else environ
+    return bool(env.get(KEYCLOAK_URL_ENV, "").strip())
 
 
 @dataclass
 class Connector:
-    """The wired connector: what the SCIM app, the CLI and the workers share."""
+    """The wired connector: what the web application, the CLI and the worker share."""
 
     settings: Settings
     catalogue: Catalogue
     engine: Engine
+    keycloak: Any = field(default=None)
+    """Keycloak settings given explicitly (tests); None reads them from the environment."""
 
-    @cached_property
-    def session_factory(self) -> sessionmaker[Session]:
-        return sessionmaker(self.engine, expire_on_commit=False)
+    # -- The store -------------------------------------------------------------------
 
     def uow(self, *, write: bool = True) -> SqlUnitOfWork:
         """A new unit of work (use it as a context manager). ``write=False`` for reads only:
         on SQLite they then never wait for writers."""
         return SqlUnitOfWork(self.session_factory, write=write)
 
+    @cached_property
+    def session_factory(self) -> Any:
+        from sqlalchemy.orm import sessionmaker
 
-def bootstrap(settings: Settings | None = None, *, migrate: bool = True) -> Connector:
+        return sessionmaker(self.engine, expire_on_commit=False)
+
+    def database_reachable(self) -> bool:
+        """Whether the store answers a trivial query (the health check)."""
+        return database_reachable(self.engine)
+
+    def read_uow(self) -> UnitOfWork:
+        """A unit of work for reads only."""
+        return self.uow(write=False)
+
+    def outbox_queue(self) -> OutboxQueue:
+        """The outbox as a work queue, on this store."""
+        return SqlOutboxQueue(self.session_factory)
+
+    def directory_links(self, uow: UnitOfWork) -> DirectoryLinks:
+        """The directory link table, inside ``uow``'s transaction."""
+        return SqlDirectoryLinks(uow.session)  # type: ignore[attr-defined]
+
+    # -- Keycloak --------------------------------------------------------------------
+
+    @property
+    def keycloak_configured(self) -> bool:
+        """Whether a Keycloak is named (explicitly, or by the environment)."""
+        return self.keycloak is not None or keycloak_configured()
+
+    def keycloak_settings(self) -> Any:
+        """The Keycloak settings in force.
+
+        :raises ConfigurationError: when Keycloak is not named, or named incompletely.
+        """
+        if self.keycloak is not None:
+            return self.keycloak
+        from connector.adapters.keycloak.settings import KeycloakSettings
+
+        if not keycloak_configured():
+            raise ConfigurationError(
+                f"Keycloak is not configured: set {KEYCLOAK_URL_ENV} (and _CLIENT_SECRET or "
+                "_CLIENT_SECRET_FILE) to the realm the connector manages."
+            )
+        return KeycloakSettings.from_env()
+
+    def identity_provider(self) -> IdentityProvider:
+        """Keycloak, as the seller-connector service account."""
+        from connector.adapters.keycloak import KeycloakIdentityProvider
+
+        return KeycloakIdentityProvider(self.keycloak_settings(), catalogue=self.catalogue)
+
+    def inspector(self) -> ProviderInspector:
+        """Keycloak, read to compare with the store (reconcile)."""
+        from connector.adapters.keycloak import KeycloakIdentityProvider
+
+        return KeycloakIdentityProvider(self.keycloak_settings(), catalogue=self.catalogue)
+
+    def change_feed(self) -> ChangeFeed:
+        """The console changes of Keycloak (polled admin and user events)."""
+        from connector.adapters.keycloak import KeycloakChangeFeed
+
+        return KeycloakChangeFeed(self.keycloak_settings())
+
+    def console_poller(self, *, from_start: bool = False) -> Callable[[], PollReport]:
+        """One poll of the console changes into the store, as a callable."""
+        feed = self.change_feed()
+        queue = self.outbox_queue()
+
+        def poll() -> PollReport:
+            return poll_console(self.uow, self.catalogue, feed, queue, from_start=from_start)
+
+        return poll
+
+    def outbox_worker(
+        self, *, policy: OutboxPolicy | None = None, console: bool = True
+    ) -> OutboxWorker:
+        """The outbox worker on this store and Keycloak (with the console poll).
+
+        :raises ConfigurationError: when Keycloak is not configured.
+        """
+        return OutboxWorker(
+            self.uow,
+            self.outbox_queue(),
+            self.identity_provider(),
+            policy=policy or OutboxPolicy.from_env(),
+            console=self.console_poller() if console else None,
+            read_uow_factory=self.read_uow,
+        )
+
+    def sso(self) -> Any:
+        """Enterprise SSO linking, with an operator's Keycloak credential (not the service
+        account: whoever manages identity providers can redirect a seller's logins)."""
+        from connector.adapters.keycloak.sso import KeycloakSso, OperatorApi, OperatorCredentials
+
+        return KeycloakSso(OperatorApi(OperatorCredentials.from_env()))
+
+    # -- Mail ------------------------------------------------------------------------
+
+    def mailer(self) -> Mailer:
+        """The connector's own SMTP (SELLER_CONNECTOR_SMTP_*)."""
+        from connector.adapters.mail import SmtpMailer
+
+        return SmtpMailer.from_env()
+
+    # -- Directories -----------------------------------------------------------------
+
+    def directory_config(self, path: Path) -> Any:
+        """A directory source file, validated.
+
+        :raises connector.mappings.MappingError: naming the file, line and problem.
+        """
+        from connector.adapters.ldap.config import load_directory_config
+
+        return load_directory_config(path)
+
+    def directory_reader(self, config: Any) -> Any:
+        """A reader of the directory a source file describes (a context manager)."""
+        from connector.adapters.ldap.reader import DirectoryReader
+
+        return DirectoryReader(config)
+
+    def directory_target(self, source: SyncSettings) -> StoreDirectoryTarget:
+        """The store-backed target of one directory source."""
+        return StoreDirectoryTarget(
+            uow_factory=self.uow,
+            catalogue=self.catalogue,
+            source_id=source.id,
+            managed_permission_sets=source.managed_permission_sets,
+            links=self.directory_links,
+            invitation_lifespan=self.settings.invitation_lifespan,
+        )
+
+
+def upgrade_database(settings: Settings) -> None:
+    """Bring the store named by ``settings`` to the latest migration."""
+    upgrade(settings.database_url)
+
+
+def bootstrap(
+    settings: Settings | None = None, *, migrate: bool = True, keycloak: Any = None
+) -> Connector:
     """Load the catalogue (failing loudly on a bad mappings/ file) and open the store.
 
     The database is brought to the latest migration first, unless ``migrate`` is False.
@@ -42,4 +212,4 @@ def bootstrap(settings: Settings | None = None, *, migrate: bool = True) -> Conn
     if migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url, busy_timeout_ms=settings.busy_timeout_ms)
-    return Connector(settings=settings, catalogue=catalogue, engine=engine)
+    return Connector(settings=settings, catalogue=catalogue, engine=engine, keycloak=keycloak)

@@ -20,6 +20,10 @@ def _read_secret(name: str) -> str | None:
     return None
 
 
+class ConfigurationError(Exception):
+    """The environment does not say enough to reach an outside system (Keycloak, SMTP...)."""
+
+
 @dataclass
 class Settings:
     """Everything the connector reads from its environment."""

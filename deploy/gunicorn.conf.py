@@ -1,6 +1,6 @@
 """gunicorn settings for running seller-connector under systemd (see deploy/systemd/).
 
-    gunicorn -c deploy/gunicorn.conf.py 'scim.app:create_app()'
+    gunicorn -c deploy/gunicorn.conf.py 'connector.entrypoints.web:create_app()'
 
 `seller-connector serve` uses the same values without this file.
 """
@@ -34,7 +34,7 @@ _hooks: dict = {}
 def _worker_hooks() -> dict:
     if not _hooks:
         from connector.bootstrap import bootstrap
-        from connector.services.outbox import gunicorn_hooks
+        from connector.entrypoints.worker import gunicorn_hooks
 
         _hooks.update(gunicorn_hooks(bootstrap(migrate=False)))
     return _hooks

@@ -1,15 +1,13 @@
-"""The Flask application: SCIM 2.0 at /scim/v2, health at /healthz.
+"""SCIM 2.0 at /scim/v2, mounted on the web application (``connector.entrypoints.web``).
 
 Flask only carries requests to scim2-server's handler and back; the protocol is
-scim2-server's, the rules are connector's. ``create_app`` is the gunicorn entry point.
+scim2-server's, the rules are connector's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import time
-import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -18,15 +16,13 @@ from scim2_models import Error, NotFoundException, SCIMException
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from connector.bootstrap import Connector, bootstrap
-from connector.entrypoints.webhook import webhook
-from connector.services.commands import Actor
+from connector.bootstrap import Connector
+from connector.domain.drafts import Actor
 from scim.auth import FailureBrake, TooManyFailures, authenticate_request
-from scim.logs import configure_logging, log
+from scim.logs import log
 from scim.schemas import build_models
 from scim.service import SellerScimHandler, SellerScimService
 from scim.storage import SellerStorage, StorageContext, requested_role
@@ -54,55 +50,28 @@ def _to_flask(response: ScimResponse) -> Response:
     return Response(body, status=int(response.status), headers=response.headers)
 
 
-def create_app(connector: Connector | None = None) -> Flask:
-    """Build the application. Without a connector, bootstrap one from the environment."""
-    configure_logging()
-    connector = connector or bootstrap()
+def error_response(status: int, detail: str) -> Response:
+    """A SCIM error as a Flask response (for errors raised outside the SCIM handler)."""
+    return _to_flask(_error(status, detail))
+
+
+def http_detail(error: HTTPException, max_body_bytes: int) -> str:
+    """What a person can do about an HTTP-level error (a body too large, a wrong method)."""
+    if error.code == 413:
+        return (
+            f"The request body exceeds {max_body_bytes} bytes. Send smaller "
+            "requests (split a Bulk request into several)."
+        )
+    return error.description or error.name
+
+
+def register_scim(app: Flask, connector: Connector) -> None:
+    """Serve SCIM at /scim/v2 on ``app``, for the sellers of ``connector``'s store."""
     settings = connector.settings
     models = build_models(connector.catalogue)
     service = SellerScimService(models.provider, secret=settings.secret_key)
     brake = FailureBrake(settings.auth_failures_per_minute)
     base_url = f"{settings.public_url}{SCIM_PREFIX}"
-
-    app = Flask("seller_connector")
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.extensions["seller_connector"] = connector
-    app.register_blueprint(webhook)
-
-    @app.before_request
-    def _start() -> None:
-        g.request_id = request.headers.get("X-Request-Id", "")[:64] or uuid.uuid4().hex
-        g.started = time.perf_counter()
-        g.seller_id = None
-
-    @app.after_request
-    def _finish(response: Response) -> Response:
-        response.headers["X-Request-Id"] = g.request_id
-        log(
-            logger,
-            logging.INFO,
-            "request",
-            request_id=g.request_id,
-            method=request.method,
-            path=request.path,
-            status=response.status_code,
-            ms=round((time.perf_counter() - g.started) * 1000, 1),
-            seller=g.seller_id,
-        )
-        return response
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        try:
-            with connector.engine.connect() as connection:
-                connection.execute(text("SELECT 1"))
-        except DBAPIError:
-            return Response(
-                json.dumps({"status": "unavailable", "database": "unreachable"}),
-                status=503,
-                headers={"Content-Type": "application/json", "Retry-After": "5"},
-            )
-        return Response(json.dumps({"status": "ok"}), headers={"Content-Type": "application/json"})
 
     def serve(path: str) -> ScimResponse:
         scim_request = ScimRequest(
@@ -169,34 +138,11 @@ def create_app(connector: Connector | None = None) -> Flask:
             response = _error(503, "The database is busy or unavailable. Retry shortly.")
             response.headers["Retry-After"] = "2"
         except HTTPException as error:
-            response = _error(error.code or 400, _http_detail(error))
+            response = _error(error.code or 400, http_detail(error, settings.max_body_bytes))
         except Exception:
             logger.exception("unexpected error", extra={"fields": {"request_id": g.request_id}})
             response = _error(500, f"Internal error; reference {g.request_id} in the server log.")
         return _to_flask(response)
-
-    def _http_detail(error: HTTPException) -> str:
-        if error.code == 413:
-            return (
-                f"The request body exceeds {settings.max_body_bytes} bytes. Send smaller "
-                "requests (split a Bulk request into several)."
-            )
-        return error.description or error.name
-
-    @app.errorhandler(HTTPException)
-    def http_error(error: HTTPException) -> Response:
-        response = _to_flask(_error(error.code or 500, _http_detail(error)))
-        for key, value in error.get_headers():
-            if key.lower() == "allow":
-                response.headers[key] = value
-        return response
-
-    @app.errorhandler(Exception)
-    def unexpected(error: Exception) -> Response:
-        logger.exception("unexpected error", extra={"fields": {"request_id": g.get("request_id")}})
-        return _to_flask(_error(500, "Internal error; see the server log."))
-
-    return app
 
 
 class _DiscoveryStorage(SellerStorage):

@@ -11,8 +11,8 @@ from scim2_models import SCIMException, UnauthorizedException
 
 from connector.adapters.sql.database import SqlUnitOfWork
 from connector.domain.model import SellerAccount
+from connector.ports.store import ApiToken
 from connector.services.sellers import authenticate
-from connector.services.unit_of_work import ApiToken
 
 UNAUTHORIZED_DETAIL = (
     "Missing or invalid bearer token. Send 'Authorization: Bearer <token>' with a token "

@@ -8,6 +8,7 @@ from typing import Any
 from scim2_models import Resource
 
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import PermissionSetDraft, UserDraft
 from connector.domain.model import (
     Email,
     PermissionSet,
@@ -16,7 +17,6 @@ from connector.domain.model import (
     effective_permissions,
     utcnow,
 )
-from connector.services.commands import PermissionSetDraft, UserDraft
 from scim.schemas import SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

@@ -37,16 +37,16 @@ from sqlalchemy import and_, func, literal, null, or_, select, union_all
 from sqlalchemy.exc import IntegrityError
 
 from connector.adapters.sql.database import SqlUnitOfWork
+from connector.adapters.sql.filters import Dialect, FilterTranslator, null_last
+from connector.adapters.sql.scim_attributes import group_source, user_source
 from connector.adapters.sql.tables import PermissionSetRow, UserRow
 from connector.domain import errors
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor
 from connector.domain.model import Role, SellerAccount, utcnow
 from connector.services import permission_sets as set_cases
 from connector.services import users as user_cases
-from connector.services.commands import Actor
 from scim import mapping
-from scim.attributes import group_source, user_source
-from scim.filters import Dialect, FilterTranslator, null_last
 
 requested_role: ContextVar[Role | None] = ContextVar("requested_role", default=None)
 """The role a PUT body carried: read-only attributes are dropped before the storage sees them."""

@@ -16,11 +16,11 @@ import pytest
 
 from connector.adapters.sql.database import upgrade
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor
 from connector.domain.model import Plan, SellerAccount, SellerUser
+from connector.entrypoints.web import create_app
 from connector.services import sellers as seller_cases
-from connector.services.commands import Actor
 from connector.settings import Settings
-from scim.app import create_app
 from tests.support.keycloak import keycloak_server_fixture
 from tests.support.postgres import PostgresServer
 

@@ -30,6 +30,7 @@ from connector.adapters.sql.tables import (
     UserRow,
 )
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor
 from connector.domain.model import (
     Email,
     Invitation,
@@ -41,7 +42,6 @@ from connector.domain.model import (
     utcnow,
 )
 from connector.services import sellers as seller_cases
-from connector.services.commands import Actor
 from connector.services.users import DEFAULT_INVITATION_LIFESPAN, new_id
 from connector.settings import Settings
 

@@ -7,7 +7,7 @@ import smtplib
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 
-from connector.ports import MailUnavailable
+from connector.ports.mail import MailUnavailable
 
 
 @dataclass

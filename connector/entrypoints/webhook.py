@@ -52,9 +52,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from connector.mappings import KeycloakNames, load_keycloak_names
-from connector.ports import ProviderChange
+from connector.ports.identity import ProviderChange
+from connector.ports.store import AuditEvent
 from connector.services.console import SEEN_PREFIX, apply_change, seen_by_webhook
-from connector.services.unit_of_work import AuditEvent
 
 log = logging.getLogger("seller_connector.webhook")
 

@@ -44,13 +44,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor, PermissionSetDraft
 from connector.domain.errors import DomainError
 from connector.domain.model import InvitationState, SellerAccount, SellerUser, utcnow
-from connector.ports import ChangeFeed, ProviderChange
+from connector.ports.identity import ChangeFeed, ProviderChange
+from connector.ports.store import AuditEvent, UnitOfWork
 from connector.services import permission_sets as set_cases
 from connector.services import users as user_cases
-from connector.services.commands import Actor, PermissionSetDraft
-from connector.services.unit_of_work import AuditEvent, UnitOfWork
 
 log = logging.getLogger("seller_connector.console")
 

@@ -1,6 +1,6 @@
 """The outbox worker: what SCIM and the command line changed becomes real in the identity provider.
 
-Every write use case appends an :class:`~connector.services.unit_of_work.OutboxEntry` in the
+Every write use case appends an :class:`~connector.ports.store.OutboxEntry` in the
 same transaction as the change (``seller.sync``, ``permission_set.sync``,
 ``permission_set.delete``, ``user.sync``, ``user.invite``). This worker claims the due ones
 (see :class:`OutboxQueue`) and applies them to the :class:`~connector.ports.IdentityProvider`:
@@ -38,15 +38,13 @@ import datetime as dt
 import logging
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from connector.domain.model import (
     InvitationState,
@@ -55,36 +53,30 @@ from connector.domain.model import (
     SellerUser,
     utcnow,
 )
-from connector.ports import (
+from connector.ports.identity import (
     IdentityProvider,
     IdentityProviderRejected,
     IdentityProviderUnavailable,
 )
-from connector.services.unit_of_work import OutboxEntry, UnitOfWork
+from connector.ports.outbox import (
+    PENDING,
+    PERMISSION_SET_DELETE,
+    PERMISSION_SET_SYNC,
+    POISON,
+    SELLER_SYNC,
+    TOPICS,
+    UNAVAILABLE_PREFIX,
+    USER_INVITE,
+    USER_SYNC,
+    Claim,
+    OutboxQueue,
+)
+from connector.ports.store import OutboxEntry, UnitOfWork
 
 if TYPE_CHECKING:
-    from connector.adapters.keycloak.settings import KeycloakSettings
-    from connector.bootstrap import Connector
     from connector.services.console import PollReport
 
 log = logging.getLogger("seller_connector.outbox")
-
-SELLER_SYNC = "seller.sync"
-USER_SYNC = "user.sync"
-USER_INVITE = "user.invite"
-PERMISSION_SET_SYNC = "permission_set.sync"
-PERMISSION_SET_DELETE = "permission_set.delete"
-TOPICS = (SELLER_SYNC, USER_SYNC, USER_INVITE, PERMISSION_SET_SYNC, PERMISSION_SET_DELETE)
-
-PENDING = "pending"
-IN_PROGRESS = "in_progress"
-DONE = "done"
-POISON = "poison"
-ACTIVE_STATES = (PENDING, IN_PROGRESS)
-STATES = (PENDING, IN_PROGRESS, DONE, POISON)
-
-UNAVAILABLE_PREFIX = "unavailable:"
-"""``last_error`` of entries that wait only for the provider to answer again."""
 
 ENV_PREFIX = "SELLER_CONNECTOR_OUTBOX_"
 
@@ -164,48 +156,6 @@ def backoff_delay(
     if retry_after:
         delay = max(delay, retry_after)
     return delay
-
-
-@dataclass
-class Claim:
-    """The live entries of one aggregate, claimed together, in id order."""
-
-    aggregate_id: str
-    seller_id: str
-    entries: list[OutboxEntry]
-    state: Any = None
-    """The object as read from the store once for the whole claim (set by the worker)."""
-
-
-@dataclass
-class OutboxStats:
-    """The queue at a glance."""
-
-    counts: dict[str, int]
-    oldest_pending_age: float | None
-    """Seconds since the oldest pending or in-progress entry was written."""
-    waiting_for_retry: int
-    next_retry_at: dt.datetime | None
-
-
-class OutboxQueue(Protocol):
-    """The outbox as a work queue (``connector.adapters.sql.outbox_queue``)."""
-
-    def claim(self, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[Claim]:
-        """Claim aggregates whose first live entry is due, with all their pending entries."""
-        ...
-
-    def complete(self, ids: Sequence[int]) -> None: ...
-    def retry_later(self, ids: Sequence[int], when: dt.datetime, error: str) -> None: ...
-    def poison(self, ids: Sequence[int], error: str) -> None: ...
-    def release(self, ids: Sequence[int], when: dt.datetime) -> None: ...
-    def requeue(
-        self, now: dt.datetime, *, poison: bool = False, ids: Sequence[int] | None = None
-    ) -> int: ...
-    def expedite(self, now: dt.datetime) -> int: ...
-    def stats(self, now: dt.datetime) -> OutboxStats: ...
-    def entries(self, state: str | None = None, limit: int = 50) -> list[OutboxEntry]: ...
-    def set_provider_id(self, user_id: str, provider_id: str) -> None: ...
 
 
 @dataclass
@@ -630,195 +580,3 @@ class OutboxWorker:
                 report.done += len(sync)
             self._run_steps(claim, rest, report)
         return report
-
-
-# ---------------------------------------------------------------------- wiring
-
-
-def keycloak_configured(environ: Mapping[str, str] | None = None) -> bool:
-    """Whether the environment names a Keycloak (``SELLER_CONNECTOR_KEYCLOAK_URL``)."""
-    env = os.environ if environ is None else environ
-    return bool(env.get("SELLER_CONNECTOR_KEYCLOAK_URL", "").strip())
-
-
-def build_outbox_worker(
-    connector: Connector,
-    keycloak_settings: KeycloakSettings | None = None,
-    *,
-    policy: OutboxPolicy | None = None,
-    console: bool = True,
-) -> OutboxWorker | None:
-    """Wire a worker on the connector's store and Keycloak (from the environment unless
-    ``keycloak_settings`` is given). None when no Keycloak is configured.
-
-    :raises KeycloakSettingsError: when Keycloak is named but its settings are incomplete.
-    """
-    # Imported here: the use cases above know only the ports; this is composition.
-    from connector.adapters.keycloak import (
-        KeycloakChangeFeed,
-        KeycloakIdentityProvider,
-        KeycloakSettings,
-    )
-    from connector.adapters.sql.outbox_queue import SqlOutboxQueue
-    from connector.services.console import poll_console
-
-    if keycloak_settings is None:
-        if not keycloak_configured():
-            return None
-        keycloak_settings = KeycloakSettings.from_env()
-    queue = SqlOutboxQueue(connector.session_factory)
-    idp = KeycloakIdentityProvider(keycloak_settings, catalogue=connector.catalogue)
-    poller: Callable[[], PollReport] | None = None
-    if console:
-        feed = KeycloakChangeFeed(keycloak_settings)
-
-        def poller() -> PollReport:
-            return poll_console(connector.uow, connector.catalogue, feed, queue)
-
-    return OutboxWorker(
-        connector.uow,
-        queue,
-        idp,
-        policy=policy or OutboxPolicy.from_env(),
-        console=poller,
-        read_uow_factory=lambda: connector.uow(write=False),
-    )
-
-
-class BackgroundWorker:
-    """An :class:`OutboxWorker` running in a daemon thread of this process.
-
-    Only for a process that does not fork afterwards (tests, a single-process embedding):
-    SQLite connections, locks and threads do not survive a ``fork()`` (see
-    :func:`start_background_worker`).
-    """
-
-    def __init__(self, worker: OutboxWorker, interval: float | None = None) -> None:
-        self.worker = worker
-        self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=worker.run,
-            args=(self._stop, interval),
-            name="seller-connector-outbox",
-            daemon=True,
-        )
-
-    def start(self) -> BackgroundWorker:
-        """Start the thread."""
-        self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        """Whether the thread runs."""
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Ask the loop to stop after its current call, and wait up to ``timeout`` seconds."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-
-
-class WorkerProcess:
-    """``seller-connector worker`` running as a child process (a fresh interpreter)."""
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self.process = process
-
-    @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self.process.pid
-
-    @property
-    def alive(self) -> bool:
-        """Whether the child still runs."""
-        return self.process.poll() is None
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (the worker ends after its current call), then SIGKILL after ``timeout``."""
-        if not self.alive:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("outbox worker %d did not stop in %.0f s: killing it", self.pid, timeout)
-            self.process.kill()
-            self.process.wait(5)
-
-
-_WORKER_MAIN = (
-    "import sys; from connector.entrypoints.cli import main; "
-    "sys.exit(main(['worker'], prog_name='seller-connector'))"
-)
-
-
-def start_background_worker(
-    connector: Connector,
-    *,
-    in_process: bool = False,
-    policy: OutboxPolicy | None = None,
-    interval: float | None = None,
-) -> BackgroundWorker | WorkerProcess | None:
-    """Start ONE outbox worker (with the console poll) beside this process; stop it with
-    ``.stop()``. ``serve`` calls it once, in the gunicorn master (see :func:`gunicorn_hooks`).
-
-    By default the worker is a separate process, ``seller-connector worker``, on the same
-    store (the connector's database URL and home are passed down) and the same Keycloak and
-    ``SELLER_CONNECTOR_OUTBOX_*`` settings (the environment). Not a thread of the caller: the
-    gunicorn master forks its request workers *after* ``when_ready`` (and again whenever one
-    is replaced), and a fork taken while a thread holds SQLite connections leaves the children
-    with copies of them: request workers then failed to boot with "database is locked". A
-    child process keeps the master single-threaded, has its own connections and signals, and
-    a crash of the worker does not touch the service.
-
-    ``in_process=True`` runs it in a daemon thread of this process instead (tests, or a
-    process that never forks). Returns None, after a warning, when Keycloak is not configured:
-    SCIM then still works and changes wait in the outbox until a worker runs.
-    """
-    if not keycloak_configured():
-        log.warning(
-            "SELLER_CONNECTOR_KEYCLOAK_URL is not set: no outbox worker; changes wait in the "
-            "outbox until one runs (seller-connector worker)"
-        )
-        return None
-    if in_process:
-        worker = build_outbox_worker(connector, policy=policy)
-        assert worker is not None
-        return BackgroundWorker(worker, interval).start()
-    env = {
-        **os.environ,
-        "SELLER_CONNECTOR_DATABASE_URL": connector.settings.database_url,
-        "SELLER_CONNECTOR_HOME": str(connector.settings.home),
-    }
-    if policy is not None:
-        env.update({ENV_PREFIX + k.upper(): str(v) for k, v in policy.__dict__.items()})
-    if interval is not None:
-        env[ENV_PREFIX + "INTERVAL"] = str(interval)
-    process = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN], env=env)
-    log.info("outbox worker started (pid %d)", process.pid)
-    return WorkerProcess(process)
-
-
-def gunicorn_hooks(connector: Connector) -> dict[str, Callable[[Any], None]]:
-    """gunicorn server hooks that run ONE outbox worker process beside the service.
-
-    ``when_ready`` runs once in the master when it listens (before it forks the request
-    workers): it starts the worker process; ``on_exit`` stops it when gunicorn shuts down.
-    Pass them with the other settings: ``{"bind": ..., **gunicorn_hooks(connector)}``.
-    """
-    running: list[BackgroundWorker | WorkerProcess] = []
-
-    def when_ready(_server: Any) -> None:
-        handle = start_background_worker(connector)
-        if handle is not None:
-            running.append(handle)
-
-    def on_exit(_server: Any) -> None:
-        while running:
-            running.pop().stop()
-
-    return {"when_ready": when_ready, "on_exit": on_exit}

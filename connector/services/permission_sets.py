@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor, PermissionSetDraft
 from connector.domain.errors import InvalidValue, NotFound, Uniqueness, VersionMismatch
 from connector.domain.model import (
     PermissionSet,
@@ -11,8 +12,7 @@ from connector.domain.model import (
     utcnow,
     validate_permissions,
 )
-from connector.services.commands import Actor, PermissionSetDraft
-from connector.services.unit_of_work import AuditEvent, OutboxEntry, UnitOfWork
+from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork
 from connector.services.users import enqueue_user_sync, new_id
 
 

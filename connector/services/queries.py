@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from connector.domain.catalogue import Catalogue
 from connector.domain.errors import InvalidValue
 from connector.domain.model import Grant, SellerAccount, SellerUser, effective_permissions, utcnow
-from connector.services.unit_of_work import AuditEvent, UnitOfWork
+from connector.ports.store import AuditEvent, UnitOfWork
 
 STALE_AFTER = dt.timedelta(days=90)
 

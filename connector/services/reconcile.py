@@ -21,63 +21,15 @@ undo: run the console poll first (the CLI does, unless ``--dry-run``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from connector.domain.drafts import Actor
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
-from connector.services.commands import Actor
+from connector.ports.identity import Difference, ProviderInspector
+from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork
 from connector.services.sellers import find_seller
-from connector.services.unit_of_work import AuditEvent, OutboxEntry, UnitOfWork
-
-
-@dataclass(frozen=True)
-class Difference:
-    """One way in which the provider differs from the store."""
-
-    seller_id: str
-    kind: str
-    """``organization``, ``user``, ``permission_set``, ``group`` (a stray one) or
-    ``unknown-user`` / ``duplicate-user`` (reported only)."""
-    target: str
-    """The connector id of the object (or the provider's id for unknown users)."""
-    field: str
-    """What differs: ``missing``, ``enabled``, ``email``, ``roles``, ``groups`` ..."""
-    expected: Any = None
-    actual: Any = None
-    repair: tuple[str, str] | None = None
-    """(outbox topic, aggregate id) that repairs it; None when it is reported only."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """For ``--format json``."""
-        return {
-            "sellerId": self.seller_id,
-            "kind": self.kind,
-            "target": self.target,
-            "field": self.field,
-            "expected": _plain(self.expected),
-            "actual": _plain(self.actual),
-            "repair": self.repair[0] if self.repair else None,
-        }
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, set | frozenset | tuple):
-        return sorted(value)
-    return value
-
-
-class ProviderInspector(Protocol):
-    """Reads the provider and says how it differs from a seller's state in the store."""
-
-    def differences(
-        self,
-        seller: SellerAccount,
-        users: Sequence[tuple[SellerUser, list[PermissionSet]]],
-        permission_sets: Sequence[PermissionSet],
-    ) -> list[Difference]:
-        """Every difference for this seller (read-only)."""
-        ...
 
 
 @dataclass

@@ -8,6 +8,7 @@ import hmac
 import secrets
 
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor
 from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
     MAX_EMAIL_LENGTH,
@@ -23,8 +24,7 @@ from connector.domain.model import (
     text_key,
     utcnow,
 )
-from connector.services.commands import Actor
-from connector.services.unit_of_work import ApiToken, AuditEvent, OutboxEntry, UnitOfWork
+from connector.ports.store import ApiToken, AuditEvent, OutboxEntry, UnitOfWork
 from connector.services.users import enqueue_user_sync, new_id
 
 TOKEN_PREFIX = "scn_"  # noqa: S105 - a prefix, not a secret

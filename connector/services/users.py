@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor, UserDraft
 from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
     MAX_EMAIL_LENGTH,
@@ -25,8 +26,7 @@ from connector.domain.model import (
     validate_notifications,
     validate_permissions,
 )
-from connector.services.commands import Actor, UserDraft
-from connector.services.unit_of_work import AuditEvent, OutboxEntry, UnitOfWork
+from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork
 
 DEFAULT_INVITATION_LIFESPAN = dt.timedelta(days=7)
 

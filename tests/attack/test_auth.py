@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor
 from connector.domain.model import Plan
+from connector.entrypoints.web import create_app
 from connector.services import sellers as seller_cases
-from connector.services.commands import Actor
-from scim.app import create_app
 from tests.conftest import make_settings
 
 

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from connector.bootstrap import bootstrap
+from connector.entrypoints.web import create_app
 from connector.settings import Settings
-from scim.app import create_app
 from tests.conftest import BULK_SCHEMA, make_settings, user_body
 from tests.support.live_server import LiveServer
 from tests.support.ports import free_port

@@ -28,7 +28,7 @@ from sqlalchemy import create_engine
 from connector.adapters.sql.database import alembic_config
 from connector.bootstrap import bootstrap
 from connector.entrypoints.cli import main
-from scim.app import create_app
+from connector.entrypoints.web import create_app
 from tests.conftest import PATCH_SCHEMA, SCIM, SELLER_GROUP, SELLER_USER, make_settings, user_body
 
 REPOSITORY = Path(__file__).resolve().parents[2]

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from connector.bootstrap import Connector
+from connector.domain.drafts import Actor
 from connector.services import sellers as seller_cases
-from connector.services.commands import Actor
 from scim.schemas import MAX_OPERATIONS, MAX_PAYLOAD_SIZE
 from tests.conftest import PATCH_SCHEMA, SCIM, USER_SCHEMA, SellerHandle, user_body
 from tests.http.conftest import assert_scim_error, bulk_body, group_body, patch_body, store_dump

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from connector.bootstrap import Connector, bootstrap
-from scim.app import create_app
+from connector.entrypoints.web import create_app
 from tests.conftest import SELLER_GROUP, SELLER_USER, SellerHandle, make_settings, user_body
 from tests.http.conftest import (
     LIST_SCHEMA,

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from connector.domain.drafts import Actor
 from connector.domain.model import Plan
 from connector.services import sellers as seller_cases
-from connector.services.commands import Actor
 from tests.conftest import SELLER_GROUP, SELLER_USER, SellerHandle, user_body
 from tests.http.conftest import (
     assert_scim_error,

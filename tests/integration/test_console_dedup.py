@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import update
 
 from connector.adapters.sql.tables import UserRow
-from connector.ports import ProviderChange
+from connector.ports.identity import ProviderChange
 from connector.services.console import SEEN_PREFIX, poll_console
 from connector.services.users import get_user
 from tests.conftest import user_body

@@ -10,7 +10,7 @@ from scim2_server.utils import load_default_provider
 from sqlalchemy import update
 
 from connector.adapters.sql.tables import UserRow
-from connector.services.commands import Actor
+from connector.domain.drafts import Actor
 from scim.storage import SellerStorage, StorageContext
 
 

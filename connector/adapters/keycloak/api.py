@@ -29,7 +29,7 @@ from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakConnectionError, KeycloakError
 
 from connector.adapters.keycloak.settings import KeycloakSettings
-from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
+from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
 
 log = logging.getLogger(__name__)
 

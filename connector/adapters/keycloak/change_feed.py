@@ -29,7 +29,7 @@ from typing import Any
 from connector.adapters.keycloak.api import AdminApi, ForbiddenInKeycloak, seg
 from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.mappings import KeycloakNames, load_keycloak_names
-from connector.ports import IdentityProviderRejected, ProviderChange
+from connector.ports.identity import IdentityProviderRejected, ProviderChange
 
 log = logging.getLogger(__name__)
 

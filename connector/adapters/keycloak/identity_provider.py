@@ -26,7 +26,6 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 from connector.adapters.keycloak.api import (
@@ -40,23 +39,12 @@ from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.domain.catalogue import Catalogue, Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
 from connector.mappings import KeycloakNames, load_catalogue, load_keycloak_names
-from connector.ports import IdentityProviderRejected
-from connector.services.reconcile import Difference
+from connector.ports.identity import BulkSyncResult, Difference, IdentityProviderRejected
 
 log = logging.getLogger(__name__)
 
 # Keycloak pages lists; this is the page size used when reading "all" of something.
 _PAGE = 200
-
-
-@dataclass
-class BulkSyncResult:
-    """What :meth:`KeycloakIdentityProvider.bulk_sync_users` did, per connector user id."""
-
-    provider_ids: dict[str, str] = field(default_factory=dict)
-    errors: dict[str, Exception] = field(default_factory=dict)
-    imported: int = 0
-    """How many users ``partialImport`` created in one call (0 when it was not used)."""
 
 
 class KeycloakIdentityProvider:

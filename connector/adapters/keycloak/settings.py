@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connector.mappings import load_keycloak_names
+from connector.settings import ConfigurationError
 
 ENV_PREFIX = "SELLER_CONNECTOR_KEYCLOAK_"
 
 
-class KeycloakSettingsError(ValueError):
+class KeycloakSettingsError(ConfigurationError, ValueError):
     """The environment does not say enough to reach Keycloak."""
 
 

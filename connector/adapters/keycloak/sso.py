@@ -48,7 +48,7 @@ import requests
 
 from connector.adapters.keycloak.settings import ENV_PREFIX, KeycloakSettingsError
 from connector.mappings import KeycloakNames, load_keycloak_names
-from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
+from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
 
 FLOW_ALIAS = "seller-sso-first-login"
 """The first-broker-login flow that only links provisioned users."""

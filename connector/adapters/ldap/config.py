@@ -24,11 +24,12 @@ from ldap3.utils.dn import parse_dn
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from connector.mappings import MappingError, load_yaml
+from connector.settings import ConfigurationError
 
 _KEBAB = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
 
 
-class DirectoryConfigError(Exception):
+class DirectoryConfigError(ConfigurationError):
     """The directory source's configuration cannot be used as it is."""
 
 

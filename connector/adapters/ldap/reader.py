@@ -37,17 +37,19 @@ from connector.adapters.ldap.config import (
     TlsMode,
     normalize_dn,
 )
-from connector.directory.errors import (
+from connector.domain.model import is_email
+from connector.ports.directory import (
     DirectoryAuthFailed,
     DirectoryBaseNotFound,
     DirectoryError,
     DirectoryIncomplete,
+    DirectoryScan,
     DirectoryTlsError,
     DirectoryUnreachable,
+    DirectoryUser,
     MarkerError,
+    Problem,
 )
-from connector.directory.model import DirectoryScan, DirectoryUser, Problem
-from connector.domain.model import is_email
 
 PAGED_RESULTS_OID = "1.2.840.113556.1.4.319"
 DOMAIN_SCOPE_OID = "1.2.840.113556.1.4.1339"

@@ -18,7 +18,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connector.adapters.sql.repositories import (
@@ -174,6 +174,16 @@ def _leave_queue(info: dict[str, Any]) -> None:
     queue = info.pop(_QUEUED, None)
     if queue is not None:
         queue.release()
+
+
+def database_reachable(engine: Engine) -> bool:
+    """Whether the database answers ``SELECT 1`` (never waits for writers)."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except DBAPIError:
+        return False
+    return True
 
 
 def alembic_config(url: str) -> Config:

@@ -37,7 +37,7 @@ from sqlalchemy import and_, func, or_, select, true, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from connector.adapters.sql.tables import OutboxRow, UserRow
-from connector.services.outbox import (
+from connector.ports.outbox import (
     ACTIVE_STATES,
     DONE,
     IN_PROGRESS,
@@ -47,7 +47,7 @@ from connector.services.outbox import (
     Claim,
     OutboxStats,
 )
-from connector.services.unit_of_work import OutboxEntry
+from connector.ports.store import OutboxEntry
 
 _ERROR_LIMIT = 2000
 

@@ -36,7 +36,7 @@ from connector.domain.model import (
     text_key,
     utcnow,
 )
-from connector.services.unit_of_work import ApiToken, AuditEvent, EmailOwner, OutboxEntry
+from connector.ports.store import ApiToken, AuditEvent, EmailOwner, OutboxEntry
 
 
 def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:

@@ -10,10 +10,10 @@ import click
 
 from connector.adapters.sql.database import SqlUnitOfWork
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor
 from connector.domain.errors import DomainError
 from connector.domain.model import SellerAccount
 from connector.mappings import MappingError
-from connector.services.commands import Actor
 from connector.services.sellers import find_seller
 
 

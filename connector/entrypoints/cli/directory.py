@@ -22,16 +22,13 @@ from typing import Any
 
 import click
 
-from connector.adapters.ldap.config import (
-    DirectoryConfig,
-    DirectoryConfigError,
-    load_directory_config,
-)
-from connector.adapters.ldap.links import sql_links, store_target
-from connector.adapters.ldap.reader import DirectoryReader
-from connector.directory.apply import SyncResult, SyncState, run_sync
-from connector.directory.errors import DirectoryError, ThresholdExceeded
-from connector.directory.plan import (
+from connector.domain.errors import DomainError
+from connector.domain.model import Plan, text_key
+from connector.entrypoints.cli.context import CliContext, pass_context
+from connector.entrypoints.cli.output import emit_json, table
+from connector.mappings import MappingError
+from connector.ports.directory import DirectoryError, ThresholdExceeded
+from connector.services.directory.plan import (
     Action,
     CreateUser,
     Deactivate,
@@ -39,13 +36,10 @@ from connector.directory.plan import (
     SetPermissionSets,
     UpdateUser,
 )
-from connector.domain.errors import DomainError
-from connector.domain.model import Plan, text_key
-from connector.entrypoints.cli.context import CliContext, pass_context
-from connector.entrypoints.cli.output import emit_json, table
-from connector.mappings import MappingError
-from connector.services.directory_target import MARKER_PREFIX, StoreDirectoryTarget
+from connector.services.directory.sync import SyncResult, SyncState, run_sync
+from connector.services.directory.target import MARKER_PREFIX, StoreDirectoryTarget
 from connector.services.sellers import find_seller
+from connector.settings import ConfigurationError
 
 EXIT_OK = 0
 EXIT_FAILURES = 1
@@ -66,6 +60,9 @@ Exit codes:
   4  over the deactivation threshold (nothing was changed; --force to apply)
 """
 
+DirectoryConfig = Any
+"""A validated directory source file (the LDAP adapter's model; see Connector.directory_config)."""
+
 FORMATS = click.Choice(["table", "json"])
 SHOWN = 50  # changes listed in a table; JSON lists all of them
 
@@ -79,9 +76,9 @@ class _Exit(Exception):
         self.message = message
 
 
-def _load(path: Path) -> DirectoryConfig:
+def _load(ctx: CliContext, path: Path) -> DirectoryConfig:
     try:
-        return load_directory_config(path)
+        return ctx.connector.directory_config(path)
     except MappingError as exc:
         raise _Exit(EXIT_CONFIG, f"Invalid directory source file:\n{exc}") from exc
 
@@ -118,7 +115,7 @@ def _errors(config: DirectoryConfig | None) -> Iterator[None]:
     source = f"directory source {config.id!r}" if config else "directory source"
     try:
         yield
-    except DirectoryConfigError as exc:
+    except ConfigurationError as exc:
         raise _Exit(EXIT_CONFIG, str(exc)) from exc
     except DirectoryError as exc:
         raise _Exit(
@@ -165,7 +162,7 @@ def check(ctx: CliContext, config_path: Path, output_format: str, no_count: bool
     also proves that the sync account reads them all (no size limit).
     """
     try:
-        config = _load(config_path)
+        config = _load(ctx, config_path)
     except _Exit as exc:
         _fail(exc, output_format)
         return
@@ -177,7 +174,7 @@ def check(ctx: CliContext, config_path: Path, output_format: str, no_count: bool
             f"TLS {config.tls.mode.value}, base {config.base_dn}",
         )
     ]
-    checks += _check_directory(config, count=not no_count)
+    checks += _check_directory(ctx, config, count=not no_count)
     checks += _check_store(ctx, config)
     failed = [c for c in checks if c.ok is False]
     if output_format == "json":
@@ -202,7 +199,7 @@ def check(ctx: CliContext, config_path: Path, output_format: str, no_count: bool
     raise click.exceptions.Exit(EXIT_FAILURES if failed else EXIT_OK)
 
 
-def _check_directory(config: DirectoryConfig, *, count: bool) -> list[_Check]:
+def _check_directory(ctx: CliContext, config: DirectoryConfig, *, count: bool) -> list[_Check]:
     checks: list[_Check] = []
     secret = (
         f"environment variable {config.bind_password_env}"
@@ -211,10 +208,10 @@ def _check_directory(config: DirectoryConfig, *, count: bool) -> list[_Check]:
     )
     try:
         config.read_bind_password()
-    except DirectoryConfigError as exc:
+    except ConfigurationError as exc:
         return [_Check("password", False, str(exc))]
     checks.append(_Check("password", True, f"read from the {secret} (not shown)"))
-    reader = DirectoryReader(config)
+    reader = ctx.connector.directory_reader(config)
     try:
         reader.connect()
         checks.append(_Check("bind", True, f"bound as {config.bind_dn}"))
@@ -254,7 +251,7 @@ def _check_directory(config: DirectoryConfig, *, count: bool) -> list[_Check]:
                     "users", True, f"{users} entries match {config.effective_user_filter}, all read"
                 )
             )
-    except (DirectoryError, DirectoryConfigError) as exc:
+    except (DirectoryError, ConfigurationError) as exc:
         step = ["bind", "base_dn", "change tracking", "groups", "users"][len(checks) - 1]
         checks.append(_Check(step, False, str(exc)))
     finally:
@@ -294,7 +291,7 @@ def _check_store(ctx: CliContext, config: DirectoryConfig) -> list[_Check]:
             )
         )
         state = SyncState.load(uow.markers.get(MARKER_PREFIX + config.id))
-        linked = len(sql_links(uow).for_source(config.id, seller.id))
+        linked = len(ctx.connector.directory_links(uow).for_source(config.id, seller.id))
     checks.append(
         _Check(
             "last sync",
@@ -371,10 +368,10 @@ def sync(
     """
     config: DirectoryConfig | None = None
     try:
-        config = _load(config_path)
-        target = store_target(ctx.connector, config)
+        config = _load(ctx, config_path)
+        target = ctx.connector.directory_target(config)
         started = time.monotonic()
-        with _errors(config), DirectoryReader(config) as reader:
+        with _errors(config), ctx.connector.directory_reader(config) as reader:
             result = run_sync(
                 config,
                 reader,
@@ -642,13 +639,13 @@ def watch(
     by a signal; with --max-runs, 0 when the last run succeeded, 1 otherwise.
     """
     try:
-        config = _load(config_path)
+        config = _load(ctx, config_path)
         config.read_bind_password()  # a missing password will not fix itself: fail now
-    except (_Exit, DirectoryConfigError) as exc:
+    except (_Exit, ConfigurationError) as exc:
         message = exc.message if isinstance(exc, _Exit) else str(exc)
         click.echo(f"Error: {message}", err=True)
         raise click.exceptions.Exit(EXIT_CONFIG) from exc
-    target = store_target(ctx.connector, config)
+    target = ctx.connector.directory_target(config)
     runs = 0
     last_ok = True
     _log(
@@ -663,7 +660,7 @@ def watch(
             while not stop.event.is_set():
                 started = time.monotonic()
                 runs += 1
-                line = _watch_run(config, target, runs, batch_size)
+                line = _watch_run(ctx, config, target, runs, batch_size)
                 last_ok = line["status"] == "ok"
                 _log(**line)
                 if max_runs is not None and runs >= max_runs:
@@ -685,12 +682,16 @@ def _now() -> str:
 
 
 def _watch_run(
-    config: DirectoryConfig, target: StoreDirectoryTarget, number: int, batch_size: int
+    ctx: CliContext,
+    config: DirectoryConfig,
+    target: StoreDirectoryTarget,
+    number: int,
+    batch_size: int,
 ) -> dict[str, Any]:
     line: dict[str, Any] = {"event": "sync", "source": config.id, "run": number, "at": _now()}
     started = time.monotonic()
     try:
-        with _errors(config), DirectoryReader(config) as reader:
+        with _errors(config), ctx.connector.directory_reader(config) as reader:
             result = run_sync(config, reader, target, describe=False, batch_size=batch_size)
     except _Exit as exc:
         status = {

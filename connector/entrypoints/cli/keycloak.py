@@ -17,25 +17,21 @@ from typing import Any
 
 import click
 
-from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettings
-from connector.adapters.keycloak.settings import KeycloakSettingsError
-from connector.adapters.sql.outbox_queue import SqlOutboxQueue
+from connector.bootstrap import keycloak_configured
 from connector.domain.errors import DomainError
 from connector.domain.model import utcnow
 from connector.entrypoints.cli.context import CliContext, pass_context
 from connector.entrypoints.cli.output import emit_json, table
-from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
-from connector.services import outbox as outbox_cases
-from connector.services.console import PollReport
-from connector.services.outbox import (
-    STATES,
-    OutboxPolicy,
-    OutboxWorker,
-    RoundReport,
-    build_outbox_worker,
-    keycloak_configured,
+from connector.ports.identity import (
+    Difference,
+    IdentityProviderRejected,
+    IdentityProviderUnavailable,
 )
-from connector.services.reconcile import Difference, compare, reconcile
+from connector.ports.outbox import STATES, OutboxQueue
+from connector.services.console import PollReport
+from connector.services.outbox import OutboxPolicy, OutboxWorker, RoundReport
+from connector.services.reconcile import compare, reconcile
+from connector.settings import ConfigurationError
 
 JSON_OR_TABLE = click.Choice(["table", "json"])
 
@@ -57,12 +53,13 @@ def _format_option(func: Any) -> Any:
     )(func)
 
 
-def _settings() -> KeycloakSettings:
+def _check_keycloak(ctx: CliContext) -> None:
+    """Stop with a clear message when Keycloak is not (completely) configured."""
     if not keycloak_configured():
         raise click.ClickException(NOT_CONFIGURED)
     try:
-        return KeycloakSettings.from_env()
-    except KeycloakSettingsError as error:
+        ctx.connector.keycloak_settings()
+    except ConfigurationError as error:
         raise click.ClickException(str(error)) from error
 
 
@@ -76,9 +73,8 @@ def _policy(**overrides: Any) -> OutboxPolicy:
 
 
 def _worker(ctx: CliContext, policy: OutboxPolicy, console: bool = True) -> OutboxWorker:
-    worker = build_outbox_worker(ctx.connector, _settings(), policy=policy, console=console)
-    assert worker is not None
-    return worker
+    _check_keycloak(ctx)
+    return ctx.connector.outbox_worker(policy=policy, console=console)
 
 
 def _log_to_stderr(level: int) -> None:
@@ -217,8 +213,8 @@ def outbox() -> None:
     """The changes waiting to reach Keycloak."""
 
 
-def _queue(ctx: CliContext) -> SqlOutboxQueue:
-    return SqlOutboxQueue(ctx.connector.session_factory)
+def _queue(ctx: CliContext) -> OutboxQueue:
+    return ctx.connector.outbox_queue()
 
 
 @outbox.command("status")
@@ -339,16 +335,8 @@ def poll(
     (the primary disabled, a deleted user enabled) are reverted through the outbox and
     recorded in the audit trail. The marker is kept in the store.
     """
-    from connector.adapters.keycloak import KeycloakChangeFeed
-    from connector.services.console import poll_console
-
-    settings = _settings()
-    feed = KeycloakChangeFeed(settings)
-    queue = _queue(ctx)
-    connector = ctx.connector
-
-    def one() -> PollReport:
-        return poll_console(connector.uow, connector.catalogue, feed, queue, from_start=from_start)
+    _check_keycloak(ctx)
+    one = ctx.connector.console_poller(from_start=from_start)
 
     if once:
         try:
@@ -423,9 +411,9 @@ def reconcile_command(
     not undone.
     """
     _log_to_stderr(logging.WARNING)
-    settings = _settings()
+    _check_keycloak(ctx)
     connector = ctx.connector
-    inspector = KeycloakIdentityProvider(settings, catalogue=connector.catalogue)
+    inspector = connector.inspector()
     outbox_worker = _worker(ctx, _policy())
     try:
         if not dry_run and not no_poll:
@@ -475,6 +463,3 @@ def reconcile_command(
 
 
 COMMANDS = [worker, outbox, keycloak, reconcile_command]
-
-# For the serve command (connector/entrypoints/cli/server.py): one worker in the master.
-gunicorn_hooks = outbox_cases.gunicorn_hooks

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import click
 
-from connector.adapters.mail import SmtpMailer
 from connector.domain.model import Plan
 from connector.entrypoints.cli.context import CliContext, pass_context, public_scim_url
 from connector.entrypoints.cli.output import emit, emit_json, format_option
-from connector.ports import MailUnavailable
+from connector.ports.mail import MailUnavailable
 from connector.services import sellers as cases
 
 
@@ -154,7 +153,7 @@ def change_primary(ctx: CliContext, seller: str, new_email: str) -> None:
     The change completes only when the link is confirmed. A secondary user must be
     deactivated first.
     """
-    mailer = SmtpMailer.from_env()
+    mailer = ctx.connector.mailer()
     with ctx.uow() as uow:
         account = ctx.seller(uow, seller)
         change_id, secret = cases.request_primary_change(uow, account, new_email, ctx.actor)

@@ -7,12 +7,12 @@ from typing import Any
 
 import click
 
-from connector.adapters.sql.database import upgrade
+from connector.bootstrap import upgrade_database
 from connector.domain.model import Plan
 from connector.entrypoints.cli.context import CliContext, pass_context, public_scim_url
 from connector.entrypoints.cli.output import emit_json
+from connector.entrypoints.worker import gunicorn_hooks
 from connector.services import sellers as seller_cases
-from connector.services.outbox import gunicorn_hooks
 from connector.settings import Settings
 
 
@@ -25,7 +25,7 @@ def db() -> None:
 def db_upgrade() -> None:
     """Bring the database (SELLER_CONNECTOR_DATABASE_URL) to the latest migration."""
     settings = Settings.from_env()
-    upgrade(settings.database_url)
+    upgrade_database(settings)
     click.echo("Database is at the latest migration.")
 
 
@@ -42,7 +42,7 @@ class _Gunicorn:
                     self.cfg.set(key, value)
 
             def load(self) -> Any:
-                from scim.app import create_app
+                from connector.entrypoints.web import create_app
 
                 return create_app()
 

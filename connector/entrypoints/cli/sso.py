@@ -11,12 +11,12 @@ import os
 
 import click
 
-from connector.adapters.keycloak.settings import KeycloakSettingsError
-from connector.adapters.keycloak.sso import KeycloakSso, OperatorApi, OperatorCredentials, describe
 from connector.entrypoints.cli.context import CliContext, pass_context
+from connector.entrypoints.cli.output import emit_json
 from connector.entrypoints.cli.sellers import sellers
-from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
-from connector.services.unit_of_work import AuditEvent
+from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
+from connector.ports.store import AuditEvent
+from connector.settings import ConfigurationError
 
 
 @click.command("link-sso")
@@ -61,7 +61,7 @@ def link_sso(
     with ctx.uow() as uow:
         account = ctx.seller(uow, seller)
     try:
-        sso = KeycloakSso(OperatorApi(OperatorCredentials.from_env()))
+        sso = ctx.connector.sso()
         result = sso.link(
             account.id,
             issuer=issuer,
@@ -71,7 +71,7 @@ def link_sso(
             alias=alias,
             display_name=f"{account.name} corporate login",
         )
-    except KeycloakSettingsError as error:
+    except ConfigurationError as error:
         raise click.ClickException(str(error)) from error
     except (IdentityProviderRejected, IdentityProviderUnavailable) as error:
         raise click.ClickException(str(error)) from error
@@ -86,7 +86,7 @@ def link_sso(
             )
         )
         uow.commit()
-    click.echo(describe(result))
+    emit_json(result.as_dict())
 
 
 sellers.add_command(link_sso)

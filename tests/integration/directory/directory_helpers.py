@@ -11,11 +11,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import MetaData, select
 
 from connector.adapters.ldap.config import DirectoryConfig
-from connector.adapters.ldap.links import store_target
 from connector.adapters.sql.tables import DirectoryLinkRow, OutboxRow
 from connector.bootstrap import Connector
-from connector.directory.apply import DirectoryTarget, SyncResult, run_sync
 from connector.entrypoints.cli import main
+from connector.services.directory.sync import DirectoryTarget, SyncResult, run_sync
 from tests.conftest import SellerHandle
 from tests.integration.ldap.ldap_helpers import make_config, reader_for
 from tests.support.slapd import Slapd
@@ -41,7 +40,7 @@ def sync(
 ) -> SyncResult:
     """One run of ``config`` into the store (or through ``target``, e.g. a crashing wrapper)."""
     with reader_for(server, config) as reader:
-        return run_sync(config, reader, target or store_target(connector, config), **kwargs)
+        return run_sync(config, reader, target or connector.directory_target(config), **kwargs)
 
 
 def scim_user(client: Any, seller: SellerHandle, user_name: str) -> dict[str, Any] | None:
@@ -113,7 +112,7 @@ def store_dump(connector: Connector) -> dict[str, list[str]]:
 
 def state_by_stable_id(connector: Connector, config: DirectoryConfig) -> dict[str, tuple[Any, ...]]:
     """The users linked to the source, by stable id (user ids differ between two stores)."""
-    target = store_target(connector, config)
+    target = connector.directory_target(config)
     seller_id = target.resolve_seller(config.seller_id, config.seller_name)
     return {
         u.external_id: (u.emails, u.given_name, u.family_name, u.active, u.permission_sets)

@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from connector.adapters.sql.tables import OutboxRow
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor
 from connector.domain.model import Plan
+from connector.entrypoints.web import create_app
 from connector.services import sellers as seller_cases
-from connector.services.commands import Actor
-from scim.app import create_app
 from tests.conftest import SellerHandle, make_settings
 from tests.integration.directory.directory_helpers import (
     CATALOG,

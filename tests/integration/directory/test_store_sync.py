@@ -13,15 +13,14 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from connector.adapters.ldap.links import store_target
 from connector.adapters.sql.tables import AuditRow
 from connector.bootstrap import Connector
-from connector.directory.plan import DeactivationReason
+from connector.domain.drafts import Actor, PermissionSetDraft
 from connector.domain.model import Plan
 from connector.services import permission_sets as set_cases
 from connector.services import users as user_cases
-from connector.services.commands import Actor, PermissionSetDraft
-from connector.services.directory_target import StoreDirectoryTarget
+from connector.services.directory.plan import DeactivationReason
+from connector.services.directory.target import StoreDirectoryTarget
 from tests.conftest import SellerHandle, user_body
 from tests.integration.directory.directory_helpers import (
     CATALOG,
@@ -332,7 +331,7 @@ def test_the_primary_is_untouched(
     assert after["meta"]["version"] == before["meta"]["version"] and after["active"] is True
     assert seller.primary.id not in links(connector).values()
     # Even a direct call cannot change it.
-    target = store_target(connector, config)
+    target = connector.directory_target(config)
     with pytest.raises(Exception, match="primary user"):
         target.deactivate(seller.seller.id, seller.primary.id, reason="test")
 
@@ -453,7 +452,7 @@ def test_interrupted_sync_then_rerun_converges(
     store = another_store("interrupted")
     _seller(store)
     config = config_for(corp, _seller_id(store))
-    target = store_target(store, config)
+    target = store.directory_target(config)
 
     # First run killed after 3 creates: 3 users kept, no marker.
     with pytest.raises(Crash):
@@ -482,7 +481,7 @@ def test_interrupted_sync_then_rerun_converges(
     with pytest.raises(Crash):
         sync(store, corp, config, crashing, full=True, force=True, batch_size=batch_size)
     assert target.get_marker(config.id) == marker
-    fresh = store_target(store, config)
+    fresh = store.directory_target(config)
     result = sync(store, corp, config, fresh, full=True, force=True, batch_size=batch_size)
     assert result.ok and result.marker_stored
     assert state_by_stable_id(store, config) == state_by_stable_id(reference, reference_config)
@@ -541,7 +540,7 @@ def test_store_target_keeps_state_when_called_twice(
     """Every call sets a state: calling it again changes nothing more."""
     server, connector, seller = synced
     config = config_for(server, seller.seller.id)
-    target = store_target(connector, config)
+    target = connector.directory_target(config)
     sid = seller.seller.id
     frank = next(u for u in target.known_users(sid) if u.email == "frank@example.com")
     target.deactivate(sid, frank.id, reason="test")
@@ -557,7 +556,7 @@ def test_batches_stop_at_their_time_limit_and_the_rest_follows(
     corp: Slapd, connector: Connector, seller: SellerHandle, client: Any
 ) -> None:
     config = config_for(corp, seller.seller.id)
-    target = store_target(connector, config)
+    target = connector.directory_target(config)
     target.max_batch_seconds = 0  # every batch takes one change, then hands back
     calls: list[int] = []
     original = target.apply_batch

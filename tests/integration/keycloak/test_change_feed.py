@@ -14,7 +14,7 @@ import requests
 from connector.adapters.keycloak import KeycloakChangeFeed, KeycloakIdentityProvider
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
-from connector.ports import ProviderChange
+from connector.ports.identity import ProviderChange
 from tests.support.keycloak import KeycloakServer
 from tests.support.smtp import SmtpSink
 

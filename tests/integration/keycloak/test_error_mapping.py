@@ -18,7 +18,7 @@ import pytest
 from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettings
 from connector.adapters.keycloak.api import retry_after_seconds
 from connector.adapters.keycloak.settings import KeycloakSettingsError
-from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
+from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
 
 
 class _Stub(BaseHTTPRequestHandler):

@@ -14,7 +14,7 @@ import requests
 from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettings
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser
-from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
+from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
 from tests.support.keycloak import KeycloakServer, claims, password_grant, set_password
 from tests.support.smtp import SmtpSink, free_port
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from connector.adapters.ldap.reader import DirectoryReader
-from connector.directory.errors import (
+from connector.ports.directory import (
     DirectoryAuthFailed,
     DirectoryBaseNotFound,
     DirectoryError,

@@ -6,9 +6,9 @@ import pytest
 
 from connector.adapters.ldap.config import DirectoryConfig
 from connector.adapters.ldap.reader import DirectoryReader
-from connector.directory.apply import SyncResult, run_sync
-from connector.directory.errors import DirectoryIncomplete, ThresholdExceeded
-from connector.directory.plan import DeactivationReason
+from connector.ports.directory import DirectoryIncomplete, ThresholdExceeded
+from connector.services.directory.plan import DeactivationReason
+from connector.services.directory.sync import SyncResult, run_sync
 from tests.integration.ldap.ldap_helpers import dn, gdn, make_config, reader_for
 from tests.support.slapd import (
     CONTRACTORS,

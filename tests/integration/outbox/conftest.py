@@ -6,6 +6,7 @@ Every test makes its own sellers, so the shared Keycloak needs no cleaning betwe
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from connector.adapters.keycloak import KeycloakIdentityProvider
 from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.bootstrap import Connector, bootstrap
 from connector.entrypoints.cli import main
-from connector.services.outbox import OutboxPolicy, OutboxWorker, build_outbox_worker
+from connector.services.outbox import OutboxPolicy, OutboxWorker
 from tests.conftest import make_settings
 from tests.support.keycloak import KeycloakServer
 from tests.support.smtp import SmtpSink
@@ -60,11 +61,10 @@ def make_worker(
     realm's mail goes to the test's SMTP sink, so that invitations can be sent."""
 
     def make(policy: OutboxPolicy = FAST, **settings: Any) -> OutboxWorker:
-        worker = build_outbox_worker(
-            connector, keycloak_server.connector_settings(**settings), policy=policy
+        wired = dataclasses.replace(
+            connector, keycloak=keycloak_server.connector_settings(**settings)
         )
-        assert worker is not None
-        return worker
+        return wired.outbox_worker(policy=policy)
 
     return make
 

@@ -23,7 +23,8 @@ from connector.adapters.keycloak import KeycloakIdentityProvider
 from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.bootstrap import Connector
 from connector.domain.model import utcnow
-from connector.services.outbox import BackgroundWorker, OutboxWorker
+from connector.entrypoints.worker import BackgroundWorker
+from connector.services.outbox import OutboxWorker
 from connector.services.reconcile import compare
 from tests.conftest import (
     GROUP_SCHEMA,

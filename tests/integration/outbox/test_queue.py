@@ -15,7 +15,7 @@ import pytest
 from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.bootstrap import Connector, bootstrap
 from connector.domain.model import utcnow
-from connector.services.unit_of_work import OutboxEntry
+from connector.ports.store import OutboxEntry
 from tests.conftest import SellerHandle, make_settings
 
 LEASE = dt.timedelta(minutes=5)

@@ -17,12 +17,12 @@ import pytest
 from flask.testing import FlaskClient
 
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor, UserDraft
 from connector.domain.model import Email, Plan
+from connector.entrypoints.web import create_app
 from connector.entrypoints.webhook import PATH, SECRET_ENV, sign
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
-from connector.services.commands import Actor, UserDraft
-from scim.app import create_app
 from tests.conftest import make_settings
 
 SECRET = "webhook-test-secret"

@@ -24,11 +24,11 @@ from click.testing import CliRunner
 
 from connector.adapters.keycloak import KeycloakIdentityProvider
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.drafts import Actor, UserDraft
 from connector.domain.model import Email, Plan, SellerAccount, SellerUser
 from connector.entrypoints.cli import main
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
-from connector.services.commands import Actor, UserDraft
 from tests.conftest import make_settings
 from tests.support.keycloak import KeycloakServer, claims
 

@@ -8,7 +8,7 @@ import pytest
 
 from connector.adapters.keycloak.settings import KeycloakSettingsError
 from connector.adapters.keycloak.sso import OperatorCredentials, normalize_domains
-from connector.ports import IdentityProviderRejected
+from connector.ports.identity import IdentityProviderRejected
 
 
 def test_domains_are_checked_and_normalised() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 
-from connector.directory.model import KnownUser
 from connector.domain.errors import InvalidValue, NotFound, Uniqueness
 from connector.domain.model import Role, email_key
+from connector.ports.directory import KnownUser
 
 
 class Crash(RuntimeError):

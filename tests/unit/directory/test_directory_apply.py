@@ -9,9 +9,15 @@ from collections.abc import Iterable
 import pytest
 
 from connector.adapters.ldap.config import DirectoryConfig
-from connector.directory.apply import SyncState, run_sync
-from connector.directory.errors import DirectoryIncomplete, MarkerError, ThresholdExceeded
-from connector.directory.model import DirectoryScan, DirectoryUser, Problem
+from connector.ports.directory import (
+    DirectoryIncomplete,
+    DirectoryScan,
+    DirectoryUser,
+    MarkerError,
+    Problem,
+    ThresholdExceeded,
+)
+from connector.services.directory.sync import SyncState, run_sync
 from tests.unit.directory.memory_target import Crash, MemoryTarget
 
 CATALOG = frozenset({"Catalog editors"})

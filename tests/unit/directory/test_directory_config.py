@@ -21,9 +21,8 @@ from connector.adapters.ldap.reader import (
     stable_id_filter_value,
     stable_id_text,
 )
-from connector.directory.errors import MarkerError
-from connector.directory.model import DirectoryUser, Problem
 from connector.mappings import MappingError
+from connector.ports.directory import DirectoryUser, MarkerError, Problem
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "mappings" / "directory"
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from connector.directory.errors import ThresholdExceeded
-from connector.directory.model import DirectoryUser, KnownUser
-from connector.directory.plan import DeactivationReason, plan_sync
 from connector.domain.model import Role
+from connector.ports.directory import DirectoryUser, KnownUser, ThresholdExceeded
+from connector.services.directory.plan import DeactivationReason, plan_sync
 
 MANAGED = frozenset({"Catalog editors", "Order handlers"})
 

@@ -1,13 +1,10 @@
-"""The ports through which the use cases reach the outside world.
-
-Adapters implement them: the SQL store (``connector.adapters.sql``), Keycloak
-(``connector.adapters.keycloak``), LDAP (``connector.adapters.ldap``). The use
-cases never import an adapter.
-"""
+"""The identity provider's ports: converging it to the store, reading its console changes,
+comparing it with the store. ``connector.adapters.keycloak`` implements them."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -77,15 +74,60 @@ class ChangeFeed(Protocol):
         ...
 
 
-class Mailer(Protocol):
-    """Sends the connector's own emails (the primary-change verification)."""
+@dataclass
+class BulkSyncResult:
+    """What :meth:`KeycloakIdentityProvider.bulk_sync_users` did, per connector user id."""
 
-    def send(self, to: str, subject: str, body: str) -> None:
-        """Send a plain-text email.
+    provider_ids: dict[str, str] = field(default_factory=dict)
+    errors: dict[str, Exception] = field(default_factory=dict)
+    imported: int = 0
+    """How many users ``partialImport`` created in one call (0 when it was not used)."""
 
-        :raises MailUnavailable: when no mail server is configured or reachable.
-        """
+
+@dataclass(frozen=True)
+class Difference:
+    """One way in which the provider differs from the store."""
+
+    seller_id: str
+    kind: str
+    """``organization``, ``user``, ``permission_set``, ``group`` (a stray one) or
+    ``unknown-user`` / ``duplicate-user`` (reported only)."""
+    target: str
+    """The connector id of the object (or the provider's id for unknown users)."""
+    field: str
+    """What differs: ``missing``, ``enabled``, ``email``, ``roles``, ``groups`` ..."""
+    expected: Any = None
+    actual: Any = None
+    repair: tuple[str, str] | None = None
+    """(outbox topic, aggregate id) that repairs it; None when it is reported only."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """For ``--format json``."""
+        return {
+            "sellerId": self.seller_id,
+            "kind": self.kind,
+            "target": self.target,
+            "field": self.field,
+            "expected": _plain(self.expected),
+            "actual": _plain(self.actual),
+            "repair": self.repair[0] if self.repair else None,
+        }
 
 
-class MailUnavailable(Exception):
-    """No mail server is configured, or it refused the message."""
+def _plain(value: Any) -> Any:
+    if isinstance(value, set | frozenset | tuple):
+        return sorted(value)
+    return value
+
+
+class ProviderInspector(Protocol):
+    """Reads the provider and says how it differs from a seller's state in the store."""
+
+    def differences(
+        self,
+        seller: SellerAccount,
+        users: Sequence[tuple[SellerUser, list[PermissionSet]]],
+        permission_sets: Sequence[PermissionSet],
+    ) -> list[Difference]:
+        """Every difference for this seller (read-only)."""
+        ...

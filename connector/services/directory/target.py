@@ -24,18 +24,10 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from connector.directory.model import KnownUser
-from connector.directory.plan import (
-    Action,
-    CreateUser,
-    Deactivate,
-    Reactivate,
-    SetPermissionSets,
-    UpdateUser,
-)
 from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor, PermissionSetDraft, UserDraft
 from connector.domain.errors import DomainError, Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
     Email,
@@ -46,10 +38,18 @@ from connector.domain.model import (
     is_email,
     text_key,
 )
-from connector.services.commands import Actor, PermissionSetDraft, UserDraft
+from connector.ports.directory import DirectoryLinks, KnownUser
+from connector.ports.store import AuditEvent, UnitOfWork
+from connector.services.directory.plan import (
+    Action,
+    CreateUser,
+    Deactivate,
+    Reactivate,
+    SetPermissionSets,
+    UpdateUser,
+)
 from connector.services.permission_sets import replace_permission_set
 from connector.services.sellers import find_seller
-from connector.services.unit_of_work import AuditEvent, UnitOfWork
 from connector.services.users import (
     DEFAULT_INVITATION_LIFESPAN,
     get_user,
@@ -61,31 +61,6 @@ from connector.services.users import (
 MARKER_PREFIX = "directory:"
 """Markers of directory sources are stored as ``directory:<source id>`` (the marker
 table is shared with other incremental readers)."""
-
-
-class DirectoryLinks(Protocol):
-    """The link table: (source id, stable id) -> the user that entry was provisioned as."""
-
-    def for_source(self, source_id: str, seller_id: str) -> dict[str, str]:
-        """user id -> stable id, for the users of ``seller_id`` linked to ``source_id``."""
-        ...
-
-    def user_of(self, source_id: str, stable_id: str) -> str | None:
-        """The user linked to this entry, or None."""
-        ...
-
-    def stable_id_of(self, source_id: str, user_id: str) -> str | None:
-        """The entry this user is linked to in ``source_id``, or None."""
-        ...
-
-    def link(self, source_id: str, stable_id: str, user_id: str, seller_id: str) -> bool:
-        """Link the entry to the user (replacing any other link of either in this
-        source). Returns False when exactly this link already existed."""
-        ...
-
-    def add(self, source_id: str, stable_id: str, user_id: str, seller_id: str) -> None:
-        """Link a brand-new user to an entry that has no link yet (a plain insert)."""
-        ...
 
 
 UowFactory = Callable[[], AbstractContextManager[UnitOfWork]]

@@ -1,6 +1,6 @@
-"""The SQL side of a directory sync: the link table, and the wired store target.
+"""The directory link table in the SQL store.
 
-``SqlDirectoryLinks`` implements ``connector.services.directory_target.DirectoryLinks``
+``SqlDirectoryLinks`` implements ``connector.ports.directory.DirectoryLinks``
 on the ``directory_links`` table (migration 0002). It works on the session of the
 unit of work it is given, so links are written in the same transaction as the users
 they point at.
@@ -8,18 +8,11 @@ they point at.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from connector.adapters.sql.tables import DirectoryLinkRow
 from connector.domain.model import utcnow
-from connector.services.directory_target import StoreDirectoryTarget
-
-if TYPE_CHECKING:
-    from connector.bootstrap import Connector
-    from connector.directory.apply import SyncSettings
 
 
 class SqlDirectoryLinks:
@@ -85,20 +78,3 @@ class SqlDirectoryLinks:
             row.user_id, row.seller_id, row.linked_at = user_id, seller_id, utcnow()
         self.session.flush()
         return True
-
-
-def sql_links(uow: Any) -> SqlDirectoryLinks:
-    """The links of a ``SqlUnitOfWork`` (its session)."""
-    return SqlDirectoryLinks(uow.session)
-
-
-def store_target(connector: Connector, source: SyncSettings) -> StoreDirectoryTarget:
-    """The store-backed target for one directory source, on a wired connector."""
-    return StoreDirectoryTarget(
-        uow_factory=connector.uow,
-        catalogue=connector.catalogue,
-        source_id=source.id,
-        managed_permission_sets=source.managed_permission_sets,
-        links=sql_links,
-        invitation_lifespan=connector.settings.invitation_lifespan,
-    )

@@ -16,13 +16,22 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from connector.directory.errors import MarkerError, ThresholdExceeded
-from connector.directory.model import DirectoryScan, DirectoryUser, KnownUser, Problem
-from connector.directory.plan import (
+from connector.domain.errors import DomainError
+from connector.ports.directory import (
+    DirectoryScan,
+    DirectorySource,
+    DirectoryUser,
+    KnownUser,
+    MarkerError,
+    Problem,
+    SyncSettings,
+    ThresholdExceeded,
+)
+from connector.services.directory.plan import (
     Action,
     CreateUser,
     Deactivate,
@@ -32,33 +41,8 @@ from connector.directory.plan import (
     UpdateUser,
     plan_sync,
 )
-from connector.domain.errors import DomainError
 
 Progress = Callable[[str], None]
-
-
-class SyncSettings(Protocol):
-    """What a run needs from a source's configuration
-    (``connector.adapters.ldap.config.SyncSettings`` has it)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def seller_id(self) -> str | None: ...
-    @property
-    def seller_name(self) -> str | None: ...
-    @property
-    def deactivation_threshold(self) -> float: ...
-    @property
-    def deactivation_floor(self) -> int: ...
-    @property
-    def managed_permission_sets(self) -> frozenset[str]: ...
-    @property
-    def require_mapped_group(self) -> bool: ...
-    @property
-    def reconcile_runs(self) -> int | None: ...
-    @property
-    def reconcile_hours(self) -> float | None: ...
 
 
 class DirectoryTarget(Protocol):
@@ -155,22 +139,6 @@ class BatchDirectoryTarget(Protocol):
         The target may handle only the first ones (at least one), e.g. to keep its
         transaction short: it returns results for those, and is given the rest again.
         """
-        ...
-
-
-class DirectorySource(Protocol):
-    """What a sync reads from (``connector.adapters.ldap.reader.DirectoryReader``)."""
-
-    def read_all(self) -> DirectoryScan:
-        """Every user in scope, streamed, with the marker taken before reading."""
-        ...
-
-    def read_changes(self, since_marker: str) -> DirectoryScan:
-        """Users changed since the marker, and members of changed mapped groups."""
-        ...
-
-    def read_users_by_id(self, stable_ids: Iterable[str]) -> DirectoryScan:
-        """The users with these stable ids that are still in scope."""
         ...
 
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from sqlalchemy import and_, case, func, literal, select
 
+from connector.adapters.sql.filters import Column, Dialect, Elements, JsonScalar
 from connector.adapters.sql.tables import EmailRow, MembershipRow, PermissionSetRow, UserRow
 from connector.domain.model import email_key, text_key, utcnow
-from scim.filters import Column, Dialect, Elements, JsonScalar
 from scim.schemas import ENTERPRISE_SCHEMA, SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

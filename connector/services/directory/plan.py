@@ -22,9 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from connector.directory.errors import ThresholdExceeded
-from connector.directory.model import DirectoryUser, KnownUser, Problem
 from connector.domain.model import Role, email_key
+from connector.ports.directory import DirectoryUser, KnownUser, Problem, ThresholdExceeded
 
 
 class DeactivationReason(StrEnum):
