@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -57,32 +56,26 @@ class Connector:
 
     # -- The store -------------------------------------------------------------------
 
-    def uow(self, *, write: bool = True) -> SqlUnitOfWork:
-        """A new unit of work (use it as a context manager). ``write=False`` for reads only:
-        on SQLite they then never wait for writers."""
-        return SqlUnitOfWork(self.session_factory, write=write)
+    def uow(self, *, immediate: bool = False) -> SqlUnitOfWork:
+        """A new unit of work (use it as a context manager).
 
-    @cached_property
-    def session_factory(self) -> Any:
-        from sqlalchemy.orm import sessionmaker
-
-        return sessionmaker(self.engine, expire_on_commit=False)
+        Reads never wait for writers; writes are kept for one short write transaction at
+        ``commit``. ``immediate=True`` starts the write transaction at once instead, for
+        batch writers that read their own writes (directory batches, the console poll).
+        """
+        return SqlUnitOfWork(self.engine, immediate=immediate)
 
     def database_reachable(self) -> bool:
         """Whether the store answers a trivial query (the health check)."""
         return database_reachable(self.engine)
 
-    def read_uow(self) -> UnitOfWork:
-        """A unit of work for reads only."""
-        return self.uow(write=False)
-
     def outbox_queue(self) -> OutboxQueue:
         """The outbox as a work queue, on this store."""
-        return SqlOutboxQueue(self.session_factory)
+        return SqlOutboxQueue(self.engine)
 
     def directory_links(self, uow: UnitOfWork) -> DirectoryLinks:
         """The directory link table, inside ``uow``'s transaction."""
-        return SqlDirectoryLinks(uow.session)  # type: ignore[attr-defined]
+        return SqlDirectoryLinks(uow)  # type: ignore[arg-type]
 
     # -- Keycloak --------------------------------------------------------------------
 
@@ -148,7 +141,6 @@ class Connector:
             self.identity_provider(),
             policy=policy or OutboxPolicy.from_env(),
             console=self.console_poller() if console else None,
-            read_uow_factory=self.read_uow,
         )
 
     def sso(self) -> Any:

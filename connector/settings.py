@@ -34,6 +34,15 @@ class Settings:
     invitation_lifespan: dt.timedelta = dt.timedelta(days=7)
     max_body_bytes: int = 2 * 1024 * 1024
     auth_failures_per_minute: int = 20
+    """Failed authentications per (client address, token id) a minute before 429."""
+    auth_failures_per_address: int = 100
+    """Failed authentications per client address a minute, whatever the tokens, before 429."""
+    token_cache_seconds: float = 5.0
+    """How long a worker trusts a token it verified: a revoked token stops within this."""
+    trusted_proxies: int = 0
+    """Reverse proxies in front that append to X-Forwarded-For (0: use the peer address)."""
+    max_pending_invitations: int = 1000
+    """Pending (unaccepted, unexpired) invitations a seller may have through SCIM at once."""
     home: Path = Path("var")
     busy_timeout_ms: int = 5000
     """How long a write waits for a busy SQLite database before the request gets a 503."""
@@ -46,7 +55,7 @@ class Settings:
             "SELLER_CONNECTOR_DATABASE_URL", f"sqlite:///{home / 'seller-connector.sqlite3'}"
         )
         secret = _read_secret("SELLER_CONNECTOR_SECRET_KEY") or _local_secret(home)
-        days = int(os.environ.get("SELLER_CONNECTOR_INVITATION_DAYS", "7"))
+        days = _int("SELLER_CONNECTOR_INVITATION_DAYS", 7)
         return cls(
             database_url=database_url,
             public_url=os.environ.get(
@@ -54,12 +63,29 @@ class Settings:
             ).rstrip("/"),
             secret_key=secret,
             invitation_lifespan=dt.timedelta(days=days),
-            auth_failures_per_minute=int(
-                os.environ.get("SELLER_CONNECTOR_AUTH_FAILURES_PER_MINUTE", "20")
+            auth_failures_per_minute=_int("SELLER_CONNECTOR_AUTH_FAILURES_PER_MINUTE", 20),
+            auth_failures_per_address=_int("SELLER_CONNECTOR_AUTH_FAILURES_PER_ADDRESS", 100),
+            token_cache_seconds=float(
+                os.environ.get("SELLER_CONNECTOR_TOKEN_CACHE_SECONDS", "5") or "5"
             ),
+            trusted_proxies=_int("SELLER_CONNECTOR_TRUSTED_PROXIES", 0),
+            max_pending_invitations=_int("SELLER_CONNECTOR_MAX_PENDING_INVITATIONS", 1000),
             home=home,
-            busy_timeout_ms=int(os.environ.get("SELLER_CONNECTOR_DB_BUSY_TIMEOUT_MS", "5000")),
+            busy_timeout_ms=_int("SELLER_CONNECTOR_DB_BUSY_TIMEOUT_MS", 5000),
         )
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name}={raw!r} is not a whole number.") from None
+    if value < 0:
+        raise ConfigurationError(f"{name} may not be negative.")
+    return value
 
 
 def _local_secret(home: Path) -> str:
@@ -67,7 +93,7 @@ def _local_secret(home: Path) -> str:
 
     Deployments with several machines set SELLER_CONNECTOR_SECRET_KEY instead.
     """
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = home / "secret_key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -6,12 +6,12 @@ scim2-server's, the rules are connector's.
 
 from __future__ import annotations
 
-import json
 import logging
 from http import HTTPStatus
 from typing import Any
 
 from flask import Flask, Response, g, request
+from pydantic_core import to_json
 from scim2_models import Error, NotFoundException, SCIMException
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
@@ -21,11 +21,13 @@ from werkzeug.exceptions import HTTPException
 
 from connector.bootstrap import Connector
 from connector.domain.drafts import Actor
-from scim.auth import FailureBrake, TooManyFailures, authenticate_request
+from connector.services.authentication import BrakePolicy
+from scim.auth import Authenticator, TooManyFailures
 from scim.logs import log
+from scim.render import Renderer
 from scim.schemas import build_models
 from scim.service import SellerScimHandler, SellerScimService
-from scim.storage import SellerStorage, StorageContext, requested_role
+from scim.storage import RequestContext, SellerStorage, keep_list_response_model
 
 logger = logging.getLogger("seller_connector.http")
 
@@ -46,7 +48,7 @@ def _error(status: int, detail: str, scim_type: str | None = None) -> ScimRespon
 
 
 def _to_flask(response: ScimResponse) -> Response:
-    body = json.dumps(response.body) if response.body is not None else None
+    body = to_json(response.body) if response.body is not None else None
     return Response(body, status=int(response.status), headers=response.headers)
 
 
@@ -70,8 +72,18 @@ def register_scim(app: Flask, connector: Connector) -> None:
     settings = connector.settings
     models = build_models(connector.catalogue)
     service = SellerScimService(models.provider, secret=settings.secret_key)
-    brake = FailureBrake(settings.auth_failures_per_minute)
+    keep_list_response_model(models.provider)
     base_url = f"{settings.public_url}{SCIM_PREFIX}"
+    renderer = Renderer(base_url, connector.catalogue, models.user_extensions)
+    authenticator = Authenticator(
+        connector,
+        cache_seconds=settings.token_cache_seconds,
+        brake=BrakePolicy(
+            per_token=settings.auth_failures_per_minute,
+            per_address=settings.auth_failures_per_address,
+        ),
+    )
+    discovery = SellerScimHandler(service, _DISCOVERY_STORAGE, None)
 
     def serve(path: str) -> ScimResponse:
         scim_request = ScimRequest(
@@ -86,31 +98,15 @@ def register_scim(app: Flask, connector: Connector) -> None:
             operation = service.match(scim_request).operation
         except SCIMException:
             operation = None
-        with connector.uow(write=request.method != "GET") as uow:
-            storage: Any = None
-            if operation not in DISCOVERY:
-                client = request.remote_addr or "unknown"
-                auth = authenticate_request(
-                    uow, request.headers.get("Authorization"), client, brake
-                )
-                g.seller_id = auth.seller.id
-                storage = SellerStorage(
-                    StorageContext(
-                        uow=uow,
-                        seller=auth.seller,
-                        actor=Actor(auth.actor),
-                        catalogue=connector.catalogue,
-                        provider=models.provider,
-                        invitation_lifespan=settings.invitation_lifespan,
-                    )
-                )
-            else:
-                storage = _DISCOVERY_STORAGE
-            requested_role.set(None)
-            response = SellerScimHandler(service, storage).handle(scim_request)
-            if response.status < 400:
-                uow.commit()
-            return response
+        if operation in DISCOVERY:
+            return discovery.handle(scim_request)
+        auth = authenticator.authenticate(
+            request.headers.get("Authorization"), request.remote_addr or "unknown"
+        )
+        g.seller_id = auth.seller_id
+        context = RequestContext(seller_id=auth.seller_id, actor=Actor(auth.actor))
+        storage = SellerStorage(connector, context, renderer, models.provider)
+        return SellerScimHandler(service, storage, context).handle(scim_request)
 
     # No automatic OPTIONS answer: Flask's is an empty text/html 200; a 405 SCIM error
     # (with Allow) keeps every SCIM response application/scim+json.
@@ -154,7 +150,7 @@ class _DiscoveryStorage(SellerStorage):
     def get(self, *args: Any, **kwargs: Any) -> Any:
         raise NotFoundException
 
-    search = create = update = delete = get  # type: ignore[assignment]
+    search = create = update = delete = document = get  # type: ignore[assignment]
 
 
 _DISCOVERY_STORAGE = _DiscoveryStorage()

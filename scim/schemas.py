@@ -38,10 +38,7 @@ from scim2_models import (
 )
 
 from connector.domain.catalogue import Catalogue, Level
-
-SELLER_USER_SCHEMA = "urn:seller-connector:scim:schemas:extension:seller:2.0:User"
-SELLER_GROUP_SCHEMA = "urn:seller-connector:scim:schemas:extension:seller:2.0:Group"
-ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+from connector.ports.schemas import SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
 
 MAX_OPERATIONS = 1000
 MAX_PAYLOAD_SIZE = 1_048_576
@@ -58,6 +55,11 @@ class ScimModels:
     group: type[Group]
     user_extension: type[Extension]
     group_extension: type[Extension]
+
+    @property
+    def user_extensions(self) -> set[str]:
+        """The schema URNs of the User's extensions."""
+        return {str(ext.__schema__) for ext in self.user.get_extension_models().values()}
 
 
 def build_models(catalogue: Catalogue) -> ScimModels:

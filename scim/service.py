@@ -1,12 +1,19 @@
-"""Our adjustments to scim2-server's protocol steps: PATCH answers 200, the role is guarded,
-and Entra ID's plain-string manager is read as the complex attribute the schema defines."""
+"""Our steps of scim2-server's protocol: what Okta and Entra ID send and expect, the limits
+every request is held to, and one lean path per operation.
+
+scim2-server parses and validates every request, applies PATCH operations, reads filters
+and paging, and plans Bulk requests; the handler below then calls the storage once and
+answers with the resource as ``scim.render`` wrote it (no model rebuilt, validated and
+copied again just to be written out). A write that meets a concurrent change of the same
+resource is read again and retried, unless the client sent If-Match (then 412).
+"""
 
 from __future__ import annotations
 
 import json
-from contextvars import ContextVar
+from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from pydantic_core import from_json
@@ -14,37 +21,52 @@ from scim2_models import (
     BulkOperation,
     Context,
     Error,
-    ForbiddenException,
+    InvalidFilterException,
+    InvalidValueException,
     MutabilityException,
     PatchOp,
     Resource,
     ResourceType,
     ResponseParameters,
     SCIMException,
+    SearchRequest,
 )
+from scim2_models.path import LogicalExpr, Not, ValuePath
 from scim2_server.bulk import BulkPlan, BulkStep
 from scim2_server.conditions import Conditions
+from scim2_server.errors import UnsupportedMediaTypeException
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
-from scim2_server.routing import match
+from scim2_server.routing import Operation
 from scim2_server.service import ScimService
+from scim2_server.storage import search_page
 
 from connector.domain import errors
-from connector.domain.model import Role, check_role_change
-from scim.schemas import ENTERPRISE_SCHEMA, SELLER_USER_SCHEMA
-from scim.storage import requested_role, scim_error
+from connector.domain.model import Role, check_role_change, refuse_role_write
+from connector.ports.schemas import ENTERPRISE_SCHEMA, SELLER_USER_SCHEMA
+from scim.storage import ConcurrentChange, RequestContext, SellerStorage, scim_error
 
-PRIMARY_ROLE_DETAIL = (
-    "The primary user's role cannot change through SCIM: the primary changes only through "
-    "the marketplace operator flow (seller-connector sellers change-primary)."
-)
+LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+MAX_PATCH_OPERATIONS = 500
+"""Operations in one PATCH request; more are refused with 400 at once."""
+MAX_FILTER_LENGTH = 100_000
+"""Characters of one filter."""
+MAX_FILTER_TERMS = 1000
+"""Comparisons in one filter."""
+MAX_FILTER_DEPTH = 32
+"""Nesting of one filter (parentheses, not, value paths)."""
+MAX_INDEX = 2**31 - 1
+"""The largest startIndex or count a search may give."""
+WRITE_ATTEMPTS = 8
+"""Reads and writes of one resource before a write that keeps meeting concurrent changes
+gives up with 412 (each attempt reads the newest version)."""
 
 _ENTERPRISE = ENTERPRISE_SCHEMA.lower()
 _MANAGER_PATH = f"{_ENTERPRISE}:manager"
+_SELLER = SELLER_USER_SCHEMA.lower()
 
-_bulk_roles: ContextVar[dict[int, Role]] = ContextVar("bulk_roles", default={})  # noqa: B039
-"""The role each PUT of the current Bulk request carried, by operation index (never mutated)."""
+T = TypeVar("T")
 
 
 class SellerScimService(ScimService):
@@ -64,38 +86,87 @@ class SellerScimService(ScimService):
             status=HTTPStatus.OK,
         )
 
+    @staticmethod
+    def ensure_json(content_type: str | None) -> None:
+        """A body must say it is JSON (application/scim+json or application/json): 415
+        otherwise, a missing Content-Type included (the README's contract)."""
+        ScimService.ensure_json(content_type)
+        if not content_type or not content_type.strip():
+            raise UnsupportedMediaTypeException(
+                detail="Send the body with Content-Type: application/scim+json."
+            )
+
     def read_creation(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
     ) -> Resource[Any]:
-        """Validate a POST body, once Entra ID's plain-string manager is normalised."""
+        """Validate a POST body, once Entra ID's shapes are normalised."""
         return super().read_creation(resource_type, _normalised(body, _resource), content_type)
 
     def read_replacement(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
     ) -> Resource[Any]:
-        """Validate a PUT body, remembering the role it asks for.
-
-        The role is read-only, so validation drops it; a PUT that asks for another role
-        must still be refused, so it is read from the raw body first.
-        """
-        replacement = super().read_replacement(
-            resource_type, _normalised(body, _resource), content_type
-        )
-        requested_role.set(_role_in(body))
-        return replacement
+        """Validate a PUT body, once Entra ID's shapes are normalised."""
+        return super().read_replacement(resource_type, _normalised(body, _resource), content_type)
 
     def read_patch(
         self, resource_type: ResourceType, body: bytes, content_type: str | None
     ) -> PatchOp[Any]:
-        """Validate a PATCH body, once Entra ID's plain-string manager is normalised."""
-        return super().read_patch(resource_type, _normalised(body, _patch), content_type)
+        """Validate a PATCH body (Entra ID's shapes normalised), within the operation cap."""
+        patch_op = super().read_patch(resource_type, _normalised(body, _patch), content_type)
+        operations = patch_op.operations or []
+        if len(operations) > MAX_PATCH_OPERATIONS:
+            raise InvalidValueException(
+                detail=f"A PATCH request may hold at most {MAX_PATCH_OPERATIONS} operations; "
+                f"this one holds {len(operations)}. Send them in several requests."
+            )
+        return patch_op
 
     def read_bulk(self, body: bytes, content_type: str | None) -> BulkPlan:
-        """Validate a Bulk body, normalising each operation as a single request would be,
-        and remembering the role each PUT asks for (validation drops it)."""
-        plan = super().read_bulk(_normalised(body, _bulk), content_type)
-        _bulk_roles.set(_bulk_roles_in(body))
-        return plan
+        """Validate a Bulk body, normalising each operation as a single request would be."""
+        return super().read_bulk(_normalised(body, _bulk), content_type)
+
+    def read_search(
+        self, resource_types: list[ResourceType], payload: Any
+    ) -> tuple[SearchRequest[Any], Any]:
+        """Validate a search, within the limits of paging numbers and filter size."""
+        if isinstance(payload, dict):
+            text = next((v for k, v in payload.items() if k.lower() == "filter"), None)
+            if isinstance(text, str) and len(text) > MAX_FILTER_LENGTH:
+                raise InvalidFilterException(
+                    detail=f"The filter is {len(text)} characters long: at most "
+                    f"{MAX_FILTER_LENGTH} are accepted."
+                )
+        search_request, position = super().read_search(resource_types, payload)
+        for name, value in (
+            ("startIndex", search_request.start_index),
+            ("count", search_request.count),
+        ):
+            if value is not None and value > MAX_INDEX:
+                raise InvalidValueException(detail=f"{name} may be at most {MAX_INDEX}.")
+        if search_request.filter is not None:
+            check_filter_size(search_request.filter.ast)
+        return search_request, position
+
+    def bulk_success(
+        self,
+        base_url: str,
+        operation: BulkOperation[Resource[Any]],
+        outcome: dict[str, Any],
+        resource: Resource[Any] | None,
+    ) -> dict[str, Any]:
+        """The outcome of a bulk operation: its location and version, read off the stored
+        resource (no published copy of it is made just for two strings)."""
+        assert operation.method is not None
+        if resource is None or resource.meta is None:
+            return super().bulk_success(base_url, operation, outcome, resource)
+        outcome["status"] = {"POST": 201, "PUT": 200, "PATCH": 200, "DELETE": 204}[
+            str(operation.method.value).upper()
+        ]
+        outcome["location"] = resource.meta.location or self.resource_location(
+            base_url, self.get_resource_type_of(resource), str(resource.id)
+        )
+        outcome["version"] = resource.meta.version
+        return outcome
 
     @staticmethod
     def error_of(exception: Exception) -> Error:
@@ -111,21 +182,28 @@ class SellerScimService(ScimService):
             error = error.model_copy(update={"detail": readable_validation_error(cause)})
         return error
 
-    def apply_replacement(
-        self,
-        current: Resource[Any],
-        replacement: Resource[Any],
-        conditions: Conditions,
-    ) -> Resource[Any] | None:
-        """Refuse a PUT that changes the role, before a replacement that changes nothing
-        else is answered as a no-op (the read-only role is not in the validated body)."""
-        current_role = (current.model_dump().get(SELLER_USER_SCHEMA) or {}).get("role")
-        if current_role in (Role.primary.value, Role.secondary.value):
-            try:
-                check_role_change(Role(current_role), requested_role.get())
-            except errors.DomainError as error:
-                raise scim_error(error) from error
-        return super().apply_replacement(current, replacement, conditions)
+
+def check_filter_size(node: Any, depth: int = 0, terms: list[int] | None = None) -> None:
+    """Refuse a filter over the term or nesting limit (400 invalidFilter, at once)."""
+    counted = [0] if terms is None else terms
+    if depth > MAX_FILTER_DEPTH:
+        raise InvalidFilterException(
+            detail=f"The filter nests deeper than {MAX_FILTER_DEPTH} levels: simplify it."
+        )
+    if isinstance(node, LogicalExpr):
+        for term in node.terms:
+            check_filter_size(term, depth + 1, counted)
+    elif isinstance(node, Not):
+        check_filter_size(node.expr, depth + 1, counted)
+    elif isinstance(node, ValuePath):
+        check_filter_size(node.val_filter, depth + 1, counted)
+    else:
+        counted[0] += 1
+        if counted[0] > MAX_FILTER_TERMS:
+            raise InvalidFilterException(
+                detail=f"The filter has more than {MAX_FILTER_TERMS} comparisons: split the "
+                "search into several."
+            )
 
 
 def readable_validation_error(error: ValidationError) -> str:
@@ -137,16 +215,372 @@ def readable_validation_error(error: ValidationError) -> str:
     return "; ".join(parts) or "The request holds an invalid value."
 
 
-def _role_of(payload: Any) -> Role | None:
-    """The role a User body asks for, if it names one."""
+class SellerScimHandler(ScimHandler):
+    """scim2-server's handler with one lean path per operation (see the module docstring)."""
+
+    storage: SellerStorage
+
+    def __init__(
+        self, service: ScimService, storage: SellerStorage, context: RequestContext | None
+    ) -> None:
+        super().__init__(service, storage)
+        self.context = context
+        self._bulk_roles: dict[int, Role] = {}
+
+    # -- Answers ----------------------------------------------------------------------
+
+    def _answer(self, document: dict[str, Any], status: HTTPStatus = HTTPStatus.OK) -> ScimResponse:
+        meta = document["meta"]
+        headers = {"Content-Location": meta["location"], "ETag": meta["version"]}
+        if status == HTTPStatus.CREATED:
+            headers["Location"] = meta["location"]
+        return ScimResponse(status, document, headers)
+
+    def _projected(
+        self,
+        resource_type: ResourceType,
+        document: dict[str, Any],
+        parameters: ResponseParameters[Any],
+        context: Context,
+        status: HTTPStatus = HTTPStatus.OK,
+    ) -> ScimResponse:
+        """A response that projects attributes: scim2-models does it, from our resource."""
+        model = self.storage.model_of(resource_type, document)
+        return self.service.resource_response(model, context, parameters, status=status)
+
+    @staticmethod
+    def _projects(parameters: Any) -> bool:
+        return bool(parameters.attributes or parameters.excluded_attributes)
+
+    # -- Reads ------------------------------------------------------------------------
+
+    def query(self, request: ScimRequest) -> ScimResponse:
+        """GET one resource: one read, rendered once."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.query)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            parameters = self.service.read_response_parameters(resource_type, request.query)
+            with self.storage.operation():
+                document = self.storage.document(resource_type, cast(str, target.resource_id))
+            version = document["meta"]["version"]
+            if not self.service.read_conditions(request).check(version, "GET"):
+                return ScimResponse(HTTPStatus.NOT_MODIFIED, None, {"ETag": version})
+            if self._projects(parameters):
+                response = self._projected(
+                    resource_type, document, parameters, Context.RESOURCE_QUERY_RESPONSE
+                )
+            else:
+                response = self._answer(document)
+            return self.service.me_response(request, target, response)
+
+    def search(self, request: ScimRequest) -> ScimResponse:
+        """GET a list or a filter."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.search)
+            resource_types = self.service.searched_types(target.endpoint)
+            authorized = self.service.authorized_types(request, target, resource_types)
+            search_request, position = self.service.read_search_query(resource_types, request.query)
+            return self._search(request, resource_types, authorized, search_request, position)
+
+    def search_with_body(self, request: ScimRequest) -> ScimResponse:
+        """POST .search."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.search_with_body)
+            resource_types = self.service.searched_types(target.endpoint)
+            authorized = self.service.authorized_types(request, target, resource_types)
+            search_request, position = self.service.read_search_body(
+                resource_types, request.body, request.header("Content-Type")
+            )
+            return self._search(request, resource_types, authorized, search_request, position)
+
+    def _search(
+        self,
+        request: ScimRequest,
+        resource_types: list[ResourceType],
+        authorized: list[ResourceType],
+        search_request: SearchRequest[Any],
+        position: Any,
+    ) -> ScimResponse:
+        if self._projects(search_request):
+            with self.storage.operation():
+                page = search_page(self.storage, authorized, search_request, position=position)
+            return self.service.search_response(
+                request.base_url, resource_types, page, search_request
+            )
+        with self.storage.operation():
+            found = self.storage.search_documents(authorized, search_request, position)
+        body: dict[str, Any] = {"schemas": [LIST_RESPONSE], "totalResults": found.total}
+        by_cursor = search_request.cursor is not None
+        if not by_cursor:
+            body["startIndex"] = search_request.start_index
+        body["itemsPerPage"] = len(found.documents)
+        if by_cursor and search_request.count != 0:
+            seal = self.service._seal  # scim2-server's cursor sealing (signed, expiring)
+            for key, where in (("nextCursor", found.next), ("previousCursor", found.previous)):
+                sealed = seal(resource_types, search_request, where)
+                if sealed is not None:
+                    body[key] = sealed
+        body["Resources"] = found.documents
+        return ScimResponse(HTTPStatus.OK, body)
+
+    # -- Writes -----------------------------------------------------------------------
+
+    def create(self, request: ScimRequest) -> ScimResponse:
+        """POST a resource: validated once, written once, rendered once."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.create)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            resource = self.service.read_creation(
+                resource_type, request.body, request.header("Content-Type")
+            )
+            with self.storage.operation():
+                document = self.storage.create_document(resource_type, resource)
+            return self._answer(document, HTTPStatus.CREATED)
+
+    def replace(self, request: ScimRequest) -> ScimResponse:
+        """PUT a resource (the role it asks for checked by the seller rules)."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.replace)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            parameters = self.service.read_response_parameters(resource_type, request.query)
+            replacement = self.service.read_replacement(
+                resource_type, request.body, request.header("Content-Type")
+            )
+            if self.context is not None:
+                self.context.requested_role = _role_in(request.body)
+            conditions = self.service.read_conditions(request)
+            resource_id = cast(str, target.resource_id)
+            with self.storage.operation():
+                document = self._retrying(
+                    conditions,
+                    lambda: self._replace(resource_type, resource_id, replacement, conditions),
+                )
+            if self._projects(parameters):
+                response = self._projected(
+                    resource_type, document, parameters, Context.RESOURCE_REPLACEMENT_RESPONSE
+                )
+            else:
+                response = self._answer(document)
+            return self.service.me_response(request, target, response)
+
+    def patch(self, request: ScimRequest) -> ScimResponse:
+        """PATCH a resource: answered 200 with it (Okta and Entra read it back)."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.patch)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            parameters = self.service.read_response_parameters(resource_type, request.query)
+            resource_id = cast(str, target.resource_id)
+            try:
+                patch_op = self.service.read_patch(
+                    resource_type, request.body, request.header("Content-Type")
+                )
+            except MutabilityException as error:
+                raise self._role_refusal(error, resource_type, resource_id) from error
+            _refuse_removals(patch_op)
+            conditions = self.service.read_conditions(request)
+            with self.storage.operation():
+                document = self._retrying(
+                    conditions,
+                    lambda: self._patch(resource_type, resource_id, patch_op, conditions),
+                )
+            if self._projects(parameters):
+                response = self._projected(
+                    resource_type, document, parameters, Context.RESOURCE_REPLACEMENT_RESPONSE
+                )
+            else:
+                response = self._answer(document)
+            return self.service.me_response(request, target, response)
+
+    def delete(self, request: ScimRequest) -> ScimResponse:
+        """DELETE a resource (a user is deactivated and hidden, never destroyed)."""
+        with self.service.provider:
+            target = self.service.route(request, Operation.delete)
+            resource_type = self.service.resource_type_at(cast(str, target.endpoint))
+            self.service.authorize(request, target, resource_type)
+            conditions = self.service.read_conditions(request)
+            with self.storage.operation():
+                self.delete_resource(resource_type, cast(str, target.resource_id), conditions)
+            return self.service.me_response(request, target, self.service.deletion_response())
+
+    def _retrying(self, conditions: Conditions, write: Callable[[], T]) -> T:
+        """Run a read-then-write again when the resource changed in between, unless the
+        client made it conditional (If-Match): then the 412 is its answer."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return write()
+            except ConcurrentChange:
+                if conditions.if_match or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _patch(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        patch_op: PatchOp[Any],
+        conditions: Conditions,
+    ) -> dict[str, Any]:
+        document = self.storage.document(resource_type, resource_id)
+        current = self.storage.model_of(resource_type, document)
+        patched = self.service.apply_patch(current, patch_op, conditions)
+        if patched is None:
+            return document
+        return self.storage.update_document(
+            resource_type, patched, expected_version=document["meta"]["version"]
+        )
+
+    def _replace(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        replacement: Resource[Any],
+        conditions: Conditions,
+    ) -> dict[str, Any]:
+        document = self.storage.document(resource_type, resource_id)
+        self._check_role(document)
+        current = self.storage.model_of(resource_type, document)
+        replaced = self.service.apply_replacement(current, replacement, conditions)
+        if replaced is None:
+            return document
+        return self.storage.update_document(
+            resource_type, replaced, expected_version=document["meta"]["version"]
+        )
+
+    def _check_role(self, document: dict[str, Any]) -> None:
+        """The role is read-only: a PUT that asks for another one is refused by the rules."""
+        current = (document.get(SELLER_USER_SCHEMA) or {}).get("role")
+        if self.context is None or current not in (Role.primary.value, Role.secondary.value):
+            return
+        try:
+            check_role_change(Role(current), self.context.requested_role)
+        except errors.DomainError as error:
+            raise scim_error(error) from error
+
+    def _role_refusal(
+        self, error: MutabilityException, resource_type: ResourceType, resource_id: str
+    ) -> SCIMException:
+        """A PATCH naming the read-only role is refused before anything is read; whose role
+        it was decides how (the seller rules: 403 for the primary)."""
+        if not _about_role(error.detail) or resource_type.name != "User":
+            return error
+        role = self.storage.role_of(resource_id)
+        if role is None:
+            return error
+        return scim_error(refuse_role_write(role))
+
+    # Bulk operations use scim2-server's steps; these keep them on the same rules.
+
+    def patch_resource(
+        self,
+        resource_type: ResourceType,
+        resource_id: str,
+        patch_op: PatchOp[Any],
+        conditions: Conditions,
+    ) -> Resource[Any]:
+        _refuse_removals(patch_op)
+        document = self._retrying(
+            conditions, lambda: self._patch(resource_type, resource_id, patch_op, conditions)
+        )
+        return self.storage.model_of(resource_type, document)
+
+    def replace_resource(
+        self,
+        resource_type: ResourceType,
+        current: Resource[Any],
+        replacement: Resource[Any],
+        conditions: Conditions,
+    ) -> Resource[Any]:
+        resource_id = str(current.id)
+        document = self._retrying(
+            conditions,
+            lambda: self._replace(resource_type, resource_id, replacement, conditions),
+        )
+        return self.storage.model_of(resource_type, document)
+
+    def delete_resource(
+        self, resource_type: ResourceType, resource_id: str, conditions: Conditions
+    ) -> None:
+        def delete() -> None:
+            document = self.storage.document(resource_type, resource_id)
+            version = document["meta"]["version"]
+            if self.service.etag_supported:
+                conditions.check(version, "DELETE")
+            self.storage.delete(resource_type, resource_id, expected_version=version)
+
+        self._retrying(conditions, delete)
+
+    def bulk(self, request: ScimRequest) -> ScimResponse:
+        """Run a Bulk request; each PUT keeps the role its body asked for (validation drops it)."""
+        self._bulk_roles = _bulk_roles_in(request.body)
+        return super().bulk(request)
+
+    def run_bulk_step(
+        self, request: ScimRequest, plan: BulkPlan, step: BulkStep
+    ) -> tuple[dict[str, Any], Resource[Any] | None]:
+        """Run one Bulk operation as the single request would run: a PUT with the role its
+        body asked for, a PATCH of the read-only role refused by the seller rules."""
+        operation = plan.operation(step)
+        if self.context is not None:
+            self.context.requested_role = (
+                self._bulk_roles.get(step.index)
+                if operation.method == BulkOperation.Method.put
+                else None
+            )
+        result, resource = super().run_bulk_step(request, plan, step)
+        response = result.get("response")
+        if (
+            operation.method == BulkOperation.Method.patch
+            and isinstance(response, Error)
+            and response.scim_type == "mutability"
+            and _about_role(response.detail)
+        ):
+            resolved = plan.resolve(step)
+            role = self.storage.role_of(str(resolved.resource_id or ""))
+            if role is not None:
+                outcome = {k: v for k, v in result.items() if k not in ("status", "response")}
+                result = self.service.bulk_failure(outcome, scim_error(refuse_role_write(role)))
+        return result, resource
+
+
+def _refuse_removals(patch_op: PatchOp[Any]) -> None:
+    """``active`` and the seller extension cannot be removed: a user is active or not, and
+    always has a role. Refused with the reason, never a silent 200."""
+    for operation in patch_op.operations or []:
+        if str(getattr(operation.op, "value", operation.op)).lower() != "remove":
+            continue
+        path = str(operation.path or "").strip().lower()
+        if path in ("active", "urn:ietf:params:scim:schemas:core:2.0:user:active", _SELLER):
+            what = "active" if path.endswith("active") else "the seller extension"
+            raise MutabilityException(
+                detail=f"{what} cannot be removed: replace active with false to deactivate a "
+                "user; permissions and notifications are removed one by one."
+            )
+
+
+def _about_role(detail: str | None) -> bool:
+    """Whether a mutability error is about the seller extension's role."""
+    return f"{SELLER_USER_SCHEMA}:role".lower() in (detail or "").lower()
+
+
+# -- Reading the raw body: what validation drops ------------------------------------------
+
+
+def _get(payload: Any, name: str) -> Any:
+    """A member of a JSON object, whatever the case of its name (SCIM names are case-insensitive)."""
     if not isinstance(payload, dict):
         return None
-    for key, value in payload.items():
-        if key.lower() == SELLER_USER_SCHEMA.lower() and isinstance(value, dict):
-            role = value.get("role")
-            if role in (Role.primary.value, Role.secondary.value):
-                return Role(role)
-    return None
+    return next((v for k, v in payload.items() if k.lower() == name.lower()), None)
+
+
+def _role_of(payload: Any) -> Role | None:
+    """The role a User body asks for, if it names one."""
+    extension = _get(payload, SELLER_USER_SCHEMA)
+    role = _get(extension, "role")
+    return Role(role) if role in (Role.primary.value, Role.secondary.value) else None
 
 
 def _role_in(body: bytes) -> Role | None:
@@ -170,28 +604,32 @@ def _bulk_roles_in(body: bytes) -> dict[int, Role]:
     return roles
 
 
-# -- Entra ID's manager ------------------------------------------------------------------
-
-
-def _get(payload: Any, name: str) -> Any:
-    """A member of a JSON object, whatever the case of its name (SCIM names are case-insensitive)."""
-    if not isinstance(payload, dict):
-        return None
-    return next((v for k, v in payload.items() if k.lower() == name.lower()), None)
+# -- Entra ID's shapes --------------------------------------------------------------------
 
 
 def _manager(value: Any) -> Any:
-    """Entra ID sends the enterprise manager as its id alone; the schema wants ``{"value": id}``."""
-    return {"value": value} if isinstance(value, str) else value
+    """The enterprise manager as the schema defines it, from what Entra ID sends: its id
+    alone, or ``{"Value": id}`` without ``$ref`` (scim2-models requires ``$ref``)."""
+    if isinstance(value, str):
+        value = {"value": value}
+    if not isinstance(value, dict):
+        return value
+    names = {"value": "value", "$ref": "$ref", "displayname": "displayName"}
+    normalised = {names.get(k.lower(), k): v for k, v in value.items()}
+    if normalised.get("value") and not normalised.get("$ref"):
+        normalised["$ref"] = f"Users/{normalised['value']}"
+    return normalised
 
 
 def _enterprise(extension: Any) -> bool:
     changed = False
     if isinstance(extension, dict):
         for key, value in list(extension.items()):
-            if key.lower() == "manager" and isinstance(value, str):
-                extension[key] = _manager(value)
-                changed = True
+            if key.lower() == "manager":
+                fixed = _manager(value)
+                if fixed != value:
+                    extension[key] = fixed
+                    changed = True
     return changed
 
 
@@ -202,9 +640,11 @@ def _resource(payload: Any) -> bool:
         for key, value in list(payload.items()):
             if key.lower() == _ENTERPRISE:
                 changed = _enterprise(value) or changed
-            elif key.lower() == _MANAGER_PATH and isinstance(value, str):
-                payload[key] = _manager(value)
-                changed = True
+            elif key.lower() == _MANAGER_PATH:
+                fixed = _manager(value)
+                if fixed != value:
+                    payload[key] = fixed
+                    changed = True
     return changed
 
 
@@ -220,8 +660,9 @@ def _patch(payload: Any) -> bool:
             continue
         value = operation[value_key]
         if isinstance(path, str) and path.strip().lower() == _MANAGER_PATH:
-            if isinstance(value, str):
-                operation[value_key] = _manager(value)
+            fixed = _manager(value)
+            if fixed != value:
+                operation[value_key] = fixed
                 changed = True
         elif isinstance(path, str) and path.strip().lower() == _ENTERPRISE:
             changed = _enterprise(value) or changed
@@ -253,73 +694,3 @@ def _normalised(body: bytes, normalise: Any) -> bytes:
     if not normalise(payload):
         return body
     return json.dumps(payload).encode()
-
-
-class SellerScimHandler(ScimHandler):
-    """scim2-server's handler, with the primary user's role answered 403 rather than 400."""
-
-    def patch(self, request: ScimRequest) -> ScimResponse:
-        """A PATCH of the primary's role is a 403: the primary changes only by the operator flow.
-
-        The role is read-only, so validation refuses the PATCH with a mutability error
-        before any storage is read; whose role it was is looked up afterwards.
-        """
-        try:
-            return super().patch(request)
-        except MutabilityException as error:
-            if _about_role(error.detail) and self._targets_primary("PATCH", request.path):
-                raise ForbiddenException(detail=PRIMARY_ROLE_DETAIL) from error
-            raise
-
-    def run_bulk_step(
-        self, request: ScimRequest, plan: BulkPlan, step: BulkStep
-    ) -> tuple[dict[str, Any], Resource[Any] | None]:
-        """Run one Bulk operation as the single request would run: a PUT with the role its
-        body asked for, a PATCH of the primary's role answered 403."""
-        operation = plan.operation(step)
-        method = operation.method
-        role = _bulk_roles.get().get(step.index) if method == BulkOperation.Method.put else None
-        token = requested_role.set(role)
-        try:
-            result, resource = super().run_bulk_step(request, plan, step)
-        finally:
-            requested_role.reset(token)
-        response = result.get("response")
-        if (
-            method == BulkOperation.Method.patch
-            and isinstance(response, Error)
-            and response.scim_type == "mutability"
-            and _about_role(response.detail)
-            and self._targets_primary("PATCH", plan.resolve(step).path or "")
-        ):
-            outcome = {k: v for k, v in result.items() if k not in ("status", "response")}
-            result = self.service.bulk_failure(
-                outcome, ForbiddenException(detail=PRIMARY_ROLE_DETAIL)
-            )
-        return result, resource
-
-    def _targets_primary(self, method: str, path: str) -> bool:
-        """Whether a request path names this seller's primary user."""
-        try:
-            target = match(method, path)
-        except SCIMException:
-            return False
-        if target.resource_id is None or target.endpoint is None:
-            return False
-        resource_type = self.service.get_resource_type_by_endpoint(target.endpoint)
-        if resource_type is None or resource_type.name != "User":
-            return False
-        try:
-            resource = self.storage.get(resource_type, target.resource_id)
-        except SCIMException:
-            return False
-        extension = resource.model_dump().get(SELLER_USER_SCHEMA) or {}
-        return extension.get("role") == Role.primary.value
-
-
-def _about_role(detail: str | None) -> bool:
-    """Whether a mutability error is about the seller extension's role."""
-    return f"{SELLER_USER_SCHEMA}:role".lower() in (detail or "").lower()
-
-
-__all__ = ["PatchOp", "SellerScimHandler", "SellerScimService"]

@@ -95,6 +95,10 @@ def make_settings(database_url: str, home: Path, **overrides: Any) -> Settings:
         "secret_key": "test-secret-" + uuid.uuid4().hex,
         "home": home,
         "auth_failures_per_minute": 1000,
+        "auth_failures_per_address": 5000,
+        # Tests revoke tokens and expect the next request refused: no verification cache
+        # (tests/attack/test_auth.py measures the cache's bound on its own).
+        "token_cache_seconds": 0,
     }
     values.update(overrides)
     return Settings(**values)

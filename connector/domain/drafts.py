@@ -1,11 +1,14 @@
-"""What callers ask of the use cases: plain data, free of any protocol."""
+"""What callers ask of the aggregates and use cases: plain data, free of any protocol."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from connector.domain.model import Email, Role
+from connector.domain.values import Email, Role
+
+ENTERPRISE_EXTENSION = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+"""Where a user's profile keeps the enterprise attributes (its ``manager`` among them)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,14 @@ class UserDraft:
     requested_role: Role | None = None
     """The role the client sent, if any: it is read-only, so a different one is refused."""
 
+    @property
+    def manager_id(self) -> str | None:
+        """The id of the user named as this one's manager (enterprise extension), if any."""
+        extension = self.profile.get(ENTERPRISE_EXTENSION)
+        manager = extension.get("manager") if isinstance(extension, dict) else None
+        value = manager.get("value") if isinstance(manager, dict) else None
+        return str(value) if value else None
+
 
 @dataclass
 class PermissionSetDraft:
@@ -43,3 +54,5 @@ class PermissionSetDraft:
     permissions: dict[str, str] = field(default_factory=dict)
     member_ids: list[str] = field(default_factory=list)
     profile: dict[str, Any] = field(default_factory=dict)
+    member_types: list[str] = field(default_factory=list)
+    """The declared type of each member, when the client declared one (``User``, ``Group``)."""

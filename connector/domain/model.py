@@ -1,51 +1,43 @@
-"""Seller accounts, their users and permission sets, and the rules they live by."""
+"""Seller accounts, their users and permission sets, and the rules they live by.
+
+Every seller rule is a method of the aggregate it protects: whichever way a change
+arrives (SCIM, the command line, a directory sync, the Keycloak console), the use cases
+ask the aggregate, which checks, changes itself, or raises a
+:class:`~connector.domain.errors.DomainError` saying why not.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from connector.domain.catalogue import Catalogue, Level
+from connector.domain.drafts import PermissionSetDraft, UserDraft
 from connector.domain.errors import Forbidden, InvalidValue, Mutability
+from connector.domain.values import Email, InvitationState, Plan, Role, utcnow
 
-
-class Plan(StrEnum):
-    """The selling plan of a seller account. Only professional sellers have secondary users."""
-
-    professional = "professional"
-    individual = "individual"
-
-
-class Role(StrEnum):
-    """A seller account has exactly one primary user; everyone else is secondary."""
-
-    primary = "primary"
-    secondary = "secondary"
-
-
-class InvitationState(StrEnum):
-    """Where a secondary user's invitation stands."""
-
-    pending = "pending"
-    accepted = "accepted"
-    expired = "expired"
-
-
-def utcnow() -> dt.datetime:
-    """The current time, in UTC, to the microsecond."""
-    return dt.datetime.now(dt.UTC)
-
-
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+OPERATOR_FLOW = "the marketplace operator flow (seller-connector sellers change-primary)"
 
 MAX_TEXT_LENGTH = 300
 """The longest userName, externalId, name or displayName the store keeps."""
 MAX_EMAIL_LENGTH = 320
 """The longest email address the store reserves (RFC 5321 allows 64 + 1 + 255)."""
+MAX_PROFILE_TEXT = 2048
+"""The longest text of any other attribute (title, address lines, phone numbers...)."""
+MAX_PROFILE_BYTES = 64 * 1024
+"""The largest profile (every attribute the domain carries without reading), as JSON."""
+MAX_NOTIFICATIONS = 100
+"""More notification categories than any catalogue offers: a body beyond it is malformed."""
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Control, format (zero-width, bidi), separators other than space, private-use,
+# surrogates and unassigned code points: nobody types them on purpose, and they make
+# look-alikes of identifiers.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Co", "Cs", "Cn"})
 
 
 def check_length(attribute: str, value: str | None, limit: int = MAX_TEXT_LENGTH) -> None:
@@ -59,34 +51,74 @@ def check_length(attribute: str, value: str | None, limit: int = MAX_TEXT_LENGTH
         )
 
 
+def check_visible(attribute: str, value: str | None) -> None:
+    """Refuse control, format (zero-width) and other invisible characters in an identifier.
+
+    :raises InvalidValue: naming the attribute and the character's code point.
+    """
+    if not value:
+        return
+    for character in value:
+        if unicodedata.category(character) in _INVISIBLE:
+            raise InvalidValue(
+                f"{attribute} contains the invisible or control character "
+                f"U+{ord(character):04X}: remove it (identifiers may hold visible "
+                "characters and spaces only)."
+            )
+
+
 def is_email(value: str) -> bool:
     """Tell whether a string reads as an email address."""
     return bool(_EMAIL.match(value))
 
 
 def text_key(value: str) -> str:
-    """How case-insensitive strings are compared and indexed; the form scim2-models uses."""
+    """How case-insensitive strings are compared in filters; the form scim2-models uses."""
     return unicodedata.normalize("NFC", unicodedata.normalize("NFC", value).lower())
 
 
+def identity_key(value: str) -> str:
+    """The one canonical form of an identifier (userName, a permission set's name), for
+    uniqueness: trimmed, compatibility-normalised (NFKC) and case-folded, so that
+    look-alikes (full-width letters, ligatures, case) are one and the same."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", value.strip()).casefold())
+
+
 def email_key(value: str) -> str:
-    """The form in which email addresses are compared and reserved: case-insensitive."""
-    return text_key(value.strip())
+    """The canonical form in which email addresses are compared and reserved: the identity
+    key, with the domain's trailing dots (the DNS root) dropped."""
+    key = identity_key(value)
+    local, at, domain = key.rpartition("@")
+    return f"{local}@{domain.rstrip('.')}" if at else key
 
 
 def email_domain(value: str) -> str:
-    """The domain of an email address, lower-cased."""
-    return text_key(value.rpartition("@")[2].strip())
+    """The domain of an email address, in its canonical form."""
+    return email_key(value).rpartition("@")[2]
 
 
-@dataclass
-class Email:
-    """One email address of a user."""
+def check_profile(profile: dict[str, Any]) -> None:
+    """Bound the attributes the domain carries without reading: each text, and the whole.
 
-    value: str
-    type: str | None = None
-    primary: bool = False
-    display: str | None = None
+    :raises InvalidValue: naming the first attribute that is too long.
+    """
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, str):
+            check_length(path, value, MAX_PROFILE_TEXT)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{path}.{key}" if path else str(key))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, path)
+
+    walk(profile, "")
+    size = len(json.dumps(profile, default=str))
+    if size > MAX_PROFILE_BYTES:
+        raise InvalidValue(
+            f"The user's other attributes take {size} bytes: at most {MAX_PROFILE_BYTES} are kept."
+        )
 
 
 @dataclass
@@ -131,87 +163,26 @@ class SellerAccount:
                 "plan first."
             )
 
+    def partner_of(self, address: str) -> str | None:
+        """The authorized partner domain an address belongs to (the domain or a subdomain)."""
+        domain = email_domain(address)
+        for partner in self.partner_domains:
+            partner_key = email_domain(f"x@{partner}")
+            if domain == partner_key or domain.endswith("." + partner_key):
+                return partner_key
+        return None
+
     def check_not_partner(self, emails: list[str]) -> None:
         """Third-party service providers are authorized partners, not users."""
-        partners = {d.casefold() for d in self.partner_domains}
         for address in emails:
-            if email_domain(address) in partners:
+            partner = self.partner_of(address)
+            if partner is not None:
                 raise InvalidValue(
-                    f"{address} belongs to {email_domain(address)}, an authorized "
-                    "partner of this seller. Service providers act through partner "
-                    "(application) authorization, not as users: authorize the partner "
-                    "application instead of provisioning a user."
+                    f"{address} belongs to {partner}, an authorized partner of this seller. "
+                    "Service providers act through partner (application) authorization, "
+                    "not as users: authorize the partner application instead of "
+                    "provisioning a user."
                 )
-
-
-@dataclass
-class SellerUser:
-    """A person who works in a seller account: its primary user or a secondary user."""
-
-    id: str
-    seller_id: str
-    user_name: str
-    role: Role
-    emails: list[Email] = field(default_factory=list)
-    given_name: str | None = None
-    family_name: str | None = None
-    display_name: str | None = None
-    external_id: str | None = None
-    active: bool = True
-    deleted: bool = False
-    permissions: Permissions = field(default_factory=dict)
-    notifications: list[str] = field(default_factory=list)
-    profile: dict[str, Any] = field(default_factory=dict)
-    """SCIM attributes the domain carries without reading them (titles, phones, addresses...)."""
-    invitation: Invitation | None = None
-    idp_id: str | None = None
-    created_at: dt.datetime = field(default_factory=utcnow)
-    updated_at: dt.datetime = field(default_factory=utcnow)
-    last_login_at: dt.datetime | None = None
-    version: int = 1
-
-    @property
-    def is_primary(self) -> bool:
-        return self.role is Role.primary
-
-    @property
-    def email_keys(self) -> set[str]:
-        """Every address this user reserves: its emails, and its userName when it is an email."""
-        keys = {email_key(e.value) for e in self.emails if e.value}
-        if is_email(self.user_name):
-            keys.add(email_key(self.user_name))
-        return keys
-
-    @property
-    def primary_email(self) -> str | None:
-        """The address notifications and invitations go to."""
-        for email in self.emails:
-            if email.primary:
-                return email.value
-        if self.emails:
-            return self.emails[0].value
-        return self.user_name if is_email(self.user_name) else None
-
-    @property
-    def is_administrator(self) -> bool:
-        """Admin on user permissions makes a user another administrator of the account."""
-        return self.is_primary or self.permissions.get("user-permissions") is Level.admin
-
-
-@dataclass
-class PermissionSet:
-    """A named bundle of permissions (a SCIM Group), whose members inherit them."""
-
-    id: str
-    seller_id: str
-    display_name: str
-    external_id: str | None = None
-    permissions: Permissions = field(default_factory=dict)
-    member_ids: list[str] = field(default_factory=list)
-    profile: dict[str, Any] = field(default_factory=dict)
-    created_at: dt.datetime = field(default_factory=utcnow)
-    updated_at: dt.datetime = field(default_factory=utcnow)
-    version: int = 1
 
 
 def validate_permissions(
@@ -250,6 +221,8 @@ def validate_notifications(catalogue: Catalogue, categories: list[str]) -> list[
 
     :raises InvalidValue: naming the first unknown category.
     """
+    if len(categories) > MAX_NOTIFICATIONS:
+        raise InvalidValue(f"At most {MAX_NOTIFICATIONS} notification categories are accepted.")
     for category_id in categories:
         if catalogue.notification(category_id) is None:
             raise InvalidValue(
@@ -257,6 +230,336 @@ def validate_notifications(catalogue: Catalogue, categories: list[str]) -> list[
                 + ", ".join(catalogue.notification_ids)
             )
     return list(dict.fromkeys(categories))
+
+
+def check_role_change(current: Role, requested: Role | None) -> None:
+    """The role is read-only: it changes only through the operator's change-primary flow.
+
+    :raises Forbidden: when the primary would be demoted.
+    :raises Mutability: when a secondary user would be promoted.
+    """
+    if requested is None or requested is current:
+        return
+    if current is Role.primary:
+        raise Forbidden(
+            f"The primary user cannot be demoted through SCIM: the primary changes only "
+            f"through {OPERATOR_FLOW}."
+        )
+    raise Mutability(
+        "role is read-only: a secondary user becomes primary only through the operator "
+        "flow (seller-connector sellers change-primary), after being deactivated."
+    )
+
+
+def refuse_role_write(current: Role) -> Forbidden | Mutability:
+    """Why a request that writes the read-only role (a PATCH naming it) is refused: the
+    primary's role is the account's ownership (403); a secondary's is read-only (400)."""
+    try:
+        check_role_change(current, Role.secondary if current is Role.primary else Role.primary)
+    except (Forbidden, Mutability) as error:
+        return error
+    raise AssertionError("a change of role is always refused")
+
+
+def draft_email_keys(draft: UserDraft) -> set[str]:
+    """Every address a draft would reserve: its emails, and its userName when an email."""
+    keys = {email_key(e.value) for e in draft.emails if e.value}
+    if is_email(draft.user_name.strip()):
+        keys.add(email_key(draft.user_name))
+    return keys
+
+
+def check_user_draft(catalogue: Catalogue, draft: UserDraft) -> tuple[Permissions, list[str]]:
+    """The checks of a user's desired state that need nothing but the catalogue.
+
+    :returns: the permissions, typed, and the notification categories, deduplicated.
+    :raises InvalidValue: naming the first attribute or value refused.
+    """
+    if not draft.user_name or not draft.user_name.strip():
+        raise InvalidValue("userName is required and may not be blank.")
+    for attribute, value in (
+        ("userName", draft.user_name),
+        ("externalId", draft.external_id),
+        ("displayName", draft.display_name),
+        ("name.givenName", draft.given_name),
+        ("name.familyName", draft.family_name),
+    ):
+        check_length(attribute, value)
+    check_visible("userName", draft.user_name)
+    for email in draft.emails:
+        check_length("emails.value", email.value, MAX_EMAIL_LENGTH)
+        check_visible("emails.value", email.value)
+    check_profile(draft.profile)
+    return (
+        validate_permissions(catalogue, draft.permissions),
+        validate_notifications(catalogue, draft.notifications),
+    )
+
+
+@dataclass
+class SellerUser:
+    """A person who works in a seller account: its primary user or a secondary user."""
+
+    id: str
+    seller_id: str
+    user_name: str
+    role: Role
+    emails: list[Email] = field(default_factory=list)
+    given_name: str | None = None
+    family_name: str | None = None
+    display_name: str | None = None
+    external_id: str | None = None
+    active: bool = True
+    deleted: bool = False
+    permissions: Permissions = field(default_factory=dict)
+    notifications: list[str] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    """SCIM attributes the domain carries without reading (titles, phones, addresses...)."""
+    invitation: Invitation | None = None
+    idp_id: str | None = None
+    created_at: dt.datetime = field(default_factory=utcnow)
+    updated_at: dt.datetime = field(default_factory=utcnow)
+    last_login_at: dt.datetime | None = None
+    version: int = 1
+
+    @property
+    def is_primary(self) -> bool:
+        return self.role is Role.primary
+
+    @property
+    def email_keys(self) -> set[str]:
+        """Every address this user reserves: its emails, and its userName when it is an email."""
+        keys = {email_key(e.value) for e in self.emails if e.value}
+        if is_email(self.user_name.strip()):
+            keys.add(email_key(self.user_name))
+        return keys
+
+    @property
+    def primary_email(self) -> str | None:
+        """The address notifications and invitations go to."""
+        for email in self.emails:
+            if email.primary:
+                return email.value
+        if self.emails:
+            return self.emails[0].value
+        return self.user_name if is_email(self.user_name) else None
+
+    @property
+    def never_signed_in(self) -> bool:
+        """Whether the user never accepted its invitation nor logged in: its addresses are
+        not yet its own, and are released when it goes (see the README's rules)."""
+        accepted = self.invitation is not None and self.invitation.state is InvitationState.accepted
+        return not self.is_primary and not accepted and self.last_login_at is None
+
+    # -- Seller rules ----------------------------------------------------------------
+
+    def apply(self, draft: UserDraft, catalogue: Catalogue) -> dict[str, Any]:
+        """Take a whole desired state (a SCIM PUT or PATCH, a directory entry).
+
+        The role is read-only; the primary user stays active, and its userName and emails
+        change only through the operator's change-primary flow.
+
+        :returns: what changed, for the audit trail (empty when nothing did).
+        :raises DomainError: naming the rule or the value refused; nothing is changed.
+        """
+        check_role_change(self.role, draft.requested_role)
+        active = self.active if draft.active is None else bool(draft.active)
+        if self.is_primary:
+            self._check_primary_keeps(draft, active)
+        permissions, notifications = check_user_draft(catalogue, draft)
+        before = self._snapshot()
+        self.user_name = draft.user_name
+        self.emails = list(draft.emails)
+        self.given_name = draft.given_name
+        self.family_name = draft.family_name
+        self.display_name = draft.display_name
+        self.external_id = draft.external_id
+        # The primary holds every permission at admin: direct grants would mean nothing.
+        self.permissions = {} if self.is_primary else permissions
+        self.notifications = notifications
+        self.profile = dict(draft.profile)
+        self.active = active
+        after = self._snapshot()
+        return {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+
+    def _check_primary_keeps(self, draft: UserDraft, active: bool) -> None:
+        if not active:
+            raise Forbidden(
+                "The primary user cannot be deactivated or deleted through SCIM: it owns the "
+                f"seller account and changes only through {OPERATOR_FLOW}."
+            )
+        same_name = identity_key(draft.user_name) == identity_key(self.user_name)
+        drafted = {email_key(e.value) for e in draft.emails if e.value}
+        if not same_name or drafted != {email_key(e.value) for e in self.emails if e.value}:
+            raise Forbidden(
+                "The primary user's userName and emails identify the owner of the seller "
+                "account: they change only through the operator's verified flow "
+                "(seller-connector sellers change-primary), never through SCIM or a "
+                "directory sync."
+            )
+
+    def deactivate(self) -> bool:
+        """Deactivate (never delete) the user. :returns: whether it was active.
+
+        :raises Forbidden: for the primary user, which owns the account.
+        """
+        if self.is_primary:
+            raise Forbidden(
+                "The primary user cannot be deactivated or deleted through SCIM: it owns the "
+                f"seller account and changes only through {OPERATOR_FLOW}."
+            )
+        was_active, self.active = self.active, False
+        return was_active
+
+    def reactivate(self) -> bool:
+        """Reactivate the user. :returns: whether it was inactive."""
+        was_active, self.active = self.active, True
+        return not was_active
+
+    def delete(self) -> None:
+        """SCIM DELETE: deactivated and hidden, never destroyed (history stays).
+
+        :raises Forbidden: for the primary user.
+        """
+        if self.is_primary:
+            raise Forbidden(
+                "The primary user cannot be deleted through SCIM: it owns the seller account "
+                f"and changes only through {OPERATOR_FLOW}."
+            )
+        self.active = False
+        self.deleted = True
+
+    def check_may_become_primary(self) -> None:
+        """A secondary user becomes primary only after being deactivated as a secondary.
+
+        :raises Forbidden: while it is an active secondary user.
+        """
+        if not self.is_primary and self.active and not self.deleted:
+            raise Forbidden(
+                f"{self.primary_email or self.user_name} belongs to an active secondary user. "
+                "Deactivate it first: a secondary user becomes primary only after being "
+                "deactivated as a secondary."
+            )
+
+    def become_primary(self) -> None:
+        """The operator's verified flow made this user the account's primary user."""
+        self.check_may_become_primary()
+        self.role = Role.primary
+        self.active = True
+        self.deleted = False
+        # The primary holds every permission at admin: direct grants would mean nothing.
+        self.permissions = {}
+
+    def step_down(self) -> None:
+        """The former primary stays, as a deactivated secondary user with its history."""
+        self.role = Role.secondary
+        self.active = False
+
+    def start_invitation(self, lifespan: dt.timedelta, now: dt.datetime) -> None:
+        """A new pending invitation, valid for ``lifespan`` (sent while the user is active)."""
+        self.invitation = Invitation(
+            InvitationState.pending, sent_at=now, expires_at=now + lifespan
+        )
+
+    def resend_invitation(self, lifespan: dt.timedelta, now: dt.datetime) -> None:
+        """A new invitation after the last one expired.
+
+        :raises Forbidden: for the primary, a deactivated user, or an accepted invitation.
+        """
+        if self.is_primary:
+            raise Forbidden("The primary user is not invited: it registered the seller account.")
+        if not self.active:
+            raise Forbidden("The user is deactivated: reactivate it before sending an invitation.")
+        if self.invitation is not None and self.invitation.state is InvitationState.accepted:
+            raise Forbidden("The user already accepted its invitation.")
+        self.start_invitation(lifespan, now)
+
+    def accept_invitation(self) -> bool:
+        """The user set its password and verified its address. :returns: whether it was pending."""
+        if self.invitation is None or self.invitation.state is InvitationState.accepted:
+            return False
+        self.invitation.state = InvitationState.accepted
+        return True
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "userName": self.user_name,
+            "emails": sorted(e.value for e in self.emails),
+            "name": [self.given_name, self.family_name],
+            "displayName": self.display_name,
+            "externalId": self.external_id,
+            "active": self.active,
+            "permissions": {k: v.value for k, v in sorted(self.permissions.items())},
+            "notifications": sorted(self.notifications),
+            "profile": self.profile,
+        }
+
+
+@dataclass
+class PermissionSet:
+    """A named bundle of permissions (a SCIM Group), whose members inherit them."""
+
+    id: str
+    seller_id: str
+    display_name: str
+    external_id: str | None = None
+    permissions: Permissions = field(default_factory=dict)
+    member_ids: list[str] = field(default_factory=list)
+    profile: dict[str, Any] = field(default_factory=dict)
+    created_at: dt.datetime = field(default_factory=utcnow)
+    updated_at: dt.datetime = field(default_factory=utcnow)
+    version: int = 1
+
+    def apply(
+        self, draft: PermissionSetDraft, catalogue: Catalogue, members: list[str]
+    ) -> dict[str, Any]:
+        """Take a whole desired state: name, permissions, members (already checked to be
+        users of this seller).
+
+        :returns: what changed, for the audit trail.
+        """
+        check_permission_set_draft(draft)
+        permissions = validate_permissions(catalogue, draft.permissions)
+        changes: dict[str, Any] = {}
+        if self.display_name != draft.display_name:
+            changes["displayName"] = {"from": self.display_name, "to": draft.display_name}
+        if self.permissions != permissions:
+            changes["permissions"] = {
+                "from": {k: v.value for k, v in self.permissions.items()},
+                "to": {k: v.value for k, v in permissions.items()},
+            }
+        added = set(members) - set(self.member_ids)
+        removed = set(self.member_ids) - set(members)
+        if added:
+            changes["membersAdded"] = sorted(added)
+        if removed:
+            changes["membersRemoved"] = sorted(removed)
+        if self.external_id != draft.external_id or self.profile != draft.profile:
+            changes["profile"] = True
+        if members != self.member_ids and not added and not removed:
+            changes["membersReordered"] = True
+        self.display_name = draft.display_name
+        self.external_id = draft.external_id
+        self.permissions = permissions
+        self.member_ids = members
+        self.profile = dict(draft.profile)
+        return changes
+
+
+def check_permission_set_draft(draft: PermissionSetDraft) -> None:
+    """A permission set needs a visible name, and holds users only.
+
+    :raises InvalidValue: naming what is refused.
+    """
+    if not draft.display_name or not draft.display_name.strip():
+        raise InvalidValue("displayName is required and may not be blank.")
+    check_length("displayName", draft.display_name)
+    check_visible("displayName", draft.display_name)
+    check_length("externalId", draft.external_id)
+    if any(kind.lower() == "group" for kind in draft.member_types):
+        raise InvalidValue(
+            "A permission set (Group) can only contain users: nested groups are not supported."
+        )
 
 
 @dataclass(frozen=True)
@@ -297,35 +600,10 @@ def effective_permissions(
     return grants
 
 
-def check_role_unchanged(user: SellerUser, requested: Role | None) -> None:
-    """The role is read-only: it changes only through the operator's change-primary flow."""
-    check_role_change(user.role, requested)
-
-
-def check_role_change(current: Role, requested: Role | None) -> None:
-    """Refuse a change of role: 403 for the primary, a mutability error for a secondary.
-
-    :raises Forbidden: when the primary would be demoted.
-    :raises Mutability: when a secondary user would be promoted.
-    """
-    if requested is None or requested is current:
-        return
-    if current is Role.primary:
-        raise Forbidden(
-            "The primary user cannot be demoted through SCIM: the primary changes only "
-            "through the marketplace operator flow (seller-connector sellers change-primary)."
-        )
-    raise Mutability(
-        "role is read-only: a secondary user becomes primary only through the operator "
-        "flow (seller-connector sellers change-primary), after being deactivated."
+def is_administrator(catalogue: Catalogue, user: SellerUser, grants: list[Grant]) -> bool:
+    """Whether a user can manage other users: the primary, or admin on the catalogue's
+    administrator category (``user-permissions``), directly or through a permission set.
+    The one place this is decided: SCIM, the access review and the audit all ask it."""
+    return user.is_primary or any(
+        g.category == catalogue.administrator_category and g.level is Level.admin for g in grants
     )
-
-
-def check_primary_stays_active(user: SellerUser, active: bool) -> None:
-    """The primary user owns the account: it cannot be deactivated through SCIM."""
-    if user.is_primary and not active:
-        raise Forbidden(
-            "The primary user cannot be deactivated or deleted through SCIM: it owns the "
-            "seller account and changes only through the marketplace operator flow "
-            "(seller-connector sellers change-primary)."
-        )

@@ -13,6 +13,7 @@ import uuid
 
 from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.bootstrap import Connector, bootstrap
 from connector.entrypoints.webhook import webhook
@@ -29,6 +30,12 @@ def create_app(connector: Connector | None = None) -> Flask:
     settings = connector.settings
 
     app = Flask("seller_connector")
+    if settings.trusted_proxies:
+        # Only the proxies we run append to X-Forwarded-For: the client address is the one
+        # they saw, never what a client wrote in the header itself.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["seller_connector"] = connector
     register_scim(app, connector)

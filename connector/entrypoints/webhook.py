@@ -47,10 +47,10 @@ from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Response, current_app, request
-from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from connector.domain.errors import Uniqueness
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports.identity import ProviderChange
 from connector.ports.store import AuditEvent
@@ -198,7 +198,8 @@ def create_blueprint(
         body = request.get_data(cache=False)
         raw_ts = request.headers.get(TIMESTAMP_HEADER, "")
         signature = request.headers.get(SIGNATURE_HEADER, "")
-        if not raw_ts.isdigit() or len(raw_ts) > 12 or not signature:
+        # ASCII digits only: str.isdigit() also takes other scripts' digits (and superscripts).
+        if not (raw_ts.isascii() and raw_ts.isdigit()) or len(raw_ts) > 12 or not signature:
             return None, _error(401, "Missing or malformed signature headers.")
         expected = sign(key, int(raw_ts), body)
         if not hmac.compare_digest(expected.encode(), signature.encode()):
@@ -220,17 +221,10 @@ def create_blueprint(
 
     def prune(uow: Any) -> None:
         """Forget applied event ids older than KEEP_SEEN, at most every ten minutes."""
-        if clock() - last_prune[0] < 600 or not hasattr(uow, "session"):
+        if clock() - last_prune[0] < 600:
             return
         last_prune[0] = clock()
-        from connector.adapters.sql.tables import MarkerRow
-
-        cutoff = dt.datetime.now(dt.UTC) - KEEP_SEEN
-        uow.session.execute(
-            delete(MarkerRow).where(
-                MarkerRow.source.startswith(SEEN_PREFIX), MarkerRow.updated_at < cutoff
-            )
-        )
+        uow.markers.delete_before(SEEN_PREFIX, dt.datetime.now(dt.UTC) - KEEP_SEEN)
 
     def handle(event: dict[str, Any]) -> Response:
         # Imported here so that the SCIM app starts even before the console module is there.
@@ -247,7 +241,7 @@ def create_blueprint(
             return _error(400, f"Bad event: {error}.")
         if event_id in recent:
             return _error(409, f"Event {event_id} was already received.")
-        with connector.uow() as uow:
+        with connector.uow(immediate=True) as uow:
             if kind in STATEFUL_KINDS:
                 if seen_by_webhook(uow, event_id):
                     return _error(409, f"Event {event_id} was already applied.")
@@ -256,7 +250,7 @@ def create_blueprint(
             prune(uow)
             try:
                 uow.commit()
-            except IntegrityError:
+            except Uniqueness:
                 # The same event applied concurrently by another worker.
                 return _error(409, f"Event {event_id} was already applied.")
         recent.add(event_id)

@@ -1,9 +1,11 @@
-"""The unit of work and repository ports the use cases run against."""
+"""The store's ports: the unit of work the use cases run in, its repositories, and the
+records they keep besides the aggregates (audit events, outbox entries, tokens)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,6 +52,48 @@ class OutboxEntry:
 
 
 @dataclass
+class PrimaryChange:
+    """An operator's request to make another address a seller's primary user."""
+
+    id: str
+    seller_id: str
+    new_email: str
+    token_hash: str
+    requested_at: dt.datetime
+    expires_at: dt.datetime
+    completed_at: dt.datetime | None = None
+
+
+@dataclass
+class SearchPage:
+    """One page of a search: the total, the (kind, id) of each match in order, and the
+    positions of the next and previous pages when paging by cursor."""
+
+    total: int
+    found: list[tuple[str, str]]
+    next: Any = None
+    previous: Any = None
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A search of one seller's resources, in SCIM terms (the filter and sort are
+    scim2-models expressions bound to each kind's model)."""
+
+    kinds: Sequence[tuple[str, Any]]
+    """(``User`` or ``Group``, its SCIM model) for each kind searched."""
+    filter: str | None = None
+    sort_by: str | None = None
+    descending: bool = False
+    start: int = 0
+    """Rows skipped (index paging), when ``cursor`` is False."""
+    count: int | None = None
+    cursor: bool = False
+    position: Any = None
+    """Where a cursor page starts (None: the first page)."""
+
+
+@dataclass
 class ApiToken:
     """A seller's bearer token, known only by its hash."""
 
@@ -81,7 +125,10 @@ class UserRepository(Protocol):
     def list(self, seller_id: str, *, include_deleted: bool = False) -> list[SellerUser]: ...
     def save(self, user: SellerUser, *, expected_version: int | None = None) -> None: ...
     def email_owners(self, email_keys: Iterable[str]) -> list[EmailOwner]: ...
-    def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> bool: ...
+    def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> None: ...
+    def set_provider_id(self, user_id: str, provider_id: str) -> None: ...
+    def find_by_provider_id(self, provider_user_id: str) -> tuple[str, str] | None: ...
+    def count(self, seller_id: str) -> int: ...
 
 
 class PermissionSetRepository(Protocol):
@@ -99,7 +146,6 @@ class PermissionSetRepository(Protocol):
 
 class TokenRepository(Protocol):
     def add(self, token: ApiToken) -> None: ...
-    def by_hash(self, token_hash: str) -> ApiToken | None: ...
     def get(self, token_id: str) -> ApiToken | None: ...
     def list(self, seller_id: str) -> list[ApiToken]: ...
     def save(self, token: ApiToken) -> None: ...
@@ -107,7 +153,9 @@ class TokenRepository(Protocol):
 
 class AuditLog(Protocol):
     def append(self, event: AuditEvent) -> None: ...
-    def list(self, seller_id: str, limit: int | None = None) -> list[AuditEvent]: ...
+    def list(
+        self, seller_id: str, limit: int | None = None, *, after: int | None = None
+    ) -> list[AuditEvent]: ...
 
 
 class Outbox(Protocol):
@@ -117,24 +165,37 @@ class Outbox(Protocol):
 class Markers(Protocol):
     def get(self, source: str) -> str | None: ...
     def set(self, source: str, marker: str | None) -> None: ...
+    def delete_before(self, prefix: str, before: dt.datetime) -> None: ...
 
 
 class PrimaryChanges(Protocol):
-    def add(
-        self,
-        change_id: str,
-        seller_id: str,
-        new_email: str,
-        token_hash: str,
-        requested_at: dt.datetime,
-        expires_at: dt.datetime,
-    ) -> None: ...
-    def by_token_hash(self, token_hash: str) -> dict[str, Any] | None: ...
+    def add(self, change: PrimaryChange) -> None: ...
+    def by_token_hash(self, token_hash: str) -> PrimaryChange | None: ...
     def complete(self, change_id: str, at: dt.datetime) -> None: ...
 
 
+class AuthFailures(Protocol):
+    """Failed authentications, counted across every worker and machine."""
+
+    def record(self, client: str, token_id: str, at: dt.datetime) -> None: ...
+    def count(self, client: str, since: dt.datetime, token_id: str | None = None) -> int: ...
+    def oldest(
+        self, client: str, since: dt.datetime, token_id: str | None = None
+    ) -> dt.datetime | None: ...
+    def prune(self, before: dt.datetime) -> None: ...
+
+
+class Search(Protocol):
+    def page(self, seller_id: str, query: SearchQuery) -> SearchPage:
+        """The matching resources of one seller (never deleted users), in order."""
+        ...
+
+
 class UnitOfWork(Protocol):
-    """One transaction over the store. Nothing is kept unless ``commit`` is called."""
+    """One unit of work over the store, used as a context manager. Reads see one snapshot;
+    writes are kept only when ``commit`` is called, and then all together or not at all
+    (:class:`~connector.domain.errors.VersionMismatch` when a row changed since it was read,
+    :class:`~connector.domain.errors.Uniqueness` when a unique value was taken meanwhile)."""
 
     sellers: SellerRepository
     users: UserRepository
@@ -144,6 +205,17 @@ class UnitOfWork(Protocol):
     outbox: Outbox
     markers: Markers
     primary_changes: PrimaryChanges
+    search: Search
+    auth_failures: AuthFailures
 
+    def __enter__(self) -> UnitOfWork: ...
+    def __exit__(self, *exc: object) -> None: ...
     def commit(self) -> None: ...
     def rollback(self) -> None: ...
+    def savepoint(self) -> AbstractContextManager[None]:
+        """What fails inside is undone alone; the rest of the unit of work stays."""
+        ...
+
+
+UnitOfWorkFactory = Callable[..., UnitOfWork]
+"""Makes a fresh unit of work; ``immediate=True`` for batch writers that read their writes."""

@@ -39,7 +39,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -48,7 +48,7 @@ from connector.domain.drafts import Actor, PermissionSetDraft
 from connector.domain.errors import DomainError
 from connector.domain.model import InvitationState, SellerAccount, SellerUser, utcnow
 from connector.ports.identity import ChangeFeed, ProviderChange
-from connector.ports.store import AuditEvent, UnitOfWork
+from connector.ports.store import AuditEvent, UnitOfWork, UnitOfWorkFactory
 from connector.services import permission_sets as set_cases
 from connector.services import users as user_cases
 
@@ -132,7 +132,7 @@ def seen_by_webhook(uow: UnitOfWork, event_id: str | None) -> bool:
 
 
 def poll_console(
-    uow_factory: Callable[[], UnitOfWork],
+    uow_factory: UnitOfWorkFactory,
     catalogue: Catalogue,
     feed: ChangeFeed,
     index: ProviderUserIndex | None = None,
@@ -157,7 +157,9 @@ def poll_console(
     report = PollReport()
     if not changes and next_marker == marker:
         return report
-    with uow_factory() as uow:
+    # Immediate: a batch may change one user twice (disabled, then enabled), and each
+    # change must read the one before it.
+    with uow_factory(immediate=True) as uow:
         if uow.markers.get(source) != marker:
             # Another poller applied this batch meanwhile: leave it to the next poll.
             log.info("console changes: the marker moved meanwhile; skipping this batch")
@@ -182,12 +184,8 @@ def poll_console(
 
 @contextlib.contextmanager
 def _savepoint(uow: UnitOfWork) -> Iterator[None]:
-    """What one change writes is undone alone when it fails (SQL units of work have it)."""
-    savepoint = getattr(uow, "savepoint", None)
-    if savepoint is None:
-        yield
-        return
-    with savepoint():
+    """What one change writes is undone alone when it fails."""
+    with uow.savepoint():
         yield
 
 
@@ -298,7 +296,7 @@ def _disabled(
         )
     if user.deleted or not user.active:
         return UNCHANGED, "already inactive"
-    user_cases.set_active(uow, seller, user.id, False, CONSOLE_ACTOR)
+    user_cases.change_active(uow, seller, user, False, CONSOLE_ACTOR)
     return APPLIED, "deactivated"
 
 
@@ -320,7 +318,7 @@ def _enabled(
         )
     if user.active:
         return UNCHANGED, "already active"
-    user_cases.set_active(uow, seller, user.id, True, CONSOLE_ACTOR)
+    user_cases.change_active(uow, seller, user, True, CONSOLE_ACTOR)
     return APPLIED, "reactivated"
 
 
@@ -362,9 +360,7 @@ def _group_change(
         member_ids=members,
         profile=dict(permission_set.profile),
     )
-    set_cases.replace_permission_set(
-        uow, catalogue, seller, permission_set.id, draft, CONSOLE_ACTOR
-    )
+    set_cases.change_permission_set(uow, catalogue, seller, permission_set, draft, CONSOLE_ACTOR)
     verb = "joined" if added else "left"
     return APPLIED, f"{verb} {permission_set.display_name}"
 
@@ -395,5 +391,5 @@ def _invitation_accepted(
         return UNCHANGED, "no invitation"
     if user.invitation.state is not InvitationState.pending:
         return UNCHANGED, f"invitation is {user.invitation.state.value}"
-    user_cases.mark_invitation_accepted(uow, seller, user.id, CONSOLE_ACTOR)
+    user_cases.accept_invitation(uow, seller, user, CONSOLE_ACTOR)
     return APPLIED, "invitation accepted"

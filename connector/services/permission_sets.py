@@ -1,4 +1,8 @@
-"""Use cases on permission sets (SCIM Groups)."""
+"""Use cases on permission sets (SCIM Groups).
+
+As in :mod:`connector.services.users`: the use cases are one unit of work each; the steps
+(``add_permission_set``, ``change_permission_set``) run inside one the caller holds open.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,17 @@ from connector.domain.errors import InvalidValue, NotFound, Uniqueness, VersionM
 from connector.domain.model import (
     PermissionSet,
     SellerAccount,
-    check_length,
+    check_permission_set_draft,
+    identity_key,
     utcnow,
     validate_permissions,
 )
+from connector.ports.outbox import PERMISSION_SET_DELETE, PERMISSION_SET_SYNC
 from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork
 from connector.services.users import enqueue_user_sync, new_id
 
 
-def _check_members(uow: UnitOfWork, seller: SellerAccount, member_ids: list[str]) -> list[str]:
+def check_members(uow: UnitOfWork, seller: SellerAccount, member_ids: list[str]) -> list[str]:
     """Members must be visible users of this seller; anything else is an invalid value."""
     wanted = list(dict.fromkeys(member_ids))
     found = {u.id for u in uow.users.get_many(seller.id, wanted) if not u.deleted}
@@ -30,9 +36,6 @@ def _check_members(uow: UnitOfWork, seller: SellerAccount, member_ids: list[str]
 
 
 def _check_name_free(uow: UnitOfWork, seller: SellerAccount, set_id: str | None, name: str) -> None:
-    if not name or not name.strip():
-        raise InvalidValue("displayName is required and may not be blank.")
-    check_length("displayName", name)
     holder = uow.permission_sets.by_display_name(seller.id, name)
     if holder is not None and holder.id != set_id:
         raise Uniqueness(f"A group named {name!r} already exists for this seller.")
@@ -42,7 +45,7 @@ def _enqueue(uow: UnitOfWork, permission_set: PermissionSet, touched_users: set[
     uow.outbox.add(
         OutboxEntry(
             seller_id=permission_set.seller_id,
-            topic="permission_set.sync",
+            topic=PERMISSION_SET_SYNC,
             aggregate_id=permission_set.id,
         )
     )
@@ -50,7 +53,15 @@ def _enqueue(uow: UnitOfWork, permission_set: PermissionSet, touched_users: set[
         enqueue_user_sync(uow, user)
 
 
-def create_permission_set(
+def get_permission_set(uow: UnitOfWork, seller: SellerAccount, set_id: str) -> PermissionSet:
+    """A permission set of this seller; another seller's is not found."""
+    found = uow.permission_sets.get(seller.id, set_id)
+    if found is None:
+        raise NotFound(f"Group {set_id} not found.")
+    return found
+
+
+def add_permission_set(
     uow: UnitOfWork,
     catalogue: Catalogue,
     seller: SellerAccount,
@@ -58,8 +69,8 @@ def create_permission_set(
     actor: Actor,
 ) -> PermissionSet:
     """Create a permission set, with its permissions and members."""
+    check_permission_set_draft(draft)
     _check_name_free(uow, seller, None, draft.display_name)
-    check_length("externalId", draft.external_id)
     now = utcnow()
     permission_set = PermissionSet(
         id=new_id(),
@@ -67,7 +78,7 @@ def create_permission_set(
         display_name=draft.display_name,
         external_id=draft.external_id,
         permissions=validate_permissions(catalogue, draft.permissions),
-        member_ids=_check_members(uow, seller, draft.member_ids),
+        member_ids=check_members(uow, seller, draft.member_ids),
         profile=dict(draft.profile),
         created_at=now,
         updated_at=now,
@@ -90,12 +101,50 @@ def create_permission_set(
     return permission_set
 
 
-def get_permission_set(uow: UnitOfWork, seller: SellerAccount, set_id: str) -> PermissionSet:
-    """A permission set of this seller; another seller's is not found."""
-    found = uow.permission_sets.get(seller.id, set_id)
-    if found is None:
-        raise NotFound(f"Group {set_id} not found.")
-    return found
+def change_permission_set(
+    uow: UnitOfWork,
+    catalogue: Catalogue,
+    seller: SellerAccount,
+    permission_set: PermissionSet,
+    draft: PermissionSetDraft,
+    actor: Actor,
+    *,
+    expected_version: int | None = None,
+) -> PermissionSet:
+    """Replace a permission set's name, permissions and members."""
+    check_permission_set_draft(draft)
+    if identity_key(draft.display_name) != identity_key(permission_set.display_name):
+        _check_name_free(uow, seller, permission_set.id, draft.display_name)
+    members = check_members(uow, seller, draft.member_ids)
+    before = list(permission_set.member_ids)
+    changes = permission_set.apply(draft, catalogue, members)
+    if not changes:
+        return permission_set
+    permission_set.updated_at = utcnow()
+    uow.permission_sets.save(permission_set, expected_version=expected_version)
+    uow.audit.append(
+        AuditEvent(seller.id, actor.name, "group.updated", f"group:{permission_set.id}", changes)
+    )
+    # Every member's effective permissions change when the set's permissions do.
+    touched = set(members) ^ set(before)
+    if "permissions" in changes:
+        touched |= set(members)
+    _enqueue(uow, permission_set, touched)
+    return permission_set
+
+
+def create_permission_set(
+    uow: UnitOfWork,
+    catalogue: Catalogue,
+    seller: SellerAccount,
+    draft: PermissionSetDraft,
+    actor: Actor,
+) -> PermissionSet:
+    """Create a permission set (one unit of work)."""
+    with uow:
+        created = add_permission_set(uow, catalogue, seller, draft, actor)
+        uow.commit()
+    return created
 
 
 def replace_permission_set(
@@ -107,45 +156,17 @@ def replace_permission_set(
     actor: Actor,
     *,
     expected_version: int | None = None,
+    current: PermissionSet | None = None,
 ) -> PermissionSet:
-    """Replace a permission set's name, permissions and members."""
-    permission_set = get_permission_set(uow, seller, set_id)
-    _check_name_free(uow, seller, set_id, draft.display_name)
-    check_length("externalId", draft.external_id)
-    permissions = validate_permissions(catalogue, draft.permissions)
-    members = _check_members(uow, seller, draft.member_ids)
-    changes: dict[str, object] = {}
-    if permission_set.display_name != draft.display_name:
-        changes["displayName"] = {"from": permission_set.display_name, "to": draft.display_name}
-    if permission_set.permissions != permissions:
-        changes["permissions"] = {
-            "from": {k: v.value for k, v in permission_set.permissions.items()},
-            "to": {k: v.value for k, v in permissions.items()},
-        }
-    added = set(members) - set(permission_set.member_ids)
-    removed = set(permission_set.member_ids) - set(members)
-    if added:
-        changes["membersAdded"] = sorted(added)
-    if removed:
-        changes["membersRemoved"] = sorted(removed)
-    if permission_set.external_id != draft.external_id or permission_set.profile != draft.profile:
-        changes["profile"] = True
-    if not changes and members == permission_set.member_ids:
-        return permission_set
-    permission_set.display_name = draft.display_name
-    permission_set.external_id = draft.external_id
-    permission_set.permissions = permissions
-    permission_set.member_ids = members
-    permission_set.profile = dict(draft.profile)
-    permission_set.updated_at = utcnow()
-    uow.permission_sets.save(permission_set, expected_version=expected_version)
-    uow.audit.append(
-        AuditEvent(seller.id, actor.name, "group.updated", f"group:{permission_set.id}", changes)
-    )
-    # Every member's effective permissions change when the set's permissions do.
-    touched = added | removed | (set(members) if "permissions" in changes else set())
-    _enqueue(uow, permission_set, touched)
-    return permission_set
+    """Replace a permission set (one unit of work); ``current`` as in ``replace_user``."""
+    with uow:
+        if current is None or current.id != set_id or current.seller_id != seller.id:
+            current = get_permission_set(uow, seller, set_id)
+        updated = change_permission_set(
+            uow, catalogue, seller, current, draft, actor, expected_version=expected_version
+        )
+        uow.commit()
+    return updated
 
 
 def delete_permission_set(
@@ -157,23 +178,25 @@ def delete_permission_set(
     expected_version: int | None = None,
 ) -> None:
     """Delete a permission set; its members lose what it granted."""
-    permission_set = get_permission_set(uow, seller, set_id)
-    if expected_version is not None and permission_set.version != expected_version:
-        raise VersionMismatch(f"Group {set_id} changed since version {expected_version}.")
-    uow.permission_sets.delete(permission_set)
-    uow.audit.append(
-        AuditEvent(
-            seller.id,
-            actor.name,
-            "group.deleted",
-            f"group:{permission_set.id}",
-            {"displayName": permission_set.display_name, "members": permission_set.member_ids},
+    with uow:
+        permission_set = get_permission_set(uow, seller, set_id)
+        if expected_version is not None and permission_set.version != expected_version:
+            raise VersionMismatch(f"Group {set_id} changed since version {expected_version}.")
+        uow.permission_sets.delete(permission_set)
+        uow.audit.append(
+            AuditEvent(
+                seller.id,
+                actor.name,
+                "group.deleted",
+                f"group:{permission_set.id}",
+                {"displayName": permission_set.display_name, "members": permission_set.member_ids},
+            )
         )
-    )
-    uow.outbox.add(
-        OutboxEntry(
-            seller_id=seller.id, topic="permission_set.delete", aggregate_id=permission_set.id
+        uow.outbox.add(
+            OutboxEntry(
+                seller_id=seller.id, topic=PERMISSION_SET_DELETE, aggregate_id=permission_set.id
+            )
         )
-    )
-    for user in uow.users.get_many(seller.id, permission_set.member_ids):
-        enqueue_user_sync(uow, user)
+        for user in uow.users.get_many(seller.id, permission_set.member_ids):
+            enqueue_user_sync(uow, user)
+        uow.commit()

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 from connector.domain.catalogue import Catalogue
 from connector.domain.errors import InvalidValue
-from connector.domain.model import Grant, SellerAccount, SellerUser, effective_permissions, utcnow
+from connector.domain.model import (
+    Grant,
+    SellerAccount,
+    SellerUser,
+    effective_permissions,
+    is_administrator,
+    utcnow,
+)
 from connector.ports.store import AuditEvent, UnitOfWork
 
 STALE_AFTER = dt.timedelta(days=90)
@@ -22,8 +29,10 @@ def notification_recipients(
             f"Unknown notification category {category!r}. Known categories: "
             + ", ".join(catalogue.notification_ids)
         )
+    with uow:
+        users = uow.users.list(seller.id)
     recipients = []
-    for user in uow.users.list(seller.id):
+    for user in users:
         if user.is_primary or (user.active and category in user.notifications):
             recipients.append(user)
     recipients.sort(key=lambda u: (not u.is_primary, u.user_name.casefold()))
@@ -49,15 +58,13 @@ def access_review(
     and so are users with no change and no login for 90 days.
     """
     now = now or utcnow()
-    users = uow.users.list(seller.id)
-    groups = uow.permission_sets.of_users([u.id for u in users])
+    with uow:
+        users = uow.users.list(seller.id)
+        groups = uow.permission_sets.of_users([u.id for u in users])
     lines = []
     for user in users:
         grants = effective_permissions(catalogue, user, groups.get(user.id, []))
-        admin = user.is_primary or any(
-            g.category == catalogue.administrator_category and g.level.value == "admin"
-            for g in grants
-        )
+        admin = is_administrator(catalogue, user, grants)
         last_seen = max(t for t in (user.updated_at, user.last_login_at, user.created_at) if t)
         lines.append(ReviewLine(user, grants, admin, now - last_seen > STALE_AFTER))
     lines.sort(key=lambda line: (not line.user.is_primary, line.user.user_name.casefold()))
@@ -68,4 +75,5 @@ def audit_trail(
     uow: UnitOfWork, seller: SellerAccount, limit: int | None = None
 ) -> list[AuditEvent]:
     """Every recorded change of a seller account, oldest first."""
-    return uow.audit.list(seller.id, limit=limit)
+    with uow:
+        return uow.audit.list(seller.id, limit=limit)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import secrets
 
 from connector.domain.catalogue import Catalogue
@@ -19,20 +17,17 @@ from connector.domain.model import (
     SellerAccount,
     SellerUser,
     check_length,
+    check_visible,
     email_key,
+    identity_key,
     is_email,
-    text_key,
     utcnow,
 )
-from connector.ports.store import ApiToken, AuditEvent, OutboxEntry, UnitOfWork
+from connector.ports.mail import Mailer
+from connector.ports.outbox import PERMISSION_SET_SYNC, SELLER_SYNC
+from connector.ports.store import ApiToken, AuditEvent, OutboxEntry, PrimaryChange, UnitOfWork
+from connector.services.authentication import TOKEN_PREFIX, hash_secret
 from connector.services.users import enqueue_user_sync, new_id
-
-TOKEN_PREFIX = "scn_"  # noqa: S105 - a prefix, not a secret
-
-
-def hash_secret(secret: str) -> str:
-    """Tokens are kept only as a SHA-256 hash: they are long random strings, so no salt is needed."""
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def find_seller(uow: UnitOfWork, ref: str) -> SellerAccount:
@@ -40,7 +35,8 @@ def find_seller(uow: UnitOfWork, ref: str) -> SellerAccount:
 
     :raises NotFound: when neither matches.
     """
-    seller = uow.sellers.get(ref) or uow.sellers.get_by_name(ref)
+    with uow:
+        seller = uow.sellers.get(ref) or uow.sellers.get_by_name(ref)
     if seller is None:
         raise NotFound(f"No seller account with id or name {ref!r}.")
     return seller
@@ -56,12 +52,29 @@ def create_seller(
     actor: Actor,
 ) -> tuple[SellerAccount, SellerUser]:
     """Create a seller account with its primary user and the default permission sets."""
+    with uow:
+        created = _create_seller(uow, catalogue, name, plan, primary_email, primary_name, actor)
+        uow.commit()
+    return created
+
+
+def _create_seller(
+    uow: UnitOfWork,
+    catalogue: Catalogue,
+    name: str,
+    plan: Plan,
+    primary_email: str,
+    primary_name: str,
+    actor: Actor,
+) -> tuple[SellerAccount, SellerUser]:
     name = name.strip()
     if not name:
         raise InvalidValue("A seller account needs a name.")
     check_length("The seller's name", name, 200)
     check_length("The primary user's email", primary_email, MAX_EMAIL_LENGTH)
     check_length("The primary user's name", primary_name)
+    check_visible("The seller's name", name)
+    check_visible("The primary user's email", primary_email)
     if uow.sellers.get_by_name(name) is not None:
         raise Uniqueness(f"A seller account named {name!r} already exists.")
     if not is_email(primary_email):
@@ -99,7 +112,7 @@ def create_seller(
             {"name": name, "plan": plan.value, "primary": primary_email},
         )
     )
-    uow.outbox.add(OutboxEntry(seller_id=seller.id, topic="seller.sync", aggregate_id=seller.id))
+    uow.outbox.add(OutboxEntry(seller_id=seller.id, topic=SELLER_SYNC, aggregate_id=seller.id))
     for default in catalogue.default_permission_sets:
         permission_set = PermissionSet(
             id=new_id(),
@@ -113,7 +126,7 @@ def create_seller(
         uow.permission_sets.add(permission_set)
         uow.outbox.add(
             OutboxEntry(
-                seller_id=seller.id, topic="permission_set.sync", aggregate_id=permission_set.id
+                seller_id=seller.id, topic=PERMISSION_SET_SYNC, aggregate_id=permission_set.id
             )
         )
     enqueue_user_sync(uow, primary)
@@ -136,193 +149,227 @@ def issue_token(
         label=label,
         created_at=utcnow(),
     )
-    uow.tokens.add(token)
-    uow.audit.append(
-        AuditEvent(seller.id, actor.name, "token.issued", f"token:{token_id}", {"label": label})
-    )
+    with uow:
+        uow.tokens.add(token)
+        uow.audit.append(
+            AuditEvent(seller.id, actor.name, "token.issued", f"token:{token_id}", {"label": label})
+        )
+        uow.commit()
     return token, f"{TOKEN_PREFIX}{token_id}.{secret}"
 
 
 def revoke_token(uow: UnitOfWork, seller: SellerAccount, token_id: str, actor: Actor) -> ApiToken:
-    """Revoke a token at once: the next request that carries it is refused."""
-    token = uow.tokens.get(token_id)
-    if token is None or token.seller_id != seller.id:
-        raise NotFound(f"Seller {seller.name!r} has no token {token_id!r}.")
-    if token.revoked_at is None:
-        token.revoked_at = utcnow()
-        uow.tokens.save(token)
-        uow.audit.append(
-            AuditEvent(seller.id, actor.name, "token.revoked", f"token:{token_id}", {})
-        )
+    """Revoke a token: requests that carry it are refused from then on (within the
+    verification cache's lifetime in running workers, see the README)."""
+    with uow:
+        token = uow.tokens.get(token_id)
+        if token is None or token.seller_id != seller.id:
+            raise NotFound(f"Seller {seller.name!r} has no token {token_id!r}.")
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            uow.tokens.save(token)
+            uow.audit.append(
+                AuditEvent(seller.id, actor.name, "token.revoked", f"token:{token_id}", {})
+            )
+            uow.commit()
     return token
 
 
-def authenticate(uow: UnitOfWork, presented: str) -> tuple[SellerAccount, ApiToken] | None:
-    """The seller and token a bearer token stands for, or None (unknown, malformed or revoked).
-
-    The secret is compared in constant time against the stored hash.
-    """
-    if not presented.startswith(TOKEN_PREFIX):
-        return None
-    token_id, dot, secret = presented[len(TOKEN_PREFIX) :].partition(".")
-    if not dot or not token_id or not secret or len(presented) > 200:
-        return None
-    token = uow.tokens.get(token_id)
-    expected = token.token_hash if token else hash_secret("x" * 43)
-    matches = hmac.compare_digest(hash_secret(secret), expected)
-    if token is None or not matches or token.revoked_at is not None:
-        return None
-    seller = uow.sellers.get(token.seller_id)
-    if seller is None:
-        return None
-    return seller, token
+def list_tokens(uow: UnitOfWork, seller: SellerAccount) -> list[ApiToken]:
+    """A seller's tokens (their hashes only: the secrets were shown once)."""
+    with uow:
+        return uow.tokens.list(seller.id)
 
 
 def set_partner_domains(
     uow: UnitOfWork, seller: SellerAccount, domains: list[str], actor: Actor
 ) -> None:
     """Record the email domains of the seller's authorized partners (service providers)."""
-    cleaned = sorted({text_key(d.strip().lstrip("@")) for d in domains if d.strip()})
+    cleaned = sorted(
+        {identity_key(d.strip().lstrip("@")).rstrip(".") for d in domains if d.strip()}
+    )
+    for domain in cleaned:
+        check_visible("A partner domain", domain)
     before = seller.partner_domains
     seller.partner_domains = cleaned
-    uow.sellers.save(seller)
-    uow.audit.append(
-        AuditEvent(
-            seller.id,
-            actor.name,
-            "seller.partners",
-            f"seller:{seller.id}",
-            {"from": before, "to": cleaned},
+    with uow:
+        uow.sellers.save(seller)
+        uow.audit.append(
+            AuditEvent(
+                seller.id,
+                actor.name,
+                "seller.partners",
+                f"seller:{seller.id}",
+                {"from": before, "to": cleaned},
+            )
         )
-    )
+        uow.commit()
 
 
 def set_plan(uow: UnitOfWork, seller: SellerAccount, plan: Plan, actor: Actor) -> None:
     """Change the selling plan. Downgrading keeps existing users: it only stops new ones."""
     before = seller.plan
     seller.plan = plan
-    uow.sellers.save(seller)
-    uow.audit.append(
-        AuditEvent(
-            seller.id,
-            actor.name,
-            "seller.plan",
-            f"seller:{seller.id}",
-            {"from": before.value, "to": plan.value},
+    with uow:
+        uow.sellers.save(seller)
+        uow.audit.append(
+            AuditEvent(
+                seller.id,
+                actor.name,
+                "seller.plan",
+                f"seller:{seller.id}",
+                {"from": before.value, "to": plan.value},
+            )
         )
-    )
+        uow.commit()
 
 
 PRIMARY_CHANGE_LIFESPAN = dt.timedelta(days=2)
 
 
 def request_primary_change(
-    uow: UnitOfWork, seller: SellerAccount, new_email: str, actor: Actor
-) -> tuple[str, str]:
-    """Start the operator flow that makes another address the primary user.
+    uow: UnitOfWork,
+    mailer: Mailer,
+    seller: SellerAccount,
+    new_email: str,
+    actor: Actor,
+    *,
+    confirmation_url: str,
+) -> str:
+    """Start the operator flow that makes another address the primary user: a one-time
+    link (``confirmation_url`` + its secret) is emailed to the new address, and the change
+    completes only when that address confirms it. A secondary user can become primary only
+    once it is deactivated. The secret is never stored (only its hash) nor returned.
 
-    The change completes only when the new address confirms the link it is sent.
-    A secondary user can become primary only once it is deactivated.
-
-    :returns: the change id and the one-time confirmation token (to be emailed, never logged).
+    :returns: the change id.
+    :raises MailUnavailable: when the email cannot be sent (nothing is kept).
     """
     if not is_email(new_email):
         raise InvalidValue(f"{new_email!r} is not an email address.")
+    check_visible("The new primary user's email", new_email)
     key = email_key(new_email)
-    current = uow.users.get(seller.id, seller.primary_user_id or "")
-    if current is not None and key in current.email_keys:
-        raise InvalidValue(f"{new_email} is already the primary user's address.")
-    for owner in uow.users.email_owners([key]):
-        if owner.seller_id != seller.id:
-            raise Uniqueness(
-                f"The email address {new_email} has already been used by a user of this "
-                "service: the primary user needs an address of this seller or a brand-new one."
-            )
-        user = uow.users.get(seller.id, owner.user_id, include_deleted=True)
-        if user is not None and user.active and not user.deleted:
-            raise Forbidden(
-                f"{new_email} belongs to an active secondary user. Deactivate it first: a "
-                "secondary user becomes primary only after being deactivated as a secondary."
-            )
-    token = secrets.token_urlsafe(32)
-    change_id = new_id()
-    now = utcnow()
-    uow.primary_changes.add(
-        change_id, seller.id, new_email, hash_secret(token), now, now + PRIMARY_CHANGE_LIFESPAN
-    )
-    uow.audit.append(
-        AuditEvent(
-            seller.id,
-            actor.name,
-            "primary.change-requested",
-            f"seller:{seller.id}",
-            {"to": new_email, "expiresAt": (now + PRIMARY_CHANGE_LIFESPAN).isoformat()},
+    with uow:
+        current = uow.users.get(seller.id, seller.primary_user_id or "")
+        if current is not None and key in current.email_keys:
+            raise InvalidValue(f"{new_email} is already the primary user's address.")
+        for owner in uow.users.email_owners([key]):
+            if owner.seller_id != seller.id:
+                raise Uniqueness(
+                    f"The email address {new_email} has already been used by a user of this "
+                    "service: the primary user needs an address of this seller or a brand-new "
+                    "one."
+                )
+            user = uow.users.get(seller.id, owner.user_id, include_deleted=True)
+            if user is not None:
+                user.check_may_become_primary()
+        secret = secrets.token_urlsafe(32)
+        now = utcnow()
+        change = PrimaryChange(
+            id=new_id(),
+            seller_id=seller.id,
+            new_email=new_email,
+            token_hash=hash_secret(secret),
+            requested_at=now,
+            expires_at=now + PRIMARY_CHANGE_LIFESPAN,
         )
-    )
-    return change_id, token
+        uow.primary_changes.add(change)
+        uow.audit.append(
+            AuditEvent(
+                seller.id,
+                actor.name,
+                "primary.change-requested",
+                f"seller:{seller.id}",
+                {"to": new_email, "expiresAt": change.expires_at.isoformat()},
+            )
+        )
+        link = f"{confirmation_url.rstrip('/')}/{secret}"
+        hours = int(PRIMARY_CHANGE_LIFESPAN.total_seconds() // 3600)
+        mailer.send(
+            new_email,
+            f"Confirm you are the new primary user of {seller.name}",
+            f"The marketplace operator asked to make {new_email} the primary user of the "
+            f"seller account {seller.name}.\n\nOpen this link within {hours} hours to "
+            f"review and confirm the change:\n{link}\n\n"
+            "If you did not expect this, ignore this email: nothing changes without you.",
+        )
+        uow.commit()
+    return change.id
+
+
+def pending_primary_change(uow: UnitOfWork, secret: str) -> tuple[PrimaryChange, SellerAccount]:
+    """The change a confirmation link stands for, while it can still be confirmed.
+
+    :raises NotFound: an unknown link, or one already used.
+    :raises Forbidden: an expired link.
+    """
+    with uow:
+        change = uow.primary_changes.by_token_hash(hash_secret(secret))
+        if change is None or change.completed_at is not None:
+            raise NotFound("This confirmation link is unknown or was already used.")
+        if change.expires_at <= utcnow():
+            raise Forbidden("This confirmation link has expired: ask the operator for a new one.")
+        seller = uow.sellers.get(change.seller_id)
+    if seller is None:
+        raise NotFound("This confirmation link is unknown or was already used.")
+    return change, seller
 
 
 def confirm_primary_change(
-    uow: UnitOfWork, catalogue: Catalogue, token: str, actor: Actor
-) -> SellerUser:
-    """Complete a primary change from its confirmation token.
+    uow: UnitOfWork, catalogue: Catalogue, secret: str, actor: Actor
+) -> tuple[SellerUser, SellerUser | None]:
+    """Complete a primary change from its confirmation link's secret (single use).
 
-    The former primary stays as a deactivated secondary user, with its history.
+    The new address becomes the primary user (a deactivated secondary user of this seller
+    with that address is promoted, else a new user is made); the former primary stays as a
+    deactivated secondary user, with its history. Keycloak follows through the outbox.
+
+    :returns: the new primary, and the former one.
     """
-    change = uow.primary_changes.by_token_hash(hash_secret(token))
+    change, seller = pending_primary_change(uow, secret)
     now = utcnow()
-    if change is None or change["completed_at"] is not None:
-        raise NotFound("This confirmation link is unknown or was already used.")
-    if change["expires_at"] <= now:
-        raise Forbidden("This confirmation link has expired: ask the operator for a new one.")
-    seller = find_seller(uow, change["seller_id"])
-    key = email_key(change["new_email"])
-    owners = [o for o in uow.users.email_owners([key]) if o.seller_id == seller.id]
-    old = uow.users.get(seller.id, seller.primary_user_id or "")
-    if owners:
-        new = uow.users.get(seller.id, owners[0].user_id, include_deleted=True)
-        assert new is not None
-        if new.active and not new.deleted:
-            raise Forbidden(
-                f"{change['new_email']} belongs to an active secondary user: deactivate it first."
+    with uow:
+        key = email_key(change.new_email)
+        owners = uow.users.email_owners([key])
+        mine = [o for o in owners if o.seller_id == seller.id]
+        if owners and not mine:
+            raise Uniqueness(f"The email address {change.new_email} has been used meanwhile.")
+        old = uow.users.get(seller.id, seller.primary_user_id or "", include_deleted=True)
+        if mine:
+            new = uow.users.get(seller.id, mine[0].user_id, include_deleted=True)
+            if new is None:
+                raise NotFound("This confirmation link is unknown or was already used.")
+            new.become_primary()
+            new.updated_at = now
+            uow.users.save(new)
+        else:
+            new = SellerUser(
+                id=new_id(),
+                seller_id=seller.id,
+                user_name=change.new_email,
+                role=Role.primary,
+                emails=[Email(change.new_email, type="work", primary=True)],
+                notifications=list(catalogue.notification_ids),
+                created_at=now,
+                updated_at=now,
             )
-        new.role = Role.primary
-        new.active = True
-        new.deleted = False
-        new.permissions = {}
-        new.updated_at = now
-        uow.users.save(new)
-    else:
-        if uow.users.email_owners([key]):
-            raise Uniqueness(f"The email address {change['new_email']} has been used meanwhile.")
-        new = SellerUser(
-            id=new_id(),
-            seller_id=seller.id,
-            user_name=change["new_email"],
-            role=Role.primary,
-            emails=[Email(change["new_email"], type="work", primary=True)],
-            notifications=list(catalogue.notification_ids),
-            created_at=now,
-            updated_at=now,
+            uow.users.add(new)
+        if old is not None and old.id != new.id:
+            old.step_down()
+            old.updated_at = now
+            uow.users.save(old)
+            enqueue_user_sync(uow, old)
+        seller.primary_user_id = new.id
+        uow.sellers.save(seller)
+        uow.primary_changes.complete(change.id, now)
+        uow.audit.append(
+            AuditEvent(
+                seller.id,
+                actor.name,
+                "primary.changed",
+                f"user:{new.id}",
+                {"from": old.user_name if old else None, "to": new.user_name},
+            )
         )
-        uow.users.add(new)
-    if old is not None:
-        old.role = Role.secondary
-        old.active = False
-        old.updated_at = now
-        uow.users.save(old)
-        enqueue_user_sync(uow, old)
-    seller.primary_user_id = new.id
-    uow.sellers.save(seller)
-    uow.primary_changes.complete(change["id"], now)
-    uow.audit.append(
-        AuditEvent(
-            seller.id,
-            actor.name,
-            "primary.changed",
-            f"user:{new.id}",
-            {"from": old.user_name if old else None, "to": new.user_name},
-        )
-    )
-    enqueue_user_sync(uow, new)
-    return new
+        enqueue_user_sync(uow, new)
+        uow.commit()
+    return new, old

@@ -52,8 +52,8 @@ def test_poller_skips_what_the_webhook_applied(
         ProviderChange(provider_user_id="kc-2", kind="disabled", at=now, event_id="ev-polled"),
     ]
     with connector.uow() as uow:
-        uow.session.execute(update(UserRow).where(UserRow.id == ids[0]).values(idp_id="kc-1"))
-        uow.session.execute(update(UserRow).where(UserRow.id == ids[1]).values(idp_id="kc-2"))
+        uow.write(update(UserRow).where(UserRow.id == ids[0]).values(idp_id="kc-1"))
+        uow.write(update(UserRow).where(UserRow.id == ids[1]).values(idp_id="kc-2"))
         # The webhook applied the first event, then the user was reactivated through SCIM.
         uow.markers.set(SEEN_PREFIX + "ev-webhooked", now.isoformat())
         uow.markers.set("keycloak:console-changes", "start")

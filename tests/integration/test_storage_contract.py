@@ -11,30 +11,27 @@ from sqlalchemy import update
 
 from connector.adapters.sql.tables import UserRow
 from connector.domain.drafts import Actor
-from scim.storage import SellerStorage, StorageContext
+from connector.ports.schemas import ENTERPRISE_SCHEMA
+from scim.render import Renderer
+from scim.storage import RequestContext, SellerStorage
 
 
 class TestSellerStorageContract(ScimStorageContract):
     @pytest.fixture
     def storage(self, connector: Any, make_seller: Any) -> Any:
         handle = make_seller()
-        uow = connector.uow().__enter__()
         # The contract expects an empty storage and counts every resource it finds. A
         # seller always has a primary user and default groups, so the test data hides them
         # (a row-level change, not a change to the storage under test).
-        for group in uow.permission_sets.list(handle.seller.id):
-            uow.permission_sets.delete(group)
-        uow.session.execute(
-            update(UserRow).where(UserRow.id == handle.primary.id).values(deleted=True)
+        with connector.uow() as uow:
+            for group in uow.permission_sets.list(handle.seller.id):
+                uow.permission_sets.delete(group)
+            uow.write(update(UserRow).where(UserRow.id == handle.primary.id).values(deleted=True))
+            uow.commit()
+        provider = load_default_provider()
+        renderer = Renderer(
+            "http://scim.test/scim/v2", connector.catalogue, {ENTERPRISE_SCHEMA}, set()
         )
-        storage = SellerStorage(
-            StorageContext(
-                uow=uow,
-                seller=handle.seller,
-                actor=Actor("contract"),
-                catalogue=connector.catalogue,
-                provider=load_default_provider(),
-            )
+        return SellerStorage(
+            connector, RequestContext(handle.seller.id, Actor("contract")), renderer, provider
         )
-        yield storage
-        uow.__exit__(None, None, None)

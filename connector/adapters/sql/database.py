@@ -1,4 +1,17 @@
-"""Engines, sessions and schema migrations."""
+"""Engines, transactions and the unit of work; schema migrations.
+
+**Short write transactions.** A unit of work reads in an ordinary (deferred) transaction
+that never waits for writers, and *stages* its writes; ``commit`` then opens one short
+write transaction (``BEGIN IMMEDIATE`` on SQLite, in turn with the other writers), runs the
+staged statements, checks that each versioned UPDATE hit its row, and commits. No lock is
+held while Python decides what to write. A row that changed since it was read is reported
+as :class:`~connector.domain.errors.VersionMismatch`, a unique key taken meanwhile as
+:class:`~connector.domain.errors.Uniqueness`: the caller reads again and retries.
+
+Batch writers that must read their own writes (a directory sync batch, the console poll)
+open the unit of work with ``immediate=True``: the write transaction starts at once and
+statements run as they come, as in a classic transaction.
+"""
 
 from __future__ import annotations
 
@@ -8,35 +21,32 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar, Token
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
-from connector.adapters.sql.repositories import (
-    SqlAudit,
-    SqlMarkers,
-    SqlOutbox,
-    SqlPermissionSets,
-    SqlPrimaryChanges,
-    SqlSellers,
-    SqlTokens,
-    SqlUsers,
-)
+from connector.adapters.sql import repositories as r
+from connector.adapters.sql.search import SqlSearch
+from connector.domain.errors import Uniqueness, VersionMismatch
 from connector.domain.model import text_key
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 SQLITE_MMAP_BYTES = 256 * 1024 * 1024
+_IMMEDIATE = "seller_connector.immediate"
+_QUEUED = "seller_connector.writer_queued"
 
-_writing: ContextVar[bool] = ContextVar("seller_connector_writing", default=True)
+UNIQUE_TAKEN = (
+    "A unique value (userName, email or displayName) was taken by a concurrent request. "
+    "Read the resource again and retry."
+)
 
 
 def _fold(value: Any) -> Any:
@@ -98,7 +108,11 @@ class WriterQueue:
         self._lock.release()
 
 
-_QUEUED = "seller_connector.writer_queued"
+def _private_sqlite_file(path: Path) -> None:
+    """Create the database file (and its folder) readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
 
 
 def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
@@ -106,66 +120,70 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
     gunicorn workers can share one file; a write that waits longer than the busy timeout
     fails (and the HTTP layer answers 503 with Retry-After)."""
     parsed = make_url(url)
-    kwargs: dict[str, Any] = {"future": True}
-    if parsed.get_backend_name() == "sqlite":
+    kwargs: dict[str, Any] = {}
+    sqlite = parsed.get_backend_name() == "sqlite"
+    if sqlite:
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            _private_sqlite_file(Path(parsed.database))
         kwargs["connect_args"] = {"timeout": busy_timeout_ms / 1000, "check_same_thread": False}
     else:
         kwargs["pool_pre_ping"] = True
-        kwargs["pool_size"] = 5
+        kwargs["pool_size"] = 8
     engine = create_engine(url, **kwargs)
-    if parsed.get_backend_name() == "sqlite":
-        queue: WriterQueue | None = None
-        if parsed.database and parsed.database != ":memory:":
-            queue = WriterQueue(Path(f"{parsed.database}-writers"), busy_timeout_ms / 1000)
+    if not sqlite:
+        return engine
+    queue: WriterQueue | None = None
+    if parsed.database and parsed.database != ":memory:":
+        queue = WriterQueue(Path(f"{parsed.database}-writers"), busy_timeout_ms / 1000)
 
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            # Let SQLAlchemy, not pysqlite, open transactions: SAVEPOINTs need it.
-            dbapi_connection.isolation_level = None
-            # SQLite's lower() folds ASCII only; filters need the same folding as text_key().
-            dbapi_connection.create_function("lower", 1, _fold, deterministic=True)
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-            # Read pages through a shared memory map rather than copying each into every
-            # connection's own cache: scans of a large seller read far fewer bytes.
-            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
-            cursor.close()
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not pysqlite, open transactions: SAVEPOINTs need it.
+        dbapi_connection.isolation_level = None
+        # SQLite's lower() folds ASCII only; filters need the same folding as text_key().
+        dbapi_connection.create_function("lower", 1, _fold, deterministic=True)
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        # Read pages through a shared memory map rather than copying each into every
+        # connection's own cache: scans of a large seller read far fewer bytes.
+        cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+        cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _begin(connection: Any) -> None:
-            # A writing unit of work takes the write lock up front (IMMEDIATE), so writers
-            # queue on the busy timeout instead of failing half-way when a read lock cannot
-            # be upgraded; readers stay DEFERRED and, with WAL, never wait for writers.
-            if not _writing.get():
-                connection.exec_driver_sql("BEGIN")
-                return
-            if queue is not None:
-                if not queue.acquire():
-                    raise OperationalError(
-                        "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
-                    )
-                connection.info[_QUEUED] = queue
-            try:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            except BaseException:
-                _leave_queue(connection.info)
-                raise
-
-        @event.listens_for(engine, "commit")
-        @event.listens_for(engine, "rollback")
-        def _end(connection: Any) -> None:
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A write transaction takes the write lock up front (IMMEDIATE), in turn with the
+        # other writers; readers stay DEFERRED and, with WAL, never wait for writers.
+        if not connection.info.get(_IMMEDIATE):
+            connection.exec_driver_sql("BEGIN")
+            return
+        if queue is not None:
+            if not queue.acquire():
+                raise OperationalError(
+                    "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
+                )
+            connection.info[_QUEUED] = queue
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
             _leave_queue(connection.info)
+            raise
 
-        @event.listens_for(engine.pool, "checkin")
-        def _checkin(_dbapi_connection: Any, record: Any) -> None:
-            # Should a connection come back without its transaction ending through the
-            # events above, it still gives up its turn.
-            _leave_queue(record.info)
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _end(connection: Any) -> None:
+        # The next transaction of this pooled connection reads unless asked to write.
+        connection.info.pop(_IMMEDIATE, None)
+        _leave_queue(connection.info)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _checkin(_dbapi_connection: Any, record: Any) -> None:
+        # Should a connection come back without its transaction ending through the
+        # events above, it still gives up its turn.
+        record.info.pop(_IMMEDIATE, None)
+        _leave_queue(record.info)
 
     return engine
 
@@ -174,6 +192,26 @@ def _leave_queue(info: dict[str, Any]) -> None:
     queue = info.pop(_QUEUED, None)
     if queue is not None:
         queue.release()
+
+
+def begin(connection: Connection, *, immediate: bool) -> Any:
+    """Begin a transaction on ``connection``: a write transaction when ``immediate``."""
+    connection.info[_IMMEDIATE] = immediate
+    return connection.begin()
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """One short write transaction, committed when the block ends without error."""
+    with engine.connect() as connection, begin(connection, immediate=True):
+        yield connection
+
+
+@contextmanager
+def read_transaction(engine: Engine) -> Iterator[Connection]:
+    """A read-only transaction: a consistent snapshot that never waits for writers."""
+    with engine.connect() as connection, begin(connection, immediate=False):
+        yield connection
 
 
 def database_reachable(engine: Engine) -> bool:
@@ -195,50 +233,176 @@ def alembic_config(url: str) -> Config:
 
 def upgrade(url: str) -> None:
     """Bring the database at ``url`` to the latest migration."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        _private_sqlite_file(Path(parsed.database))
     command.upgrade(alembic_config(url), "head")
 
 
-class SqlUnitOfWork:
-    """One transaction over the store, with its repositories.
+@dataclass
+class _Write:
+    """A staged statement, and what a wrong row count means."""
 
-    Used as a context manager: leaving it without ``commit`` rolls everything back.
+    statement: Any
+    parameters: Any
+    expected_rows: int | None
+    mismatch: Callable[[], Exception] | None
+    after: Callable[[Result[Any]], None] | None
+
+
+class SqlUnitOfWork:
+    """One unit of work over the store, with its repositories.
+
+    Used as a context manager: leaving it without ``commit`` discards every staged write.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session], *, write: bool = True) -> None:
-        self.session_factory = session_factory
-        self.write = write
-        self._intent: Token[bool] | None = None
+    def __init__(self, engine: Engine, *, immediate: bool = False) -> None:
+        self.engine = engine
+        self.immediate = immediate
+        self.dialect = engine.dialect.name
+        self._staged: list[_Write] = []
+        self.connection: Connection | None = None
+        self._depth = 0
+
+    # -- Lifecycle ------------------------------------------------------------------
 
     def __enter__(self) -> SqlUnitOfWork:
-        self._intent = _writing.set(self.write)
-        self.session = self.session_factory()
-        self.sellers = SqlSellers(self.session)
-        self.users = SqlUsers(self.session)
-        self.permission_sets = SqlPermissionSets(self.session)
-        self.tokens = SqlTokens(self.session)
-        self.audit = SqlAudit(self.session)
-        self.outbox = SqlOutbox(self.session)
-        self.markers = SqlMarkers(self.session)
-        self.primary_changes = SqlPrimaryChanges(self.session)
+        # Re-entrant: a use case given a unit of work its caller holds open joins it.
+        self._depth += 1
+        if self._depth > 1:
+            return self
+        self.connection = self.engine.connect()
+        self._staged = []
+        self.sellers = r.SqlSellers(self)
+        self.users = r.SqlUsers(self)
+        self.permission_sets = r.SqlPermissionSets(self)
+        self.tokens = r.SqlTokens(self)
+        self.audit = r.SqlAudit(self)
+        self.outbox = r.SqlOutbox(self)
+        self.markers = r.SqlMarkers(self)
+        self.primary_changes = r.SqlPrimaryChanges(self)
+        self.search = SqlSearch(self)
+        self.auth_failures = r.SqlAuthFailures(self)
+        if self.immediate:
+            begin(self.connection, immediate=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._depth -= 1
+        if self._depth > 0:
+            return
+        connection, self.connection = self.connection, None
+        self._staged = []
+        if connection is None:
+            return
         try:
-            self.session.rollback()
-            self.session.close()
+            if connection.in_transaction():
+                connection.rollback()
         finally:
-            if self._intent is not None:
-                _writing.reset(self._intent)
-                self._intent = None
+            connection.close()
+
+    def _live(self) -> Connection:
+        if self.connection is None:
+            raise RuntimeError("the unit of work is not open: use it in a with block")
+        return self.connection
+
+    # -- Reading and writing ----------------------------------------------------------
+
+    def read(self, statement: Any, parameters: Any = None) -> Result[Any]:
+        """Run a query (inside the read snapshot, or the write transaction)."""
+        connection = self._live()
+        if not connection.in_transaction():
+            begin(connection, immediate=self.immediate)
+        return connection.execute(statement, parameters)
+
+    def write(
+        self,
+        statement: Any,
+        parameters: Any = None,
+        *,
+        expected_rows: int | None = None,
+        mismatch: Callable[[], Exception] | None = None,
+        after: Callable[[Result[Any]], None] | None = None,
+    ) -> None:
+        """Stage a statement (or run it now, in an immediate unit of work).
+
+        :param expected_rows: the row count it must have (a versioned UPDATE: 1);
+            otherwise ``mismatch()`` is raised and nothing of the unit of work is kept.
+        :param after: called with the result once it ran.
+        """
+        staged = _Write(statement, parameters, expected_rows, mismatch, after)
+        if self.immediate:
+            self._run(staged)
+        else:
+            self._staged.append(staged)
+
+    def _run(self, staged: _Write) -> None:
+        connection = self._live()
+        if not connection.in_transaction():
+            begin(connection, immediate=True)
+        try:
+            result = connection.execute(staged.statement, staged.parameters)
+        except IntegrityError as error:
+            raise Uniqueness(UNIQUE_TAKEN) from error
+        if staged.expected_rows is not None and result.rowcount != staged.expected_rows:
+            raise (staged.mismatch or _version_mismatch)()
+        if staged.after is not None:
+            staged.after(result)
+
+    @property
+    def has_writes(self) -> bool:
+        """Whether anything is staged."""
+        return bool(self._staged)
 
     def commit(self) -> None:
-        self.session.commit()
+        """Write everything staged in one short write transaction, and end the snapshot.
+
+        :raises VersionMismatch: a row changed since it was read (nothing is written).
+        :raises Uniqueness: a unique value was taken meanwhile (nothing is written).
+        """
+        connection = self._live()
+        if self.immediate:
+            if connection.in_transaction():
+                connection.commit()
+            return
+        staged, self._staged = self._staged, []
+        if connection.in_transaction():
+            connection.rollback()  # the read snapshot ends: writes see the newest state
+        if not staged:
+            return
+        begin(connection, immediate=True)
+        try:
+            for write in staged:
+                self._run(write)
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
 
     def rollback(self) -> None:
-        self.session.rollback()
+        """Forget what is staged and end the transaction."""
+        self._staged = []
+        connection = self._live()
+        if connection.in_transaction():
+            connection.rollback()
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
-        """A nested transaction: what fails inside is undone, the rest of the request stays."""
-        with self.session.begin_nested():
+        """What fails inside is undone alone; the rest of the unit of work stays."""
+        if self.immediate:
+            connection = self._live()
+            if not connection.in_transaction():
+                begin(connection, immediate=True)
+            with connection.begin_nested():
+                yield
+            return
+        mark = len(self._staged)
+        try:
             yield
+        except BaseException:
+            del self._staged[mark:]
+            raise
+
+
+def _version_mismatch() -> Exception:
+    return VersionMismatch("The resource changed since it was read: read it again and retry.")

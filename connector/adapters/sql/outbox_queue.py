@@ -33,9 +33,10 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, true, update
-from sqlalchemy.orm import Session, aliased, sessionmaker
+from sqlalchemy import Engine, and_, func, or_, select, true, update
+from sqlalchemy.orm import aliased
 
+from connector.adapters.sql.database import read_transaction, write_transaction
 from connector.adapters.sql.tables import OutboxRow, UserRow
 from connector.ports.outbox import (
     ACTIVE_STATES,
@@ -52,7 +53,7 @@ from connector.ports.store import OutboxEntry
 _ERROR_LIMIT = 2000
 
 
-def _entry(row: OutboxRow) -> OutboxEntry:
+def _entry(row: Any) -> OutboxEntry:
     return OutboxEntry(
         seller_id=row.seller_id,
         topic=row.topic,
@@ -67,21 +68,29 @@ def _entry(row: OutboxRow) -> OutboxEntry:
     )
 
 
+class _LostRace(Exception):
+    """Another claimer took some of the rows first: this claim is rolled back."""
+
+
 class SqlOutboxQueue:
     """:class:`connector.services.outbox.OutboxQueue` on the ``outbox`` table."""
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self.session_factory = session_factory
-
-    def _is_postgres(self, session: Session) -> bool:
-        return session.get_bind().dialect.name == "postgresql"
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
 
     # ------------------------------------------------------------------ claiming
 
     def claim(self, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[Claim]:
         """Claim up to ``limit`` aggregates whose head is due, with all their pending entries."""
-        with self.session_factory() as session, session.begin():
-            postgres = self._is_postgres(session)
+        try:
+            return self._claim(now, limit, lease)
+        except _LostRace:
+            return []
+
+    def _claim(self, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[Claim]:
+        with write_transaction(self.engine) as session:
+            postgres = self.postgres
             earlier = aliased(OutboxRow)
             blocked = (
                 select(earlier.id)
@@ -124,7 +133,7 @@ class SqlOutboxQueue:
             )
             if postgres:
                 rows_query = rows_query.with_for_update(of=OutboxRow)
-            rows = [r for r in session.scalars(rows_query) if r.id >= first_id[r.aggregate_id]]
+            rows = [r for r in session.execute(rows_query) if r.id >= first_id[r.aggregate_id]]
             ids = [r.id for r in rows]
             claimed = session.execute(
                 update(OutboxRow)
@@ -136,12 +145,10 @@ class SqlOutboxQueue:
                     ),
                 )
                 .values(state=IN_PROGRESS, next_attempt_at=now + lease)
-                .execution_options(synchronize_session=False)
             )
             if claimed.rowcount != len(ids):
                 # Someone claimed some of them between our read and write: claim nothing now.
-                session.rollback()
-                return []
+                raise _LostRace
             entries: dict[str, list[OutboxEntry]] = {a: [] for a in aggregates}
             for row in rows:
                 entry = _entry(row)
@@ -158,13 +165,8 @@ class SqlOutboxQueue:
     def _set(self, ids: Sequence[int], **values: Any) -> None:
         if not ids:
             return
-        with self.session_factory() as session, session.begin():
-            session.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id.in_(list(ids)))
-                .values(**values)
-                .execution_options(synchronize_session=False)
-            )
+        with write_transaction(self.engine) as session:
+            session.execute(update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(**values))
 
     def complete(self, ids: Sequence[int]) -> None:
         """The entries reached the identity provider."""
@@ -199,13 +201,12 @@ class SqlOutboxQueue:
         """Make waiting entries due now; with ``poison`` also put poison ones back in line
         (attempts reset). ``ids`` limits it to those entries. Returns how many moved."""
         moved = 0
-        with self.session_factory() as session, session.begin():
+        with write_transaction(self.engine) as session:
             scope = OutboxRow.id.in_(list(ids)) if ids else true()
             result = session.execute(
                 update(OutboxRow)
                 .where(scope, OutboxRow.state == PENDING, OutboxRow.next_attempt_at > now)
                 .values(next_attempt_at=now)
-                .execution_options(synchronize_session=False)
             )
             moved += result.rowcount or 0
             if poison:
@@ -213,14 +214,13 @@ class SqlOutboxQueue:
                     update(OutboxRow)
                     .where(scope, OutboxRow.state == POISON)
                     .values(state=PENDING, attempts=0, next_attempt_at=now)
-                    .execution_options(synchronize_session=False)
                 )
                 moved += result.rowcount or 0
         return moved
 
     def expedite(self, now: dt.datetime) -> int:
         """The identity provider answers again: retry now what waits only for that."""
-        with self.session_factory() as session, session.begin():
+        with write_transaction(self.engine) as session:
             result = session.execute(
                 update(OutboxRow)
                 .where(
@@ -229,13 +229,12 @@ class SqlOutboxQueue:
                     OutboxRow.last_error.like(UNAVAILABLE_PREFIX + "%"),
                 )
                 .values(next_attempt_at=now)
-                .execution_options(synchronize_session=False)
             )
             return result.rowcount or 0
 
     def stats(self, now: dt.datetime) -> OutboxStats:
         """Counts by state, the oldest live entry's age, how many wait for a retry."""
-        with self.session_factory() as session:
+        with read_transaction(self.engine) as session:
             counts = {
                 state: int(count)
                 for state, count in session.execute(
@@ -268,18 +267,18 @@ class SqlOutboxQueue:
 
     def entries(self, state: str | None = None, limit: int = 50) -> list[OutboxEntry]:
         """The newest entries (in a state), newest first."""
-        with self.session_factory() as session:
+        with read_transaction(self.engine) as session:
             query = select(OutboxRow).order_by(OutboxRow.id.desc()).limit(limit)
             if state:
                 query = query.where(OutboxRow.state == state)
-            return [_entry(r) for r in session.scalars(query)]
+            return [_entry(r) for r in session.execute(query)]
 
     # ------------------------------------------------------------------ provider ids
 
     def set_provider_id(self, user_id: str, provider_id: str) -> None:
         """Remember the identity provider's id of a user, without bumping its version: it is
         bookkeeping, not a change of the SCIM resource (no new ETag for the client)."""
-        with self.session_factory() as session, session.begin():
+        with write_transaction(self.engine) as session:
             session.execute(
                 update(UserRow)
                 .where(
@@ -287,12 +286,11 @@ class SqlOutboxQueue:
                     or_(UserRow.idp_id.is_(None), UserRow.idp_id != provider_id),
                 )
                 .values(idp_id=provider_id)
-                .execution_options(synchronize_session=False)
             )
 
     def find(self, provider_user_id: str) -> tuple[str, str] | None:
         """(seller id, user id) of the user whose stored provider id this is."""
-        with self.session_factory() as session:
+        with read_transaction(self.engine) as session:
             row = session.execute(
                 select(UserRow.seller_id, UserRow.id).where(UserRow.idp_id == provider_user_id)
             ).first()

@@ -1,16 +1,23 @@
-"""Repositories: domain objects in and out of the SQL tables."""
+"""Repositories: domain objects in and out of the SQL tables.
+
+SQLAlchemy Core with statements built once (their compiled form is cached): reads run in
+the unit of work's snapshot, writes are staged through :meth:`SqlUnitOfWork.write` and run
+in its short write transaction. Versioned UPDATEs (``WHERE version = :read``) make a change
+made meanwhile by another request a :class:`VersionMismatch` instead of a lost update.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
-from sqlalchemy import bindparam, delete, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Result, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.adapters.sql.tables import (
     AuditRow,
+    AuthFailureRow,
     EmailRow,
     MarkerRow,
     MembershipRow,
@@ -33,73 +40,119 @@ from connector.domain.model import (
     SellerAccount,
     SellerUser,
     email_key,
-    text_key,
+    identity_key,
     utcnow,
 )
-from connector.ports.store import ApiToken, AuditEvent, EmailOwner, OutboxEntry
+from connector.ports.store import ApiToken, AuditEvent, EmailOwner, OutboxEntry, PrimaryChange
 
 
-def _chunks(values: list[str], size: int = 500) -> Iterable[list[str]]:
+class Statements(Protocol):
+    """What a repository needs of its unit of work (``database.SqlUnitOfWork``)."""
+
+    dialect: str
+
+    def read(self, statement: Any, parameters: Any = None) -> Result[Any]: ...
+
+    def write(
+        self,
+        statement: Any,
+        parameters: Any = None,
+        *,
+        expected_rows: int | None = None,
+        mismatch: Callable[[], Exception] | None = None,
+        after: Callable[[Result[Any]], None] | None = None,
+    ) -> None: ...
+
+
+sellers = SellerRow.__table__
+tokens = TokenRow.__table__
+users = UserRow.__table__
+emails = EmailRow.__table__
+permission_sets = PermissionSetRow.__table__
+memberships = MembershipRow.__table__
+audit = AuditRow.__table__
+outbox = OutboxRow.__table__
+markers = MarkerRow.__table__
+primary_changes = PrimaryChangeRow.__table__
+auth_failures = AuthFailureRow.__table__
+
+
+def chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    """``values`` in slices small enough for an IN list."""
     for start in range(0, len(values), size):
         yield values[start : start + size]
 
 
-class SqlSellers:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+def upsert(dialect: str, table: Any, values: dict[str, Any], keys: list[str]) -> Any:
+    """INSERT, or UPDATE the row with the same ``keys`` (SQLite and PostgreSQL)."""
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = build(table).values(**values)
+    changed = {k: statement.excluded[k] for k in values if k not in keys}
+    return statement.on_conflict_do_update(index_elements=keys, set_=changed)
 
-    @staticmethod
-    def _to_domain(row: SellerRow) -> SellerAccount:
-        return SellerAccount(
-            id=row.id,
-            name=row.name,
-            plan=Plan(row.plan),
-            partner_domains=list(row.partner_domains or []),
-            created_at=row.created_at,
-            primary_user_id=row.primary_user_id,
-        )
+
+# -- Sellers ----------------------------------------------------------------------------
+
+_SELLER_BY_ID = select(sellers).where(sellers.c.id == bindparam("id"))
+_SELLER_BY_NAME = select(sellers).where(sellers.c.name_key == bindparam("key"))
+
+
+def seller_to_domain(row: Any) -> SellerAccount:
+    """A SellerAccount from its row."""
+    return SellerAccount(
+        id=row.id,
+        name=row.name,
+        plan=Plan(row.plan),
+        partner_domains=list(row.partner_domains or []),
+        created_at=row.created_at,
+        primary_user_id=row.primary_user_id,
+    )
+
+
+def _seller_columns(seller: SellerAccount) -> dict[str, Any]:
+    return {
+        "name": seller.name,
+        "name_key": identity_key(seller.name),
+        "plan": seller.plan.value,
+        "partner_domains": list(seller.partner_domains),
+        "primary_user_id": seller.primary_user_id,
+    }
+
+
+class SqlSellers:
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
     def add(self, seller: SellerAccount) -> None:
-        self.session.add(
-            SellerRow(
-                id=seller.id,
-                name=seller.name,
-                name_key=text_key(seller.name),
-                plan=seller.plan.value,
-                partner_domains=list(seller.partner_domains),
-                primary_user_id=seller.primary_user_id,
-                created_at=seller.created_at,
+        self.uow.write(
+            insert(sellers).values(
+                id=seller.id, created_at=seller.created_at, **_seller_columns(seller)
             )
         )
-        self.session.flush()
 
     def get(self, seller_id: str) -> SellerAccount | None:
-        row = self.session.get(SellerRow, seller_id)
-        return self._to_domain(row) if row else None
+        row = self.uow.read(_SELLER_BY_ID, {"id": seller_id}).first()
+        return seller_to_domain(row) if row else None
 
     def get_by_name(self, name: str) -> SellerAccount | None:
-        row = self.session.scalar(select(SellerRow).where(SellerRow.name_key == text_key(name)))
-        return self._to_domain(row) if row else None
+        row = self.uow.read(_SELLER_BY_NAME, {"key": identity_key(name)}).first()
+        return seller_to_domain(row) if row else None
 
     def list(self) -> list[SellerAccount]:
-        return [
-            self._to_domain(r)
-            for r in self.session.scalars(select(SellerRow).order_by(SellerRow.name_key))
-        ]
+        rows = self.uow.read(select(sellers).order_by(sellers.c.name_key))
+        return [seller_to_domain(r) for r in rows]
 
     def save(self, seller: SellerAccount) -> None:
-        row = self.session.get(SellerRow, seller.id)
-        assert row is not None
-        row.name = seller.name
-        row.name_key = text_key(seller.name)
-        row.plan = seller.plan.value
-        row.partner_domains = list(seller.partner_domains)
-        row.primary_user_id = seller.primary_user_id
-        self.session.flush()
+        self.uow.write(
+            update(sellers).where(sellers.c.id == seller.id).values(**_seller_columns(seller))
+        )
 
 
-def user_to_domain(row: UserRow) -> SellerUser:
-    """Build a SellerUser from its row."""
+# -- Users ------------------------------------------------------------------------------
+
+
+def user_to_domain(row: Any) -> SellerUser:
+    """A SellerUser from its row."""
     invitation = None
     if row.invitation_state:
         invitation = Invitation(
@@ -131,11 +184,12 @@ def user_to_domain(row: UserRow) -> SellerUser:
     )
 
 
-def _user_columns(user: SellerUser) -> dict[str, Any]:
+def user_columns(user: SellerUser) -> dict[str, Any]:
+    """The columns a user's state is written to (everything but id, seller and version)."""
     invitation = user.invitation
     return {
         "user_name": user.user_name,
-        "user_name_key": text_key(user.user_name),
+        "user_name_key": identity_key(user.user_name),
         "external_id": user.external_id,
         "role": user.role.value,
         "active": user.active,
@@ -158,13 +212,36 @@ def _user_columns(user: SellerUser) -> dict[str, Any]:
     }
 
 
+_USER_STATE = list(user_columns(SellerUser("", "", "", Role.secondary)))
+_USER_BY_ID = select(users).where(
+    users.c.id == bindparam("id"), users.c.seller_id == bindparam("seller")
+)
+_VISIBLE_USER_BY_ID = _USER_BY_ID.where(users.c.deleted.is_(False))
+_USER_BY_NAME = select(users).where(
+    users.c.seller_id == bindparam("seller"), users.c.user_name_key == bindparam("key")
+)
+_SAVE_USER = (
+    update(users)
+    .where(users.c.id == bindparam("w_id"), users.c.version == bindparam("w_version"))
+    .values(version=bindparam("w_next"), **{c: bindparam(f"v_{c}") for c in _USER_STATE})
+)
+_EMAILS_OF_USER = select(emails.c.email_key, emails.c.current).where(
+    emails.c.user_id == bindparam("user")
+)
+_SET_EMAIL_CURRENT = (
+    update(emails)
+    .where(emails.c.email_key == bindparam("w_key"))
+    .values(current=bindparam("w_current"))
+)
+
+
 class SqlUsers:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
     def add(self, user: SellerUser) -> None:
-        self.session.add(
-            UserRow(
+        self.uow.write(
+            insert(users).values(
                 id=user.id,
                 seller_id=user.seller_id,
                 # Only at creation: afterwards the outbox worker alone writes it, so that a
@@ -172,257 +249,290 @@ class SqlUsers:
                 idp_id=user.idp_id,
                 created_at=user.created_at,
                 version=user.version,
-                **_user_columns(user),
+                **user_columns(user),
             )
         )
-        self.session.flush()
-        self._reserve_emails(user)
+        self._reserve_emails(user, held={})
 
-    def _reserve_emails(self, user: SellerUser) -> None:
+    def _reserve_emails(self, user: SellerUser, held: dict[str, bool] | None = None) -> None:
+        """Reserve every address of the user (the brand-new rule is the table's key) and
+        mark which are current (filters see only those)."""
+        if held is None:
+            held = {
+                r.email_key: r.current for r in self.uow.read(_EMAILS_OF_USER, {"user": user.id})
+            }
         keys = user.email_keys
-        held = {
-            row.email_key: row
-            for row in self.session.scalars(select(EmailRow).where(EmailRow.user_id == user.id))
-        }
-        for key, row in held.items():
-            row.current = key in keys and not user.deleted
-        for key in keys - held.keys():
-            self.session.add(
-                EmailRow(
-                    email_key=key,
-                    user_id=user.id,
-                    seller_id=user.seller_id,
-                    current=not user.deleted,
-                )
-            )
-        self.session.flush()
+        current = not user.deleted
+        for key, was in held.items():
+            wanted = key in keys and current
+            if wanted != was:
+                self.uow.write(_SET_EMAIL_CURRENT, {"w_key": key, "w_current": wanted})
+        new = [
+            {"email_key": k, "user_id": user.id, "seller_id": user.seller_id, "current": current}
+            for k in sorted(keys - held.keys())
+        ]
+        if new:
+            self.uow.write(insert(emails), new)
 
     def get(
         self, seller_id: str, user_id: str, *, include_deleted: bool = False
     ) -> SellerUser | None:
-        query = select(UserRow).where(UserRow.id == user_id, UserRow.seller_id == seller_id)
-        if not include_deleted:
-            query = query.where(UserRow.deleted.is_(False))
-        row = self.session.scalar(query)
+        statement = _USER_BY_ID if include_deleted else _VISIBLE_USER_BY_ID
+        row = self.uow.read(statement, {"id": user_id, "seller": seller_id}).first()
         return user_to_domain(row) if row else None
 
     def get_many(self, seller_id: str, user_ids: Iterable[str]) -> list[SellerUser]:
         ids = list(user_ids)
         found: dict[str, SellerUser] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             # By primary key only, the seller checked on each row: with the seller in the
             # WHERE clause, SQLite may pick the seller's index and scan all its users.
-            for row in self.session.scalars(select(UserRow).where(UserRow.id.in_(chunk))):
+            for row in self.uow.read(select(users).where(users.c.id.in_(chunk))):
                 if row.seller_id == seller_id:
                     found[row.id] = user_to_domain(row)
         return [found[i] for i in ids if i in found]
 
     def by_user_name(self, seller_id: str, user_name_key: str) -> SellerUser | None:
-        row = self.session.scalar(
-            select(UserRow).where(
-                UserRow.seller_id == seller_id, UserRow.user_name_key == user_name_key
-            )
-        )
+        row = self.uow.read(_USER_BY_NAME, {"seller": seller_id, "key": user_name_key}).first()
         return user_to_domain(row) if row else None
 
     def by_external_id(self, seller_id: str, external_id: str) -> SellerUser | None:
-        row = self.session.scalar(
-            select(UserRow).where(
-                UserRow.seller_id == seller_id,
-                UserRow.external_id == external_id,
-                UserRow.deleted.is_(False),
+        row = self.uow.read(
+            select(users).where(
+                users.c.seller_id == seller_id,
+                users.c.external_id == external_id,
+                users.c.deleted.is_(False),
             )
-        )
+        ).first()
         return user_to_domain(row) if row else None
 
     def list(self, seller_id: str, *, include_deleted: bool = False) -> list[SellerUser]:
         query = (
-            select(UserRow)
-            .where(UserRow.seller_id == seller_id)
-            .order_by(UserRow.created_at, UserRow.id)
+            select(users)
+            .where(users.c.seller_id == seller_id)
+            .order_by(users.c.created_at, users.c.id)
         )
         if not include_deleted:
-            query = query.where(UserRow.deleted.is_(False))
-        return [user_to_domain(r) for r in self.session.scalars(query)]
+            query = query.where(users.c.deleted.is_(False))
+        return [user_to_domain(r) for r in self.uow.read(query)]
 
     def save(self, user: SellerUser, *, expected_version: int | None = None) -> None:
         """Write the user back, bumping its version.
 
-        :raises VersionMismatch: when the stored version is not ``expected_version``.
+        :raises VersionMismatch: (at commit) when the stored version is not
+            ``expected_version`` (by default the version the user was read at).
         """
         current = expected_version if expected_version is not None else user.version
-        result = self.session.execute(
-            update(UserRow)
-            .where(UserRow.id == user.id, UserRow.version == current)
-            .values(version=current + 1, **_user_columns(user))
-        )
-        if result.rowcount != 1:
-            raise VersionMismatch(
+        columns = user_columns(user)
+        parameters = {f"v_{c}": columns[c] for c in _USER_STATE}
+        parameters.update(w_id=user.id, w_version=current, w_next=current + 1)
+        self.uow.write(
+            _SAVE_USER,
+            parameters,
+            expected_rows=1,
+            mismatch=lambda: VersionMismatch(
                 f"User {user.id} changed since version {current}: read it again and retry."
-            )
+            ),
+        )
         user.version = current + 1
         self._reserve_emails(user)
 
-    def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> bool:
+    def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> None:
         """Set ``last_login_at`` to ``at`` when it is later, WITHOUT bumping the version: a
-        login is not a change of the SCIM resource (its ETag must not move under a client).
-
-        :returns: whether it was written.
-        """
-        result = self.session.execute(
-            update(UserRow)
+        login is not a change of the SCIM resource (its ETag must not move under a client)."""
+        self.uow.write(
+            update(users)
             .where(
-                UserRow.id == user_id,
-                UserRow.seller_id == seller_id,
-                or_(UserRow.last_login_at.is_(None), UserRow.last_login_at < at),
+                users.c.id == user_id,
+                users.c.seller_id == seller_id,
+                or_(users.c.last_login_at.is_(None), users.c.last_login_at < at),
             )
             .values(last_login_at=at)
-            .execution_options(synchronize_session=False)
         )
-        return bool(result.rowcount)
+
+    def set_provider_id(self, user_id: str, provider_id: str) -> None:
+        """Remember the identity provider's id of a user (bookkeeping: no new version)."""
+        self.uow.write(
+            update(users)
+            .where(
+                users.c.id == user_id,
+                or_(users.c.idp_id.is_(None), users.c.idp_id != provider_id),
+            )
+            .values(idp_id=provider_id)
+        )
+
+    def find_by_provider_id(self, provider_user_id: str) -> tuple[str, str] | None:
+        """(seller id, user id) of the user whose stored provider id this is."""
+        row = self.uow.read(
+            select(users.c.seller_id, users.c.id).where(users.c.idp_id == provider_user_id)
+        ).first()
+        return (str(row[0]), str(row[1])) if row else None
 
     def email_owners(self, email_keys: Iterable[str]) -> list[EmailOwner]:
-        keys = [email_key(k) for k in email_keys]
+        keys = sorted({email_key(k) for k in email_keys})
         if not keys:
             return []
-        rows = self.session.execute(
-            select(EmailRow.email_key, EmailRow.user_id, EmailRow.seller_id, UserRow.deleted)
-            .join(UserRow, UserRow.id == EmailRow.user_id)
-            .where(EmailRow.email_key.in_(keys))
+        rows = self.uow.read(
+            select(emails.c.email_key, emails.c.user_id, emails.c.seller_id, users.c.deleted)
+            .join(users, users.c.id == emails.c.user_id)
+            .where(emails.c.email_key.in_(keys))
         )
         return [EmailOwner(k, u, s, d) for k, u, s, d in rows]
 
+    def count(self, seller_id: str) -> int:
+        """How many visible users the seller has."""
+        return int(
+            self.uow.read(
+                select(func.count())
+                .select_from(users)
+                .where(users.c.seller_id == seller_id, users.c.deleted.is_(False))
+            ).scalar_one()
+        )
+
+
+# -- Permission sets ----------------------------------------------------------------------
+
+_SET_BY_ID = select(permission_sets).where(
+    permission_sets.c.id == bindparam("id"), permission_sets.c.seller_id == bindparam("seller")
+)
+_SET_BY_NAME = select(permission_sets).where(
+    permission_sets.c.seller_id == bindparam("seller"),
+    permission_sets.c.display_name_key == bindparam("key"),
+)
+_MEMBERS_OF = (
+    select(memberships.c.user_id)
+    .where(memberships.c.permission_set_id == bindparam("set"))
+    .order_by(memberships.c.position, memberships.c.user_id)
+)
+_STORED_MEMBERS = select(memberships.c.user_id, memberships.c.position).where(
+    memberships.c.permission_set_id == bindparam("set")
+)
+_MOVE_MEMBER = (
+    update(memberships)
+    .where(
+        memberships.c.permission_set_id == bindparam("w_set"),
+        memberships.c.user_id == bindparam("w_user"),
+    )
+    .values(position=bindparam("w_position"))
+)
+
+
+def _set_columns(permission_set: PermissionSet) -> dict[str, Any]:
+    return {
+        "display_name": permission_set.display_name,
+        "display_name_key": identity_key(permission_set.display_name),
+        "external_id": permission_set.external_id,
+        "permissions": {k: v.value for k, v in permission_set.permissions.items()},
+        "profile": permission_set.profile,
+        "updated_at": permission_set.updated_at,
+    }
+
+
+def set_to_domain(row: Any, members: list[str]) -> PermissionSet:
+    """A PermissionSet from its row and its members."""
+    return PermissionSet(
+        id=row.id,
+        seller_id=row.seller_id,
+        display_name=row.display_name,
+        external_id=row.external_id,
+        permissions={k: Level(v) for k, v in (row.permissions or {}).items()},
+        member_ids=members,
+        profile=dict(row.profile or {}),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        version=row.version,
+    )
+
 
 class SqlPermissionSets:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
-    def _to_domain(self, row: PermissionSetRow, members: list[str] | None = None) -> PermissionSet:
-        if members is None:
-            members = list(
-                self.session.scalars(
-                    select(MembershipRow.user_id)
-                    .where(MembershipRow.permission_set_id == row.id)
-                    .order_by(MembershipRow.position, MembershipRow.user_id)
-                )
-            )
-        return PermissionSet(
-            id=row.id,
-            seller_id=row.seller_id,
-            display_name=row.display_name,
-            external_id=row.external_id,
-            permissions={k: Level(v) for k, v in (row.permissions or {}).items()},
-            member_ids=members,
-            profile=dict(row.profile or {}),
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-            version=row.version,
-        )
+    def _members(self, set_id: str) -> list[str]:
+        return list(self.uow.read(_MEMBERS_OF, {"set": set_id}).scalars())
 
     def add(self, permission_set: PermissionSet) -> None:
-        self.session.add(
-            PermissionSetRow(
+        self.uow.write(
+            insert(permission_sets).values(
                 id=permission_set.id,
                 seller_id=permission_set.seller_id,
-                display_name=permission_set.display_name,
-                display_name_key=text_key(permission_set.display_name),
-                external_id=permission_set.external_id,
-                permissions={k: v.value for k, v in permission_set.permissions.items()},
-                profile=permission_set.profile,
                 created_at=permission_set.created_at,
-                updated_at=permission_set.updated_at,
                 version=permission_set.version,
+                **_set_columns(permission_set),
             )
         )
-        self.session.flush()
-        self._write_members(permission_set)
+        self._write_members(permission_set, stored={})
 
-    def _write_members(self, permission_set: PermissionSet) -> None:
+    def _write_members(
+        self, permission_set: PermissionSet, stored: dict[str, int] | None = None
+    ) -> None:
         """Make the stored members (and their positions) those of ``permission_set``.
 
         Only the difference is written: adding 100 members to a group of thousands
         inserts 100 rows, rather than deleting and inserting them all.
         """
-        table = MembershipRow.__table__
         set_id = permission_set.id
-        self.session.flush()
-        stored: dict[str, int] = {
-            user_id: position
-            for user_id, position in self.session.execute(
-                select(table.c.user_id, table.c.position).where(table.c.permission_set_id == set_id)
-            )
-        }
+        if stored is None:
+            stored = {u: p for u, p in self.uow.read(_STORED_MEMBERS, {"set": set_id})}
         wanted = {user_id: n for n, user_id in enumerate(dict.fromkeys(permission_set.member_ids))}
         gone = [user_id for user_id in stored if user_id not in wanted]
-        for chunk in _chunks(gone):
-            self.session.execute(
-                delete(table).where(table.c.permission_set_id == set_id, table.c.user_id.in_(chunk))
+        for chunk in chunks(gone):
+            self.uow.write(
+                delete(memberships).where(
+                    memberships.c.permission_set_id == set_id, memberships.c.user_id.in_(chunk)
+                )
             )
         moved = [
-            {"s": set_id, "u": user_id, "p": n}
+            {"w_set": set_id, "w_user": user_id, "w_position": n}
             for user_id, n in wanted.items()
             if user_id in stored and stored[user_id] != n
         ]
         if moved:
-            self.session.execute(
-                update(table)
-                .where(
-                    table.c.permission_set_id == bindparam("s"), table.c.user_id == bindparam("u")
-                )
-                .values(position=bindparam("p")),
-                moved,
-            )
+            self.uow.write(_MOVE_MEMBER, moved)
         added = [
             {"permission_set_id": set_id, "user_id": user_id, "position": n}
             for user_id, n in wanted.items()
             if user_id not in stored
         ]
         if added:
-            self.session.execute(insert(table), added)
+            self.uow.write(insert(memberships), added)
 
     def get(self, seller_id: str, permission_set_id: str) -> PermissionSet | None:
-        row = self.session.scalar(
-            select(PermissionSetRow).where(
-                PermissionSetRow.id == permission_set_id, PermissionSetRow.seller_id == seller_id
-            )
-        )
-        return self._to_domain(row) if row else None
+        row = self.uow.read(_SET_BY_ID, {"id": permission_set_id, "seller": seller_id}).first()
+        return set_to_domain(row, self._members(row.id)) if row else None
 
     def get_many(self, seller_id: str, ids: Iterable[str]) -> list[PermissionSet]:
         wanted = list(ids)
-        rows: dict[str, PermissionSetRow] = {}
-        for chunk in _chunks(wanted):
+        rows: dict[str, Any] = {}
+        for chunk in chunks(wanted):
             # By primary key only, as SqlUsers.get_many.
-            for row in self.session.scalars(
-                select(PermissionSetRow).where(PermissionSetRow.id.in_(chunk))
+            for row in self.uow.read(
+                select(permission_sets).where(permission_sets.c.id.in_(chunk))
             ):
                 if row.seller_id == seller_id:
                     rows[row.id] = row
         members: dict[str, list[str]] = {i: [] for i in rows}
-        for chunk in _chunks(list(rows)):
-            for set_id, user_id in self.session.execute(
-                select(MembershipRow.permission_set_id, MembershipRow.user_id)
-                .where(MembershipRow.permission_set_id.in_(chunk))
-                .order_by(MembershipRow.position, MembershipRow.user_id)
+        for chunk in chunks(list(rows)):
+            for set_id, user_id in self.uow.read(
+                select(memberships.c.permission_set_id, memberships.c.user_id)
+                .where(memberships.c.permission_set_id.in_(chunk))
+                .order_by(memberships.c.position, memberships.c.user_id)
             ):
                 members[set_id].append(user_id)
-        return [self._to_domain(rows[i], members[i]) for i in wanted if i in rows]
+        return [set_to_domain(rows[i], members[i]) for i in wanted if i in rows]
 
     def by_display_name(self, seller_id: str, display_name: str) -> PermissionSet | None:
-        row = self.session.scalar(
-            select(PermissionSetRow).where(
-                PermissionSetRow.seller_id == seller_id,
-                PermissionSetRow.display_name_key == text_key(display_name),
-            )
-        )
-        return self._to_domain(row) if row else None
+        row = self.uow.read(
+            _SET_BY_NAME, {"seller": seller_id, "key": identity_key(display_name)}
+        ).first()
+        return set_to_domain(row, self._members(row.id)) if row else None
 
     def list(self, seller_id: str) -> list[PermissionSet]:
-        ids = self.session.scalars(
-            select(PermissionSetRow.id)
-            .where(PermissionSetRow.seller_id == seller_id)
-            .order_by(PermissionSetRow.display_name_key)
-        )
+        ids = self.uow.read(
+            select(permission_sets.c.id)
+            .where(permission_sets.c.seller_id == seller_id)
+            .order_by(permission_sets.c.display_name_key)
+        ).scalars()
         return self.get_many(seller_id, list(ids))
 
     def of_user(self, user_id: str) -> list[PermissionSet]:
@@ -431,99 +541,100 @@ class SqlPermissionSets:
     def of_users(self, user_ids: Iterable[str]) -> dict[str, list[PermissionSet]]:
         """The permission sets of each user, without their member lists (which can be long)."""
         result: dict[str, list[PermissionSet]] = {}
-        for chunk in _chunks(list(user_ids)):
-            rows = self.session.execute(
-                select(MembershipRow.user_id, PermissionSetRow)
-                .join(PermissionSetRow, PermissionSetRow.id == MembershipRow.permission_set_id)
-                .where(MembershipRow.user_id.in_(chunk))
-                .order_by(PermissionSetRow.display_name_key)
+        for chunk in chunks(list(user_ids)):
+            rows = self.uow.read(
+                select(memberships.c.user_id, permission_sets)
+                .join(permission_sets, permission_sets.c.id == memberships.c.permission_set_id)
+                .where(memberships.c.user_id.in_(chunk))
+                .order_by(permission_sets.c.display_name_key)
             )
-            for user_id, row in rows:
-                result.setdefault(user_id, []).append(self._to_domain(row, members=[]))
+            for row in rows:
+                result.setdefault(row.user_id, []).append(set_to_domain(row, []))
         return result
 
     def save(self, permission_set: PermissionSet, *, expected_version: int | None = None) -> None:
         current = expected_version if expected_version is not None else permission_set.version
-        result = self.session.execute(
-            update(PermissionSetRow)
-            .where(PermissionSetRow.id == permission_set.id, PermissionSetRow.version == current)
-            .values(
-                version=current + 1,
-                display_name=permission_set.display_name,
-                display_name_key=text_key(permission_set.display_name),
-                external_id=permission_set.external_id,
-                permissions={k: v.value for k, v in permission_set.permissions.items()},
-                profile=permission_set.profile,
-                updated_at=permission_set.updated_at,
-            )
+        self.uow.write(
+            update(permission_sets)
+            .where(permission_sets.c.id == permission_set.id, permission_sets.c.version == current)
+            .values(version=current + 1, **_set_columns(permission_set)),
+            expected_rows=1,
+            mismatch=lambda: VersionMismatch(
+                f"Group {permission_set.id} changed since version {current}: read it again "
+                "and retry."
+            ),
         )
-        if result.rowcount != 1:
-            raise VersionMismatch(
-                f"Group {permission_set.id} changed since version {current}: read it again and retry."
-            )
         permission_set.version = current + 1
         self._write_members(permission_set)
 
     def delete(self, permission_set: PermissionSet) -> None:
-        self.session.execute(
-            delete(MembershipRow).where(MembershipRow.permission_set_id == permission_set.id)
+        self.uow.write(
+            delete(memberships).where(memberships.c.permission_set_id == permission_set.id)
         )
-        self.session.execute(
-            delete(PermissionSetRow).where(PermissionSetRow.id == permission_set.id)
-        )
-        self.session.flush()
+        self.uow.write(delete(permission_sets).where(permission_sets.c.id == permission_set.id))
+
+
+# -- Tokens, audit, outbox, markers, primary changes --------------------------------------------
+
+_TOKEN_BY_ID = select(tokens).where(tokens.c.id == bindparam("id"))
+
+
+def _token(row: Any) -> ApiToken:
+    return ApiToken(
+        id=row.id,
+        seller_id=row.seller_id,
+        token_hash=row.token_hash,
+        label=row.label,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
 
 
 class SqlTokens:
-    def __init__(self, session: Session) -> None:
-        self.session = session
-
-    @staticmethod
-    def _to_domain(row: TokenRow) -> ApiToken:
-        return ApiToken(
-            id=row.id,
-            seller_id=row.seller_id,
-            token_hash=row.token_hash,
-            label=row.label,
-            created_at=row.created_at,
-            revoked_at=row.revoked_at,
-            last_used_at=row.last_used_at,
-        )
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
     def add(self, token: ApiToken) -> None:
-        self.session.add(TokenRow(**vars(token)))
-        self.session.flush()
-
-    def by_hash(self, token_hash: str) -> ApiToken | None:
-        row = self.session.scalar(select(TokenRow).where(TokenRow.token_hash == token_hash))
-        return self._to_domain(row) if row else None
+        self.uow.write(insert(tokens).values(**vars(token)))
 
     def get(self, token_id: str) -> ApiToken | None:
-        row = self.session.get(TokenRow, token_id)
-        return self._to_domain(row) if row else None
+        row = self.uow.read(_TOKEN_BY_ID, {"id": token_id}).first()
+        return _token(row) if row else None
 
     def list(self, seller_id: str) -> list[ApiToken]:
-        rows = self.session.scalars(
-            select(TokenRow).where(TokenRow.seller_id == seller_id).order_by(TokenRow.created_at)
+        rows = self.uow.read(
+            select(tokens).where(tokens.c.seller_id == seller_id).order_by(tokens.c.created_at)
         )
-        return [self._to_domain(r) for r in rows]
+        return [_token(r) for r in rows]
 
     def save(self, token: ApiToken) -> None:
-        row = self.session.get(TokenRow, token.id)
-        assert row is not None
-        row.revoked_at = token.revoked_at
-        row.last_used_at = token.last_used_at
-        row.label = token.label
-        self.session.flush()
+        self.uow.write(
+            update(tokens)
+            .where(tokens.c.id == token.id)
+            .values(revoked_at=token.revoked_at, last_used_at=token.last_used_at, label=token.label)
+        )
+
+
+def _audit_event(row: Any) -> AuditEvent:
+    return AuditEvent(
+        seller_id=row.seller_id,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        changes=row.changes,
+        at=row.at,
+        id=row.id,
+    )
 
 
 class SqlAudit:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
     def append(self, event: AuditEvent) -> None:
-        self.session.add(
-            AuditRow(
+        self.uow.write(
+            insert(audit).values(
                 seller_id=event.seller_id,
                 at=event.at or utcnow(),
                 actor=event.actor,
@@ -533,103 +644,139 @@ class SqlAudit:
             )
         )
 
-    def list(self, seller_id: str, limit: int | None = None) -> list[AuditEvent]:
-        query = select(AuditRow).where(AuditRow.seller_id == seller_id).order_by(AuditRow.id)
+    def list(
+        self, seller_id: str, limit: int | None = None, *, after: int | None = None
+    ) -> list[AuditEvent]:
+        """The seller's events, oldest first (after the event id ``after``)."""
+        query = select(audit).where(audit.c.seller_id == seller_id).order_by(audit.c.id)
+        if after is not None:
+            query = query.where(audit.c.id > after)
         if limit:
             query = query.limit(limit)
-        return [
-            AuditEvent(
-                seller_id=r.seller_id,
-                actor=r.actor,
-                action=r.action,
-                target=r.target,
-                changes=r.changes,
-                at=r.at,
-                id=r.id,
-            )
-            for r in self.session.scalars(query)
-        ]
+        return [_audit_event(r) for r in self.uow.read(query)]
 
 
 class SqlOutbox:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
     def add(self, entry: OutboxEntry) -> None:
         now = utcnow()
-        self.session.add(
-            OutboxRow(
+        self.uow.write(
+            insert(outbox).values(
                 seller_id=entry.seller_id,
                 topic=entry.topic,
                 aggregate_id=entry.aggregate_id,
                 payload=entry.payload,
                 state="pending",
                 attempts=0,
-                next_attempt_at=now,
+                next_attempt_at=entry.next_attempt_at or now,
                 created_at=now,
             )
         )
 
 
 class SqlMarkers:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
     def get(self, source: str) -> str | None:
-        row = self.session.get(MarkerRow, source)
-        return row.marker if row else None
+        row = self.uow.read(select(markers.c.marker).where(markers.c.source == source)).first()
+        return row[0] if row else None
 
     def set(self, source: str, marker: str | None) -> None:
-        row = self.session.get(MarkerRow, source)
-        if row is None:
-            self.session.add(MarkerRow(source=source, marker=marker, updated_at=utcnow()))
-        else:
-            row.marker = marker
-            row.updated_at = utcnow()
-        self.session.flush()
+        self.uow.write(
+            upsert(
+                self.uow.dialect,
+                markers,
+                {"source": source, "marker": marker, "updated_at": utcnow()},
+                ["source"],
+            )
+        )
+
+    def delete_before(self, prefix: str, before: dt.datetime) -> None:
+        """Forget the markers of a kind (a source prefix) last set before ``before``."""
+        self.uow.write(
+            delete(markers).where(
+                markers.c.source.startswith(prefix, autoescape=True),
+                markers.c.updated_at < before,
+            )
+        )
 
 
 class SqlPrimaryChanges:
-    def __init__(self, session: Session) -> None:
-        self.session = session
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
 
-    def add(
-        self,
-        change_id: str,
-        seller_id: str,
-        new_email: str,
-        token_hash: str,
-        requested_at: dt.datetime,
-        expires_at: dt.datetime,
-    ) -> None:
-        self.session.add(
-            PrimaryChangeRow(
-                id=change_id,
-                seller_id=seller_id,
-                new_email=new_email,
-                token_hash=token_hash,
-                requested_at=requested_at,
-                expires_at=expires_at,
+    def add(self, change: PrimaryChange) -> None:
+        self.uow.write(
+            insert(primary_changes).values(
+                id=change.id,
+                seller_id=change.seller_id,
+                new_email=change.new_email,
+                token_hash=change.token_hash,
+                requested_at=change.requested_at,
+                expires_at=change.expires_at,
             )
         )
-        self.session.flush()
 
-    def by_token_hash(self, token_hash: str) -> dict[str, Any] | None:
-        row = self.session.scalar(
-            select(PrimaryChangeRow).where(PrimaryChangeRow.token_hash == token_hash)
-        )
+    def by_token_hash(self, token_hash: str) -> PrimaryChange | None:
+        row = self.uow.read(
+            select(primary_changes).where(primary_changes.c.token_hash == token_hash)
+        ).first()
         if row is None:
             return None
-        return {
-            "id": row.id,
-            "seller_id": row.seller_id,
-            "new_email": row.new_email,
-            "expires_at": row.expires_at,
-            "completed_at": row.completed_at,
-        }
+        return PrimaryChange(
+            id=row.id,
+            seller_id=row.seller_id,
+            new_email=row.new_email,
+            token_hash=row.token_hash,
+            requested_at=row.requested_at,
+            expires_at=row.expires_at,
+            completed_at=row.completed_at,
+        )
 
     def complete(self, change_id: str, at: dt.datetime) -> None:
-        row = self.session.get(PrimaryChangeRow, change_id)
-        assert row is not None
-        row.completed_at = at
-        self.session.flush()
+        self.uow.write(
+            update(primary_changes)
+            .where(primary_changes.c.id == change_id, primary_changes.c.completed_at.is_(None))
+            .values(completed_at=at),
+            expected_rows=1,
+            mismatch=lambda: VersionMismatch("This confirmation link was used meanwhile."),
+        )
+
+
+# -- The authentication brake ------------------------------------------------------------------
+
+
+class SqlAuthFailures:
+    """Failed authentications, shared by every worker and machine on the store."""
+
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
+
+    def record(self, client: str, token_id: str, at: dt.datetime) -> None:
+        self.uow.write(insert(auth_failures).values(client=client, token_id=token_id, at=at))
+
+    def count(self, client: str, since: dt.datetime, token_id: str | None = None) -> int:
+        query = (
+            select(func.count())
+            .select_from(auth_failures)
+            .where(auth_failures.c.client == client, auth_failures.c.at > since)
+        )
+        if token_id is not None:
+            query = query.where(auth_failures.c.token_id == token_id)
+        return int(self.uow.read(query).scalar_one())
+
+    def oldest(
+        self, client: str, since: dt.datetime, token_id: str | None = None
+    ) -> dt.datetime | None:
+        query = select(func.min(auth_failures.c.at)).where(
+            auth_failures.c.client == client, auth_failures.c.at > since
+        )
+        if token_id is not None:
+            query = query.where(auth_failures.c.token_id == token_id)
+        return self.uow.read(query).scalar()
+
+    def prune(self, before: dt.datetime) -> None:
+        self.uow.write(delete(auth_failures).where(auth_failures.c.at <= before))

@@ -10,10 +10,13 @@ from sqlalchemy import and_, case, func, literal, select
 from connector.adapters.sql.filters import Column, Dialect, Elements, JsonScalar
 from connector.adapters.sql.tables import EmailRow, MembershipRow, PermissionSetRow, UserRow
 from connector.domain.model import email_key, text_key, utcnow
-from scim.schemas import ENTERPRISE_SCHEMA, SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
-
-USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
-GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+from connector.ports.schemas import (
+    ENTERPRISE_SCHEMA,
+    GROUP_SCHEMA,
+    SELLER_GROUP_SCHEMA,
+    SELLER_USER_SCHEMA,
+    USER_SCHEMA,
+)
 
 Source = Column | JsonScalar | Elements | None
 

@@ -125,6 +125,9 @@ class EmailRow(Base):
     seller_id: Mapped[str] = mapped_column(ForeignKey("sellers.id"))
     # True while the address is among the user's current emails (filters look only at these).
     current: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Set when a user who never signed in gave the address up (deleted, or its invitation
+    # expired): another user may take it; its own seller may still restore it while free.
+    released_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
 
 
 class PermissionSetRow(Base):
@@ -218,3 +221,17 @@ class DirectoryLinkRow(Base):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     seller_id: Mapped[str] = mapped_column(ForeignKey("sellers.id"))
     linked_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class AuthFailureRow(Base):
+    """A failed authentication, counted by every worker and machine for the brake."""
+
+    __tablename__ = "auth_failures"
+    __table_args__ = (
+        Index("ix_auth_failures_client_at", "client", "at"),
+        Index("ix_auth_failures_client_token_at", "client", "token_id", "at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(64))
+    token_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[dt.datetime] = mapped_column(UtcDateTime)

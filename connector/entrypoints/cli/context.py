@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 import click
 
-from connector.adapters.sql.database import SqlUnitOfWork
 from connector.bootstrap import Connector, bootstrap
 from connector.domain.drafts import Actor
 from connector.domain.errors import DomainError
 from connector.domain.model import SellerAccount
 from connector.mappings import MappingError
+from connector.ports.store import UnitOfWork
 from connector.services.sellers import find_seller
 
 
@@ -39,7 +39,7 @@ class CliContext:
         return Actor(f"cli:{getpass.getuser()}")
 
     @contextmanager
-    def uow(self) -> Iterator[SqlUnitOfWork]:
+    def uow(self) -> Iterator[UnitOfWork]:
         """A unit of work whose domain refusals become clean CLI errors."""
         with self.connector.uow() as uow:
             try:
@@ -47,7 +47,7 @@ class CliContext:
             except DomainError as error:
                 raise click.ClickException(error.detail) from error
 
-    def seller(self, uow: SqlUnitOfWork, ref: str) -> SellerAccount:
+    def seller(self, uow: UnitOfWork, ref: str) -> SellerAccount:
         return find_seller(uow, ref)
 
 

@@ -150,25 +150,23 @@ def plan(ctx: CliContext, seller: str, plan: str) -> None:
 def change_primary(ctx: CliContext, seller: str, new_email: str) -> None:
     """Start making NEW_EMAIL the primary user of SELLER: a verification link is emailed to it.
 
-    The change completes only when the link is confirmed. A secondary user must be
-    deactivated first.
+    The change completes only when the link is confirmed (its page shows the seller and the
+    new primary, and asks to confirm). A secondary user must be deactivated first.
     """
-    mailer = ctx.connector.mailer()
+    connector = ctx.connector
     with ctx.uow() as uow:
         account = ctx.seller(uow, seller)
-        change_id, secret = cases.request_primary_change(uow, account, new_email, ctx.actor)
-        link = f"{ctx.connector.settings.public_url}/operator/confirm-primary/{secret}"
         try:
-            mailer.send(
+            change_id = cases.request_primary_change(
+                uow,
+                connector.mailer(),
+                account,
                 new_email,
-                f"Confirm you are the new primary user of {account.name}",
-                f"The marketplace operator asked to make {new_email} the primary user of the "
-                f"seller account {account.name}.\n\nConfirm within 48 hours:\n{link}\n\n"
-                "If you did not expect this, ignore this email.",
+                ctx.actor,
+                confirmation_url=f"{connector.settings.public_url}/operator/confirm-primary",
             )
         except MailUnavailable as error:
             raise click.ClickException(f"{error} Nothing was changed.") from error
-        uow.commit()
     click.echo(
         f"Verification link sent to {new_email} (change {change_id}); it completes once confirmed."
     )
@@ -180,6 +178,5 @@ def change_primary(ctx: CliContext, seller: str, new_email: str) -> None:
 def confirm_primary(ctx: CliContext, token: str) -> None:
     """Complete a primary change with the TOKEN from its verification link."""
     with ctx.uow() as uow:
-        user = cases.confirm_primary_change(uow, ctx.connector.catalogue, token, ctx.actor)
-        uow.commit()
+        user, _ = cases.confirm_primary_change(uow, ctx.connector.catalogue, token, ctx.actor)
     click.echo(f"{user.user_name} is now the primary user.")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import click
 
-from connector.domain.model import utcnow
+from connector.domain.errors import NotFound
+from connector.domain.model import SellerAccount, SellerUser, utcnow
 from connector.entrypoints.cli.context import CliContext, pass_context
 from connector.entrypoints.cli.output import emit, emit_json, format_option
+from connector.ports.store import UnitOfWork
 from connector.services import users as cases
 
 
@@ -45,14 +47,16 @@ def list_users(ctx: CliContext, seller: str, include_deleted: bool, output_forma
     emit(output_format, ["id", "userName", "role", "status", "invitation"], rows, data)
 
 
-def _find(ctx: CliContext, uow: object, seller: str, user: str) -> tuple[object, object]:
-    account = ctx.seller(uow, seller)  # type: ignore[arg-type]
-    found = uow.users.get(account.id, user) or uow.users.by_user_name(account.id, user.lower())  # type: ignore[attr-defined]
-    if found is None or found.deleted:
+def _find(
+    ctx: CliContext, uow: UnitOfWork, seller: str, user: str
+) -> tuple[SellerAccount, SellerUser]:
+    account = ctx.seller(uow, seller)
+    try:
+        return account, cases.find_user(uow, account, user)
+    except NotFound as error:
         raise click.ClickException(
             f"{account.name} has no user {user!r} (give its id or userName)."
-        )
-    return account, found
+        ) from error
 
 
 @users.command("resend-invitation")
@@ -72,7 +76,7 @@ def resend_invitation(ctx: CliContext, seller: str, user: str, days: int | None)
     lifespan = dt.timedelta(days=days) if days else ctx.connector.settings.invitation_lifespan
     with ctx.uow() as uow:
         account, found = _find(ctx, uow, seller, user)
-        updated = cases.resend_invitation(uow, account, found.id, ctx.actor, lifespan=lifespan)  # type: ignore[attr-defined]
+        updated = cases.resend_invitation(uow, account, found.id, ctx.actor, lifespan=lifespan)
         uow.commit()
     assert updated.invitation is not None
     emit_json(
@@ -94,9 +98,9 @@ def deactivate(ctx: CliContext, seller: str, user: str) -> None:
     """Deactivate USER of SELLER (never deleted; its sessions end in the identity provider)."""
     with ctx.uow() as uow:
         account, found = _find(ctx, uow, seller, user)
-        cases.set_active(uow, account, found.id, False, ctx.actor)  # type: ignore[attr-defined]
+        cases.set_active(uow, account, found.id, False, ctx.actor)
         uow.commit()
-    click.echo(f"{found.user_name} deactivated.")  # type: ignore[attr-defined]
+    click.echo(f"{found.user_name} deactivated.")
 
 
 @users.command("reactivate")
@@ -107,6 +111,6 @@ def reactivate(ctx: CliContext, seller: str, user: str) -> None:
     """Reactivate USER of SELLER."""
     with ctx.uow() as uow:
         account, found = _find(ctx, uow, seller, user)
-        cases.set_active(uow, account, found.id, True, ctx.actor)  # type: ignore[attr-defined]
+        cases.set_active(uow, account, found.id, True, ctx.actor)
         uow.commit()
-    click.echo(f"{found.user_name} reactivated.")  # type: ignore[attr-defined]
+    click.echo(f"{found.user_name} reactivated.")

@@ -22,9 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
 
 from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, PermissionSetDraft, UserDraft
@@ -39,7 +37,7 @@ from connector.domain.model import (
     text_key,
 )
 from connector.ports.directory import DirectoryLinks, KnownUser
-from connector.ports.store import AuditEvent, UnitOfWork
+from connector.ports.store import AuditEvent, UnitOfWork, UnitOfWorkFactory
 from connector.services.directory.plan import (
     Action,
     CreateUser,
@@ -48,14 +46,14 @@ from connector.services.directory.plan import (
     SetPermissionSets,
     UpdateUser,
 )
-from connector.services.permission_sets import replace_permission_set
+from connector.services.permission_sets import change_permission_set
 from connector.services.sellers import find_seller
 from connector.services.users import (
     DEFAULT_INVITATION_LIFESPAN,
+    add_user,
+    change_active,
+    change_user,
     get_user,
-    provision_user,
-    replace_user,
-    set_active,
 )
 
 MARKER_PREFIX = "directory:"
@@ -63,7 +61,7 @@ MARKER_PREFIX = "directory:"
 table is shared with other incremental readers)."""
 
 
-UowFactory = Callable[[], AbstractContextManager[UnitOfWork]]
+UowFactory = UnitOfWorkFactory
 LinksFactory = Callable[[UnitOfWork], DirectoryLinks]
 
 
@@ -133,11 +131,11 @@ class _Memberships:
                 raise NotFound(f"permission set {set_id} was deleted during the sync")
             members = [m for m in current.member_ids if m not in removes]
             members += [m for m in dict.fromkeys(adds) if m not in set(members)]
-            replace_permission_set(
+            change_permission_set(
                 self.uow,
                 self.catalogue,
                 self.seller,
-                set_id,
+                current,
                 PermissionSetDraft(
                     display_name=current.display_name,
                     external_id=current.external_id,
@@ -264,7 +262,7 @@ class StoreDirectoryTarget:
         self._single(seller_id, Reactivate(user_id, ""))
 
     def _single(self, seller_id: str, action: Action | _Deactivation) -> str | None:
-        with self.uow_factory() as uow:
+        with self.uow_factory(immediate=True) as uow:
             seller = find_seller(uow, seller_id)
             members = _Memberships(uow, self.catalogue, seller, self.actor)
             user_id = self._apply(uow, seller, self.links(uow), members, action)
@@ -291,12 +289,8 @@ class StoreDirectoryTarget:
         """
         results: list[str | None] = []
         deadline = time.monotonic() + self.max_batch_seconds
-        with self.uow_factory() as uow:
-            savepoint: Callable[[], AbstractContextManager[Any]] | None = getattr(
-                uow, "savepoint", None
-            )
-            if savepoint is None:  # a store without savepoints: one action at a time
-                return self._one_by_one(seller_id, actions)
+        with self.uow_factory(immediate=True) as uow:
+            savepoint = uow.savepoint
             try:
                 seller = find_seller(uow, seller_id)
             except DomainError as exc:  # as single calls would: each action refused
@@ -362,7 +356,7 @@ class StoreDirectoryTarget:
                 self._deactivate(uow, seller, links, action.user_id, action.reason)
             case Reactivate():
                 user = self._linked_user(uow, seller, links, action.user_id)
-                set_active(uow, seller, user.id, True, self.actor)
+                change_active(uow, seller, user, True, self.actor)
         return None
 
     def _linked_user(
@@ -410,7 +404,7 @@ class StoreDirectoryTarget:
             active=True,
         )
         # A user this seller deleted with the same address comes back (same id).
-        user, restored = provision_user(
+        user, restored = add_user(
             uow,
             self.catalogue,
             seller,
@@ -466,7 +460,7 @@ class StoreDirectoryTarget:
             draft.display_name = (
                 f"{draft.given_name or ''} {draft.family_name or ''}".strip() or None
             )
-        replace_user(uow, self.catalogue, seller, user.id, draft, self.actor)
+        change_user(uow, self.catalogue, seller, user, draft, self.actor)
 
     def _set_permission_sets(
         self,
@@ -496,7 +490,7 @@ class StoreDirectoryTarget:
         user = self._linked_user(uow, seller, links, user_id)
         if not user.active:
             return
-        set_active(uow, seller, user.id, False, self.actor)
+        change_active(uow, seller, user, False, self.actor)
         uow.audit.append(
             AuditEvent(
                 seller.id,

@@ -42,7 +42,7 @@ def connector(sqlite_url: str, tmp_path: Path) -> Connector:
 
 @pytest.fixture
 def queue(connector: Connector) -> SqlOutboxQueue:
-    return SqlOutboxQueue(connector.session_factory)
+    return SqlOutboxQueue(connector.engine)
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def test_a_token_cannot_touch_another_sellers_keycloak_organization(
     b_ids = [b_user["id"], b_other["id"], b.primary.id]
     before = keycloak_state(keycloak_server, b.seller.id, [b_set["id"]])
     assert len(before["users"]) == 3 and before["groups"][b_set["id"]] == set()
-    queue = SqlOutboxQueue(connector.session_factory)
+    queue = SqlOutboxQueue(connector.engine)
     outbox_before = [e.id for e in queue.entries(limit=10_000) if e.seller_id == b.seller.id]
 
     # A's token, aimed at B's users and permission set, every way SCIM allows.

@@ -172,7 +172,7 @@ def test_no_change_is_lost_when_keycloak_stops_mid_stream(
     make_worker: Callable[..., OutboxWorker],
 ) -> None:
     handle = make_seller()
-    queue = SqlOutboxQueue(connector.session_factory)
+    queue = SqlOutboxQueue(connector.engine)
     proxy: TcpProxy | None = None
     if keycloak_server.restartable:
         down, up = keycloak_server.halt, keycloak_server.resume

@@ -80,7 +80,7 @@ def test_a_refused_change_is_poison_holds_nothing_back_and_can_be_requeued(
     report = worker.drain()
     assert report.poisoned == 0 and report.done == 2
     smtp.wait_for_recipient(fixed, timeout=20)
-    assert SqlOutboxQueue(connector.session_factory).stats(utcnow()).counts["poison"] == 0
+    assert SqlOutboxQueue(connector.engine).stats(utcnow()).counts["poison"] == 0
 
 
 def test_a_change_that_keeps_failing_becomes_poison_after_max_attempts(
@@ -108,7 +108,7 @@ def test_a_change_that_keeps_failing_becomes_poison_after_max_attempts(
     time.sleep(1.1)
     second = worker.drain()
     assert second.poisoned == 6
-    queue = SqlOutboxQueue(connector.session_factory)
+    queue = SqlOutboxQueue(connector.engine)
     poison = queue.entries("poison")
     assert len(poison) == 6
     for entry in poison:

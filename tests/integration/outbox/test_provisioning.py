@@ -139,7 +139,7 @@ def test_scim_post_becomes_a_keycloak_member_with_roles_groups_and_an_invitation
     report = worker.drain()
     assert (report.aggregates, report.entries, report.calls) == (1, 3, 1)
     assert kc_user(keycloak_server, created["id"])["firstName"] == "Annabel"  # type: ignore[index]
-    stats = SqlOutboxQueue(connector.session_factory).stats(utcnow())
+    stats = SqlOutboxQueue(connector.engine).stats(utcnow())
     assert stats.counts["pending"] == stats.counts["poison"] == 0
 
 

@@ -36,7 +36,7 @@ def enqueue(connector: Connector, *entries: tuple[str, str]) -> None:
 
 
 def test_claim_collapses_an_aggregate_and_holds_it_until_done(store: Connector) -> None:
-    queue = SqlOutboxQueue(store.session_factory)
+    queue = SqlOutboxQueue(store.engine)
     enqueue(store, ("user.sync", "A"), ("user.invite", "A"), ("user.sync", "B"))
     enqueue(store, ("user.sync", "A"))
 
@@ -60,7 +60,7 @@ def test_claim_collapses_an_aggregate_and_holds_it_until_done(store: Connector) 
 
 
 def test_retry_later_keeps_order_and_poison_does_not_block(store: Connector) -> None:
-    queue = SqlOutboxQueue(store.session_factory)
+    queue = SqlOutboxQueue(store.engine)
     enqueue(store, ("user.sync", "A"))
     [claim] = queue.claim(utcnow(), 10, LEASE)
     later = utcnow() + dt.timedelta(seconds=60)
@@ -93,7 +93,7 @@ def test_retry_later_keeps_order_and_poison_does_not_block(store: Connector) -> 
 
 
 def test_an_expired_lease_is_claimed_again(store: Connector) -> None:
-    queue = SqlOutboxQueue(store.session_factory)
+    queue = SqlOutboxQueue(store.engine)
     enqueue(store, ("seller.sync", "S"))
     assert len(queue.claim(utcnow(), 10, dt.timedelta(seconds=-1))) == 1
     # The worker that claimed it died: its lease ended, another worker takes it over.
@@ -106,7 +106,7 @@ def test_set_provider_id_does_not_bump_the_version(
     connector: Connector, make_seller: Callable[..., SellerHandle]
 ) -> None:
     handle = make_seller()
-    queue = SqlOutboxQueue(connector.session_factory)
+    queue = SqlOutboxQueue(connector.engine)
     queue.set_provider_id(handle.primary.id, "kc-123")
     with connector.uow() as uow:
         user = uow.users.get(handle.seller.id, handle.primary.id)
@@ -122,7 +122,7 @@ def test_concurrent_claimers_never_overlap_an_aggregate_nor_reorder_it(
     """Four claimers (threads with their own connections) and a writer adding entries meanwhile:
     no aggregate is ever held by two claimers, and each aggregate's entries are applied in id
     order, each exactly once."""
-    queue = SqlOutboxQueue(store.session_factory)
+    queue = SqlOutboxQueue(store.engine)
     aggregates = [f"agg-{n}" for n in range(12)]
     total = 240
     in_flight: set[str] = set()
