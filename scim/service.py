@@ -11,6 +11,8 @@ resource is read again and retried, unless the client sent If-Match (then 412).
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar, cast
@@ -58,7 +60,7 @@ MAX_FILTER_DEPTH = 32
 """Nesting of one filter (parentheses, not, value paths)."""
 MAX_INDEX = 2**31 - 1
 """The largest startIndex or count a search may give."""
-WRITE_ATTEMPTS = 8
+WRITE_ATTEMPTS = 12
 """Reads and writes of one resource before a write that keeps meeting concurrent changes
 gives up with 412 (each attempt reads the newest version)."""
 
@@ -415,6 +417,8 @@ class SellerScimHandler(ScimHandler):
             except ConcurrentChange:
                 if conditions.if_match or attempt == WRITE_ATTEMPTS - 1:
                     raise
+                # Writers that met head-on try again a little apart (jitter), not in lockstep.
+                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
         raise AssertionError("unreachable")
 
     def _patch(

@@ -40,7 +40,7 @@ from connector.bootstrap import Connector
 from connector.domain import errors
 from connector.domain.drafts import Actor
 from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser, utcnow
-from connector.ports.store import SearchQuery
+from connector.ports.store import SearchQuery, UnitOfWork
 from connector.services import permission_sets as set_cases
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
@@ -140,6 +140,8 @@ class SellerStorage(ScimStorage):
         self.catalogue = connector.catalogue
         self._read: dict[str, SellerUser | PermissionSet] = {}
         """What ``document`` read, by id: a write of the same version need not read it again."""
+        self._groups: dict[str, list[PermissionSet]] = {}
+        """The permission sets of the users ``document`` read (a user's write keeps them)."""
 
     # -- Helpers -----------------------------------------------------------------------
 
@@ -162,10 +164,10 @@ class SellerStorage(ScimStorage):
         meta = {k: v for k, v in document["meta"].items() if k != "location"}
         return self.model_of(resource_type, {**document, "meta": meta})
 
-    def _seller(self) -> SellerAccount:
-        """The seller, read fresh: writes apply its current plan and partners."""
-        with self.connector.uow() as uow:
-            seller = uow.sellers.get(self.context.seller_id)
+    def _seller(self, uow: UnitOfWork) -> SellerAccount:
+        """The seller, read fresh in the write's own unit of work: writes apply its current
+        plan and partners."""
+        seller = uow.sellers.get(self.context.seller_id)
         if seller is None:
             raise NotFoundException(detail="The seller of this token no longer exists.")
         return seller
@@ -192,6 +194,7 @@ class SellerStorage(ScimStorage):
                     raise NotFoundException(detail=f"User {resource_id} not found.")
                 groups = uow.permission_sets.of_user(user.id)
                 self._read[user.id] = user
+                self._groups[user.id] = groups
                 return self.renderer.user(user, groups)
             found = uow.permission_sets.get(seller_id, resource_id)
         if found is None:
@@ -260,34 +263,27 @@ class SellerStorage(ScimStorage):
         self, resource_type: ResourceType, resource: Resource[Any]
     ) -> dict[str, Any]:
         """Create a resource from a validated body; the stored result, rendered."""
-        seller = self._seller()
-        with domain_errors():
+        with domain_errors(), self.connector.uow() as uow:
+            seller = self._seller(uow)
             if _kind(resource_type) == "User":
-                user, _ = user_cases.provision_user(
-                    self.connector.uow(),
+                user, restored = user_cases.provision_user(
+                    uow,
                     self.catalogue,
                     seller,
                     mapping.user_draft(resource),
                     self.context.actor,
                     invitation_lifespan=self.connector.settings.invitation_lifespan,
                 )
-                return self._fresh_user(user)
+                # A new user is in no permission set yet; a restored one may be.
+                groups = uow.permission_sets.of_user(user.id) if restored else []
+                return self.renderer.user(user, groups)
             created = set_cases.create_permission_set(
-                self.connector.uow(),
-                self.catalogue,
-                seller,
-                mapping.group_draft(resource),
-                self.context.actor,
+                uow, self.catalogue, seller, mapping.group_draft(resource), self.context.actor
             )
             return self.renderer.group(created)
 
     def create(self, resource_type: ResourceType, resource: Resource[Any]) -> Resource[Any]:
         return self.stored_model(resource_type, self.create_document(resource_type, resource))
-
-    def _fresh_user(self, user: SellerUser) -> dict[str, Any]:
-        with self.connector.uow() as uow:
-            groups = uow.permission_sets.of_user(user.id)
-        return self.renderer.user(user, groups)
 
     def update_document(
         self,
@@ -305,18 +301,18 @@ class SellerStorage(ScimStorage):
             raise PreconditionFailedException(
                 detail=f"{expected_version} is not a version of this resource."
             )
-        seller = self._seller()
         resource_id = str(resource.id)
         current = self._read.get(resource_id)
         if current is not None and current.version != version:
             current = None
-        with domain_errors():
+        with domain_errors(), self.connector.uow() as uow:
+            seller = self._seller(uow)
             if _kind(resource_type) == "User":
                 draft = mapping.user_draft(resource)
                 if self.context.requested_role is not None:
                     draft.requested_role = self.context.requested_role
                 user = user_cases.replace_user(
-                    self.connector.uow(),
+                    uow,
                     self.catalogue,
                     seller,
                     resource_id,
@@ -325,9 +321,12 @@ class SellerStorage(ScimStorage):
                     expected_version=version,
                     current=current if isinstance(current, SellerUser) else None,
                 )
-                return self._fresh_user(user)
+                groups = self._groups.get(user.id)
+                if groups is None:
+                    groups = uow.permission_sets.of_user(user.id)
+                return self.renderer.user(user, groups)
             updated = set_cases.replace_permission_set(
-                self.connector.uow(),
+                uow,
                 self.catalogue,
                 seller,
                 resource_id,
@@ -356,11 +355,11 @@ class SellerStorage(ScimStorage):
         expected_version: str | None = None,
     ) -> None:
         version = version_of(expected_version)
-        seller = self._seller()
-        with domain_errors():
+        with domain_errors(), self.connector.uow() as uow:
+            seller = self._seller(uow)
             if _kind(resource_type) == "User":
                 user_cases.delete_user(
-                    self.connector.uow(),
+                    uow,
                     seller,
                     resource_id,
                     self.context.actor,
@@ -368,7 +367,7 @@ class SellerStorage(ScimStorage):
                 )
             else:
                 set_cases.delete_permission_set(
-                    self.connector.uow(),
+                    uow,
                     seller,
                     resource_id,
                     self.context.actor,

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
-from connector.adapters.sql.repositories import _user_columns
+from connector.adapters.sql.repositories import user_columns
 from connector.adapters.sql.tables import (
     AuditRow,
     EmailRow,
@@ -38,7 +38,8 @@ from connector.domain.model import (
     Plan,
     Role,
     SellerUser,
-    text_key,
+    email_key,
+    identity_key,
     utcnow,
 )
 from connector.services import sellers as seller_cases
@@ -168,12 +169,12 @@ def seed_users(
                         "seller_id": user.seller_id,
                         "created_at": now,
                         "version": 1,
-                        **_user_columns(user),
+                        **user_columns(user),
                     }
                 )
                 email_rows.append(
                     {
-                        "email_key": text_key(names[i]),
+                        "email_key": email_key(names[i]),
                         "user_id": user.id,
                         "seller_id": user.seller_id,
                         "current": True,
@@ -203,7 +204,7 @@ def seed_users(
                 "id": group_ids[g],
                 "seller_id": tenant.seller_id,
                 "display_name": f"Team {g:04d}",
-                "display_name_key": text_key(f"Team {g:04d}"),
+                "display_name_key": identity_key(f"Team {g:04d}"),
                 "external_id": None,
                 "permissions": {k: v.value for k, v in defaults[g % len(defaults)].permissions}
                 if defaults

@@ -24,7 +24,7 @@ from connector.domain.model import (
     utcnow,
 )
 from connector.ports.outbox import USER_INVITE, USER_SYNC
-from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork
+from connector.ports.store import AuditEvent, EmailOwner, OutboxEntry, UnitOfWork
 
 DEFAULT_INVITATION_LIFESPAN = dt.timedelta(days=7)
 
@@ -37,12 +37,14 @@ def new_id() -> str:
 # -- Checks against the store -------------------------------------------------------------
 
 
-def check_addresses_free(uow: UnitOfWork, user_id: str | None, keys: set[str]) -> None:
+def check_addresses_free(
+    uow: UnitOfWork, user_id: str | None, keys: set[str], owners: list[EmailOwner] | None = None
+) -> None:
     """The brand-new rule: an address used by any other user, of any seller, ever, is taken.
 
     The detail never names who holds it, so that no seller learns of another.
     """
-    for owner in uow.users.email_owners(keys):
+    for owner in uow.users.email_owners(keys) if owners is None else owners:
         if owner.user_id != user_id:
             raise Uniqueness(
                 f"The email address {owner.email_key} has already been used by a user of this "
@@ -115,13 +117,15 @@ def get_user(uow: UnitOfWork, seller: SellerAccount, user_id: str) -> SellerUser
 
 
 def _deleted_match(
-    uow: UnitOfWork, seller: SellerAccount, draft: UserDraft, keys: set[str]
+    uow: UnitOfWork,
+    seller: SellerAccount,
+    by_name: SellerUser | None,
+    owners: list[EmailOwner],
 ) -> SellerUser | None:
     """The user this seller deleted that a new body names again, by userName or an email."""
-    by_name = uow.users.by_user_name(seller.id, identity_key(draft.user_name))
     if by_name is not None and by_name.deleted:
         return by_name
-    for owner in uow.users.email_owners(keys):
+    for owner in owners:
         if owner.seller_id == seller.id and owner.deleted:
             return uow.users.get(seller.id, owner.user_id, include_deleted=True)
     return None
@@ -141,11 +145,13 @@ def add_user(
     keys = draft_email_keys(draft)
     seller.check_not_partner(sorted(keys))
     now = utcnow()
-    restored = _deleted_match(uow, seller, draft, keys)
+    owners = uow.users.email_owners(keys)
+    by_name = uow.users.by_user_name(seller.id, identity_key(draft.user_name))
+    restored = _deleted_match(uow, seller, by_name, owners)
     if restored is not None:
         user = restored
         check_user_name_free(uow, seller, user.id, draft.user_name)
-        check_addresses_free(uow, user.id, keys)
+        check_addresses_free(uow, user.id, keys, owners)
         check_manager(uow, seller, draft, user.id)
         user.deleted = False
         user.active = True
@@ -157,8 +163,11 @@ def add_user(
         uow.users.save(user)
         action = "user.restored"
     else:
-        check_user_name_free(uow, seller, None, draft.user_name)
-        check_addresses_free(uow, None, keys)
+        if by_name is not None:
+            raise Uniqueness(
+                f"userName {draft.user_name!r} is already used by another user of this seller."
+            )
+        check_addresses_free(uow, None, keys, owners)
         check_manager(uow, seller, draft, None)
         user = SellerUser(
             id=new_id(),

@@ -29,6 +29,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from pydantic_core import from_json, to_json
 from sqlalchemy import Connection, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -47,6 +48,10 @@ UNIQUE_TAKEN = (
     "A unique value (userName, email or displayName) was taken by a concurrent request. "
     "Read the resource again and retry."
 )
+
+
+def _json_text(value: Any) -> str:
+    return to_json(value).decode()
 
 
 def _fold(value: Any) -> Any:
@@ -129,6 +134,10 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
     else:
         kwargs["pool_pre_ping"] = True
         kwargs["pool_size"] = 8
+    # pydantic-core's JSON codec: several times faster than the standard library's on the
+    # small documents of every row (emails, permissions, profiles).
+    kwargs["json_serializer"] = _json_text
+    kwargs["json_deserializer"] = from_json
     engine = create_engine(url, **kwargs)
     if not sqlite:
         return engine

@@ -43,7 +43,7 @@ from sqlalchemy import (
     select,
 )
 
-from connector.domain.model import text_key
+from connector.domain.model import identity_key, text_key
 
 Op = CompareOperator
 
@@ -53,7 +53,7 @@ Op = CompareOperator
 
 @dataclass(frozen=True)
 class Column:
-    """An attribute kept in a column. ``folded`` columns hold text_key() of the value."""
+    """An attribute kept in a column. ``folded`` columns hold identity_key() of the value."""
 
     expr: Any
     kind: str  # "text", "bool", "number", "datetime"
@@ -251,7 +251,7 @@ class FilterTranslator:
     def _visit(self, f: ScimFilter[Any], node: FilterNode, scope: Any) -> ColumnElement[bool]:
         if isinstance(node, LogicalExpr):
             terms = [self._visit(f, term, scope) for term in node.terms]
-            return and_(*terms) if node.op == LogicalOperator.and_ else or_(*terms)
+            return _balanced(and_ if node.op == LogicalOperator.and_ else or_, terms)
         if isinstance(node, Not):
             # A comparison with a missing value is NULL in SQL, false in SCIM: make it
             # false before negating, or "not" would drop the rows that lack the value.
@@ -460,6 +460,10 @@ class FilterTranslator:
             # evaluator answers), whatever the operand.
             return false()
         operand = self._operand(value, kind, case_exact)
+        if column.folded and kind == "text" and not case_exact:
+            # Key columns hold the identity key (the form uniqueness compares): a filter
+            # finds exactly the holder of the key a create would collide with.
+            operand = identity_key(str(value))
         if kind == "bool":
             if op not in (Op.eq, Op.ne):
                 return false()
@@ -528,6 +532,20 @@ class FilterTranslator:
         if resolved.kind == "text" and not resolved.case_exact and not column.folded:
             expr = func.lower(expr)
         return expr, resolved.kind
+
+
+def _balanced(join: Callable[..., Any], terms: list[Any]) -> Any:
+    """``a OR b OR c ...`` as a balanced tree of halves: SQLite parses a flat chain into a
+    tree as deep as it is long, and refuses one deeper than 1,000 nodes. Each half is wrapped
+    in ``coalesce(half, false)``, which SQLAlchemy does not flatten back into the chain, and
+    which reads a missing value as false, as SCIM does (and as ``not`` already does here)."""
+    if len(terms) <= 16:
+        return join(*terms)
+    middle = len(terms) // 2
+    return join(
+        func.coalesce(_balanced(join, terms[:middle]), false()),
+        func.coalesce(_balanced(join, terms[middle:]), false()),
+    )
 
 
 def null_last(expr: Any) -> Any:

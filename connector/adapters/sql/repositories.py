@@ -225,6 +225,14 @@ _SAVE_USER = (
     .where(users.c.id == bindparam("w_id"), users.c.version == bindparam("w_version"))
     .values(version=bindparam("w_next"), **{c: bindparam(f"v_{c}") for c in _USER_STATE})
 )
+_INSERT_USER = insert(users)
+_INSERT_EMAIL = insert(emails)
+_USERS_BY_IDS = select(users).where(users.c.id.in_(bindparam("ids", expanding=True)))
+_EMAIL_OWNERS = (
+    select(emails.c.email_key, emails.c.user_id, emails.c.seller_id, users.c.deleted)
+    .join(users, users.c.id == emails.c.user_id)
+    .where(emails.c.email_key.in_(bindparam("keys", expanding=True)))
+)
 _EMAILS_OF_USER = select(emails.c.email_key, emails.c.current).where(
     emails.c.user_id == bindparam("user")
 )
@@ -241,16 +249,17 @@ class SqlUsers:
 
     def add(self, user: SellerUser) -> None:
         self.uow.write(
-            insert(users).values(
-                id=user.id,
-                seller_id=user.seller_id,
+            _INSERT_USER,
+            {
+                "id": user.id,
+                "seller_id": user.seller_id,
                 # Only at creation: afterwards the outbox worker alone writes it, so that a
                 # save from a stale read cannot clear it.
-                idp_id=user.idp_id,
-                created_at=user.created_at,
-                version=user.version,
+                "idp_id": user.idp_id,
+                "created_at": user.created_at,
+                "version": user.version,
                 **user_columns(user),
-            )
+            },
         )
         self._reserve_emails(user, held={})
 
@@ -272,7 +281,7 @@ class SqlUsers:
             for k in sorted(keys - held.keys())
         ]
         if new:
-            self.uow.write(insert(emails), new)
+            self.uow.write(_INSERT_EMAIL, new)
 
     def get(
         self, seller_id: str, user_id: str, *, include_deleted: bool = False
@@ -287,7 +296,7 @@ class SqlUsers:
         for chunk in chunks(ids):
             # By primary key only, the seller checked on each row: with the seller in the
             # WHERE clause, SQLite may pick the seller's index and scan all its users.
-            for row in self.uow.read(select(users).where(users.c.id.in_(chunk))):
+            for row in self.uow.read(_USERS_BY_IDS, {"ids": chunk}):
                 if row.seller_id == seller_id:
                     found[row.id] = user_to_domain(row)
         return [found[i] for i in ids if i in found]
@@ -372,11 +381,7 @@ class SqlUsers:
         keys = sorted({email_key(k) for k in email_keys})
         if not keys:
             return []
-        rows = self.uow.read(
-            select(emails.c.email_key, emails.c.user_id, emails.c.seller_id, users.c.deleted)
-            .join(users, users.c.id == emails.c.user_id)
-            .where(emails.c.email_key.in_(keys))
-        )
+        rows = self.uow.read(_EMAIL_OWNERS, {"keys": keys})
         return [EmailOwner(k, u, s, d) for k, u, s, d in rows]
 
     def count(self, seller_id: str) -> int:
@@ -392,6 +397,29 @@ class SqlUsers:
 
 # -- Permission sets ----------------------------------------------------------------------
 
+_MEMBERSHIPS_OF_USERS = select(memberships.c.user_id, memberships.c.permission_set_id).where(
+    memberships.c.user_id.in_(bindparam("ids", expanding=True))
+)
+# What a user's groups need (no profile, no members): a page of 100 users reads each set once.
+_SET_HEADS = select(
+    permission_sets.c.id,
+    permission_sets.c.seller_id,
+    permission_sets.c.display_name,
+    permission_sets.c.display_name_key,
+    permission_sets.c.external_id,
+    permission_sets.c.permissions,
+    permission_sets.c.created_at,
+    permission_sets.c.updated_at,
+    permission_sets.c.version,
+).where(permission_sets.c.id.in_(bindparam("ids", expanding=True)))
+_SETS_BY_IDS = select(permission_sets).where(
+    permission_sets.c.id.in_(bindparam("ids", expanding=True))
+)
+_MEMBERS_OF_SETS = (
+    select(memberships.c.permission_set_id, memberships.c.user_id)
+    .where(memberships.c.permission_set_id.in_(bindparam("ids", expanding=True)))
+    .order_by(memberships.c.position, memberships.c.user_id)
+)
 _SET_BY_ID = select(permission_sets).where(
     permission_sets.c.id == bindparam("id"), permission_sets.c.seller_id == bindparam("seller")
 )
@@ -428,7 +456,9 @@ def _set_columns(permission_set: PermissionSet) -> dict[str, Any]:
     }
 
 
-def set_to_domain(row: Any, members: list[str]) -> PermissionSet:
+def set_to_domain(
+    row: Any, members: list[str], profile: dict[str, Any] | None = None
+) -> PermissionSet:
     """A PermissionSet from its row and its members."""
     return PermissionSet(
         id=row.id,
@@ -437,7 +467,7 @@ def set_to_domain(row: Any, members: list[str]) -> PermissionSet:
         external_id=row.external_id,
         permissions={k: Level(v) for k, v in (row.permissions or {}).items()},
         member_ids=members,
-        profile=dict(row.profile or {}),
+        profile=dict(row.profile or {}) if profile is None else profile,
         created_at=row.created_at,
         updated_at=row.updated_at,
         version=row.version,
@@ -513,11 +543,7 @@ class SqlPermissionSets:
                     rows[row.id] = row
         members: dict[str, list[str]] = {i: [] for i in rows}
         for chunk in chunks(list(rows)):
-            for set_id, user_id in self.uow.read(
-                select(memberships.c.permission_set_id, memberships.c.user_id)
-                .where(memberships.c.permission_set_id.in_(chunk))
-                .order_by(memberships.c.position, memberships.c.user_id)
-            ):
+            for set_id, user_id in self.uow.read(_MEMBERS_OF_SETS, {"ids": chunk}):
                 members[set_id].append(user_id)
         return [set_to_domain(rows[i], members[i]) for i in wanted if i in rows]
 
@@ -539,18 +565,21 @@ class SqlPermissionSets:
         return self.of_users([user_id]).get(user_id, [])
 
     def of_users(self, user_ids: Iterable[str]) -> dict[str, list[PermissionSet]]:
-        """The permission sets of each user, without their member lists (which can be long)."""
-        result: dict[str, list[PermissionSet]] = {}
+        """The permission sets of each user (by name), without their members or profile."""
+        held: dict[str, list[str]] = {}
         for chunk in chunks(list(user_ids)):
-            rows = self.uow.read(
-                select(memberships.c.user_id, permission_sets)
-                .join(permission_sets, permission_sets.c.id == memberships.c.permission_set_id)
-                .where(memberships.c.user_id.in_(chunk))
-                .order_by(permission_sets.c.display_name_key)
-            )
-            for row in rows:
-                result.setdefault(row.user_id, []).append(set_to_domain(row, []))
-        return result
+            for user_id, set_id in self.uow.read(_MEMBERSHIPS_OF_USERS, {"ids": chunk}):
+                held.setdefault(user_id, []).append(set_id)
+        wanted = sorted({set_id for ids in held.values() for set_id in ids})
+        sets: dict[str, tuple[str, PermissionSet]] = {}
+        for chunk in chunks(wanted):
+            for row in self.uow.read(_SET_HEADS, {"ids": chunk}):
+                sets[row.id] = (row.display_name_key, set_to_domain(row, [], profile={}))
+        return {
+            user_id: [sets[i][1] for i in sorted(ids, key=lambda i: sets[i][0]) if i in sets]
+            for user_id, ids in held.items()
+            if any(i in sets for i in ids)
+        }
 
     def save(self, permission_set: PermissionSet, *, expected_version: int | None = None) -> None:
         current = expected_version if expected_version is not None else permission_set.version
@@ -576,6 +605,8 @@ class SqlPermissionSets:
 
 # -- Tokens, audit, outbox, markers, primary changes --------------------------------------------
 
+_INSERT_AUDIT = insert(audit)
+_INSERT_OUTBOX = insert(outbox)
 _TOKEN_BY_ID = select(tokens).where(tokens.c.id == bindparam("id"))
 
 
@@ -634,14 +665,15 @@ class SqlAudit:
 
     def append(self, event: AuditEvent) -> None:
         self.uow.write(
-            insert(audit).values(
-                seller_id=event.seller_id,
-                at=event.at or utcnow(),
-                actor=event.actor,
-                action=event.action,
-                target=event.target,
-                changes=event.changes,
-            )
+            _INSERT_AUDIT,
+            {
+                "seller_id": event.seller_id,
+                "at": event.at or utcnow(),
+                "actor": event.actor,
+                "action": event.action,
+                "target": event.target,
+                "changes": event.changes,
+            },
         )
 
     def list(
@@ -663,16 +695,17 @@ class SqlOutbox:
     def add(self, entry: OutboxEntry) -> None:
         now = utcnow()
         self.uow.write(
-            insert(outbox).values(
-                seller_id=entry.seller_id,
-                topic=entry.topic,
-                aggregate_id=entry.aggregate_id,
-                payload=entry.payload,
-                state="pending",
-                attempts=0,
-                next_attempt_at=entry.next_attempt_at or now,
-                created_at=now,
-            )
+            _INSERT_OUTBOX,
+            {
+                "seller_id": entry.seller_id,
+                "topic": entry.topic,
+                "aggregate_id": entry.aggregate_id,
+                "payload": entry.payload,
+                "state": "pending",
+                "attempts": 0,
+                "next_attempt_at": entry.next_attempt_at or now,
+                "created_at": now,
+            },
         )
 
 

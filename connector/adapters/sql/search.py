@@ -12,13 +12,16 @@ from functools import cache
 from typing import Any
 
 from scim2_models import InvalidCursorException, ScimFilter
+from scim2_models.path import CompareOperator, Comparison
 from scim2_server.utils import parametrize
-from sqlalchemy import and_, func, literal, null, or_, select, union_all
+from sqlalchemy import and_, bindparam, func, literal, null, or_, select, union_all
 
 from connector.adapters.sql.filters import Dialect, FilterTranslator, null_last
 from connector.adapters.sql.repositories import Statements
 from connector.adapters.sql.scim_attributes import group_source, user_source
 from connector.adapters.sql.tables import PermissionSetRow, UserRow
+from connector.domain.model import identity_key
+from connector.ports.schemas import USER_SCHEMA
 from connector.ports.store import SearchPage, SearchQuery
 
 
@@ -37,8 +40,13 @@ class SqlSearch:
     def __init__(self, uow: Statements) -> None:
         self.uow = uow
         self.translators = _translators(uow.dialect)
+        # "No limit" as a bound value: SQLite takes -1, PostgreSQL NULL.
+        self._no_limit = None if uow.dialect == "postgresql" else -1
 
     def page(self, seller_id: str, query: SearchQuery) -> SearchPage:
+        fast = self._fast_page(seller_id, query)
+        if fast is not None:
+            return fast
         candidates = union_all(
             *(self._candidates(seller_id, kind, model, query) for kind, model in query.kinds)
         ).subquery("candidates")
@@ -54,6 +62,68 @@ class SqlSearch:
         if query.count == 0:
             return SearchPage(total, [])
         return self._cursor_page(candidates, keys, query, total)
+
+    def _fast_page(self, seller_id: str, query: SearchQuery) -> SearchPage | None:
+        """The searches identity providers send all day, on statements built once: a page of
+        one kind without a filter, and the lookup by userName (Okta and Entra match users by
+        it before every create). The same answers as the general path, which does the rest."""
+        if len(query.kinds) != 1 or query.sort_by is not None:
+            return None
+        kind, model = query.kinds[0]
+        statements = _FAST[kind]
+        if query.filter is None:
+            total = self.uow.read(statements["count"], {"seller": seller_id}).scalar_one()
+            if not query.cursor:
+                limit = self._no_limit if query.count is None else query.count
+                rows = self.uow.read(
+                    statements["page"],
+                    {"seller": seller_id, "limit": limit, "offset": query.start},
+                )
+                return SearchPage(total, [(kind, r[0]) for r in rows])
+            return self._fast_cursor(seller_id, kind, query, total)
+        if kind != "User" or query.cursor:
+            return None
+        key = _user_name_lookup(model, query.filter)
+        if key is None:
+            return None
+        ids = [r[0] for r in self.uow.read(_USER_BY_NAME_KEY, {"seller": seller_id, "key": key})]
+        stop = None if query.count is None else query.start + query.count
+        return SearchPage(len(ids), [(kind, i) for i in ids[query.start : stop]])
+
+    def _fast_cursor(
+        self, seller_id: str, kind: str, query: SearchQuery, total: int
+    ) -> SearchPage | None:
+        if query.count == 0:
+            return SearchPage(total, [])
+        direction, anchor = _read_position(query.position)
+        if anchor is not None and not anchor["m"]:
+            return None  # a position of a sorted search: the general path knows it
+        backwards = direction == "previous"
+        name = "before" if backwards else "after"
+        limit = self._no_limit if query.count is None else query.count + 1
+        rows = [
+            r[0]
+            for r in self.uow.read(
+                _FAST[kind][name],
+                {"seller": seller_id, "anchor": anchor["i"] if anchor else "", "limit": limit},
+            )
+        ]
+        if backwards and anchor is None:
+            rows = []
+        more = query.count is not None and len(rows) > query.count
+        rows = rows[: query.count] if query.count is not None else rows
+        if backwards:
+            rows.reverse()
+        page = SearchPage(total, [(kind, i) for i in rows])
+        if not rows:
+            return page
+        has_next = more if not backwards else anchor is not None
+        has_previous = (anchor is not None) if not backwards else more
+        if has_next:
+            page.next = {"d": "next", "m": True, "k": None, "i": rows[-1]}
+        if has_previous:
+            page.previous = {"d": "previous", "m": True, "k": None, "i": rows[0]}
+        return page
 
     def _candidates(self, seller_id: str, kind: str, model: Any, query: SearchQuery) -> Any:
         """The matching resources of one kind, with their sort key, as a SELECT."""
@@ -171,3 +241,59 @@ def _after(id_column: Any, value: Any, anchor: dict[str, Any], reverse: bool) ->
     if reverse:
         return and_(present, or_(value < k, and_(value == k, id_column < anchor_id)))
     return or_(missing, and_(present, or_(value > k, and_(value == k, id_column > anchor_id))))
+
+
+# -- Statements built once for the fast paths -----------------------------------------------
+
+
+def _fast_statements(table: Any, visible: Any) -> dict[str, Any]:
+    scope = and_(table.c.seller_id == bindparam("seller"), *visible)
+    return {
+        "count": select(func.count()).select_from(table).where(scope),
+        "page": select(table.c.id)
+        .where(scope)
+        .order_by(table.c.id)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset")),
+        "after": select(table.c.id)
+        .where(scope, table.c.id > bindparam("anchor"))
+        .order_by(table.c.id)
+        .limit(bindparam("limit")),
+        "before": select(table.c.id)
+        .where(scope, table.c.id < bindparam("anchor"))
+        .order_by(table.c.id.desc())
+        .limit(bindparam("limit")),
+    }
+
+
+_users = UserRow.__table__
+_sets = PermissionSetRow.__table__
+_FAST = {
+    "User": _fast_statements(_users, [_users.c.deleted.is_(False)]),
+    "Group": _fast_statements(_sets, []),
+}
+_USER_BY_NAME_KEY = (
+    select(_users.c.id)
+    .where(
+        _users.c.seller_id == bindparam("seller"),
+        _users.c.user_name_key == bindparam("key"),
+        _users.c.deleted.is_(False),
+    )
+    .order_by(_users.c.id)
+)
+
+
+def _user_name_lookup(model: Any, text: str) -> str | None:
+    """The userName key of a filter that is exactly ``userName eq "<string>"``, else None."""
+    if "userName" not in text and "username" not in text.lower():
+        return None
+    bound = parametrize(ScimFilter, model)(text)
+    node = bound.ast
+    if not isinstance(node, Comparison) or node.op is not CompareOperator.eq:
+        return None
+    path = node.attr_path
+    if str(path).lower() not in ("username", f"{USER_SCHEMA.lower()}:username") or not isinstance(
+        node.value, str
+    ):
+        return None
+    return identity_key(node.value)

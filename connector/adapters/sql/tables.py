@@ -49,6 +49,22 @@ class UtcDateTime(TypeDecorator[dt.datetime]):
             return value.replace(tzinfo=dt.UTC)
         return value.astimezone(dt.UTC)
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        # SQLite keeps "YYYY-MM-DD HH:MM:SS[.ffffff]" text: the C parser reads it several
+        # times faster than the generic regular expression (every row has three of them).
+        def process(value: Any) -> dt.datetime | None:
+            if value is None:
+                return None
+            parsed = dt.datetime.fromisoformat(value)
+            if parsed.tzinfo is None:
+                return parsed.replace(tzinfo=dt.UTC)
+            return parsed.astimezone(dt.UTC)
+
+        return process
+
 
 naming = {
     "ix": "ix_%(column_0_label)s",
