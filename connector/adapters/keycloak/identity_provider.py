@@ -48,6 +48,20 @@ log = logging.getLogger(__name__)
 # Keycloak pages lists; this is the page size used when reading "all" of something.
 _PAGE = 200
 
+# How a role's level reads in the console (Amazon's words: View, View and Edit, Admin).
+_LEVEL_WORDS = {
+    Level.view: "view",
+    Level.edit: "view and edit",
+    Level.admin: "admin (view, edit and manage)",
+}
+
+
+def role_description(category_name: str, level: Level, category_description: str = "") -> str:
+    """What an administrator reads next to a portal client role, e.g. ``Pricing: view and
+    edit. Prices, automated pricing rules and fees previews.``"""
+    text = f"{category_name}: {_LEVEL_WORDS.get(level, level.value)}"
+    return f"{text}. {category_description}" if category_description else text
+
 
 @dataclass
 class BulkSyncResult:
@@ -120,7 +134,7 @@ class KeycloakIdentityProvider:
                     (
                         self.names.role(category.id, level.value),
                         lower,
-                        f"{category.display_name}: {level.value}",
+                        role_description(category.display_name, level, category.description),
                     )
                 )
         return out
@@ -128,8 +142,10 @@ class KeycloakIdentityProvider:
     def ensure_catalogue(self) -> dict[str, dict[str, str]]:
         """Create the portal client's missing roles, one per category and level, idempotently.
 
-        Each level's role is a composite of the next lower level's (admin > edit > view).
-        Roles outside the catalogue are left alone. Returns the roles by name.
+        Each level's role is a composite of the next lower level's (admin > edit > view), and
+        is described from the catalogue (``Pricing: view and edit. ...``): a description that
+        differs (the catalogue changed, or an administrator edited it) is put back. Roles
+        outside the catalogue are left alone. Returns the roles by name.
         """
         with self._catalogue_lock:
             return self._ensure_catalogue()
@@ -140,9 +156,12 @@ class KeycloakIdentityProvider:
         existing = {r["name"]: r for r in self.api.get(base, briefRepresentation="false") or []}
         wanted = self._catalogue_roles()
         for name, _lower, description in wanted:
-            if name in existing:
-                continue
             category, _, level = name.partition(":")
+            if name in existing:
+                role = existing[name]
+                if role.get("description") != description:
+                    self.api.put(f"{base}/{seg(name)}", {**role, "description": description})
+                continue
             # A 409 means another worker created it meanwhile.
             with contextlib.suppress(ConflictInKeycloak):
                 self.api.post(
