@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from connector.adapters.keycloak.api import AdminApi, ForbiddenInKeycloak, seg
+from connector.adapters.keycloak.api import AdminApi, seg
 from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports import IdentityProviderRejected, ProviderChange
@@ -92,17 +92,13 @@ class KeycloakChangeFeed:
         self._set_path = _path_pattern(self.names)
 
     def _service_account_user_id(self) -> str | None:
-        """The connector's own user, whose admin events are not console changes."""
+        """The connector's own user, whose admin events are not console changes: the subject
+        of the connector's own token (the account may not view its own client, see
+        deploy/keycloak/README.md)."""
         if self._own_user_id is None:
-            try:
-                clients = self.api.get(f"{self._realm}/clients", clientId=self.settings.client_id)
-                if clients:
-                    user = self.api.get(
-                        f"{self._realm}/clients/{clients[0]['id']}/service-account-user"
-                    )
-                    self._own_user_id = str(user["id"])
-            except ForbiddenInKeycloak:
-                log.warning("cannot read the service account user: own changes are reported")
+            self._own_user_id = self.api.own_user_id()
+            if self._own_user_id is None:
+                log.warning("the connector's token has no subject: own changes are reported")
         return self._own_user_id
 
     def _read(
