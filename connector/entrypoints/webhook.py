@@ -22,8 +22,9 @@ and ``invitation-accepted`` are monotonic (a replay changes nothing), so they ar
 only in memory (per process) to refuse quick replays without a row per login.
 
 Kinds the store does not model (client role mappings, organization membership) are
-acknowledged and logged; a refused deletion of a primary user (the plugin's guard) is recorded
-in the seller's audit trail.
+acknowledged and logged; what the plugin's guard refused (deleting a primary user, removing it
+from its organization, changing its username or email) is recorded in the seller's audit
+trail as ``user.console-<kind>``.
 
 Answers are JSON: 202 applied (or ignored, with the reason), 400 bad body, 401 bad or missing
 signature or stale timestamp, 409 replay, 503 when the webhook has no secret or the database
@@ -68,6 +69,9 @@ KEEP_SEEN = dt.timedelta(days=31)
 """How long applied state-changing event ids are remembered (Keycloak keeps events 30 days)."""
 STATEFUL_KINDS = frozenset({"disabled", "enabled", "group-added", "group-removed"})
 MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
+REFUSAL_KINDS = frozenset({"delete-refused", "leave-refused", "identity-change-refused"})
+"""What the plugin's guard refused (deleting the primary, removing it from its organization,
+changing its username, email or seller attributes): recorded in the seller's audit trail."""
 MAX_BODY = 64 * 1024
 CONSOLE_ACTOR = "keycloak:console"
 """The audit actor of console changes (as connector.services.console names it)."""
@@ -236,7 +240,7 @@ def create_blueprint(
         # Imported here so that the SCIM app starts even before the console module is there.
         connector = current_app.extensions["seller_connector"]
         event_id, kind = str(event["id"]), str(event["kind"])
-        if kind in ("delete-refused", "leave-refused"):
+        if kind in REFUSAL_KINDS:
             return record_refusal(connector, event)
         if kind not in STATEFUL_KINDS | MONOTONIC_KINDS:
             log.info("webhook %s %s: not modelled in the store", kind, event_id)
@@ -280,7 +284,11 @@ def create_blueprint(
                     CONSOLE_ACTOR,
                     "user.console-" + str(event["kind"]),
                     f"user:{user_id}",
-                    {"providerUserId": user.get("id"), "eventId": event["id"]},
+                    {
+                        "providerUserId": user.get("id"),
+                        "eventId": event["id"],
+                        **({"attribute": event["attribute"]} if event.get("attribute") else {}),
+                    },
                 )
             )
             uow.commit()

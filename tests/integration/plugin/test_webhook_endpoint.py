@@ -121,6 +121,38 @@ def test_applies_once_and_refuses_replays(client: FlaskClient, connector: Connec
     assert other.json["result"] == "ignored"
 
 
+def test_a_refused_identity_change_is_audited(client: FlaskClient, connector: Connector) -> None:
+    """The guard's report of a refused change of the primary's email (source ``guard``)."""
+    with connector.uow() as uow:
+        seller, primary = seller_cases.create_seller(
+            uow,
+            connector.catalogue,
+            "Guard Report Test",
+            Plan.professional,
+            "owner@guard-report.example.com",
+            "Olive Owner",
+            Actor("test"),
+        )
+        uow.commit()
+    body = event(
+        {"id": "kc-9", "seller_id": seller.id, "connector_user_id": primary.id},
+        kind="identity-change-refused",
+        source="guard",
+        type="identity-change-refused",
+        attribute="email",
+    )
+    response = post(client, body)
+    assert response.status_code == 202, response.json
+    assert response.json["result"] == "recorded"
+    with connector.uow() as uow:
+        audit = [e for e in uow.audit.list(seller.id) if "refused" in e.action]
+    assert [(e.action, e.actor, e.target) for e in audit] == [
+        ("user.console-identity-change-refused", "keycloak:console", f"user:{primary.id}")
+    ]
+    assert audit[0].changes["attribute"] == "email"
+    assert post(client, body).status_code == 409  # a replay is not recorded twice
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [

@@ -51,6 +51,16 @@ public final class SellerWebhookEventListenerProviderFactory implements EventLis
         }
     }
 
+    /** @return the configuration read at start (the guard's validator reads its names) */
+    public WebhookConfig config() {
+        return config;
+    }
+
+    /** @return where payloads are posted, or null when the webhook is off */
+    public WebhookSender sender() {
+        return sender;
+    }
+
     @Override
     public void postInit(KeycloakSessionFactory factory) {
         factory.register(new PrimaryUserGuard(config.names(), sender == null ? null : sender::submit));
@@ -87,6 +97,13 @@ public final class SellerWebhookEventListenerProviderFactory implements EventLis
                 .helpText("Tries per post (connection errors and 5xx)").add()
                 .property().name("ignore-clients").type("string").defaultValue("seller-connector")
                 .helpText("Comma-separated client ids whose admin calls are not reported").add()
+                .property().name("connector-client-id").type("string")
+                .defaultValue("seller-connector")
+                .helpText("The connector's client: its service account alone may change a "
+                        + "seller's primary user's username and email").add()
+                .property().name("permission-set-id-attribute").type("string")
+                .defaultValue("permission_set_id")
+                .helpText("Group attribute holding the connector's permission set id").add()
                 .build();
     }
 }
