@@ -52,6 +52,8 @@ from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
+from connector.adapters.keycloak.naming import GroupLayout
+from connector.adapters.keycloak.webhook_events import change_from_webhook
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports import ProviderChange
 from connector.services.console import SEEN_PREFIX, apply_change, seen_by_webhook
@@ -121,57 +123,13 @@ def _error(status: int, detail: str) -> Response:
     return _json(status, {"status": status, "detail": detail})
 
 
-def _set_pattern(names: KeycloakNames) -> re.Pattern[str]:
-    """Matches a permission set's group path of mappings/idp.yaml."""
-    pattern = re.escape(names.group_path)
-    for name, value in (
-        ("root", re.escape(names.group_root)),
-        ("seller_id", "(?P<seller_id>[^/]+)"),
-        ("permission_set", "(?P<permission_set>[^/]+)"),
-    ):
-        pattern = pattern.replace(re.escape("{" + name + "}"), value)
-    return re.compile(pattern)
-
-
-def to_change(event: dict[str, Any], set_pattern: re.Pattern[str]) -> ProviderChange:
-    """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives.
+def to_change(event: dict[str, Any], layout: GroupLayout) -> ProviderChange:
+    """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives
+    (parsed by the Keycloak adapter: :func:`change_from_webhook`).
 
     :raises ValueError: when a required member is missing or of the wrong type.
     """
-    user = event.get("user")
-    if not isinstance(user, dict) or not isinstance(user.get("id"), str):
-        raise ValueError("the event has no user")
-    time_ms = event.get("time")
-    if not isinstance(time_ms, int) or isinstance(time_ms, bool):
-        raise ValueError("the event has no time")
-    by = event.get("by") if isinstance(event.get("by"), dict) else {}
-    source_type = str(event.get("type") or "")
-    resource, _, operation = source_type.partition("/")
-    details: dict[str, Any] = {
-        "connector_user_id": user.get("connector_user_id"),
-        "seller_id": user.get("seller_id"),
-        "by_user_id": by.get("user_id"),
-        "via": "webhook",
-    }
-    if event.get("source") == "admin-event":
-        details.update({"operation": operation, "resource_type": resource})
-    else:
-        details.update({"type": source_type, "client_id": event.get("client_id")})
-    group = event.get("group") if isinstance(event.get("group"), dict) else None
-    if group is not None:
-        path = str(group.get("path") or "")
-        match = set_pattern.fullmatch(path)
-        details["group_path"] = path
-        details["group_seller_id"] = match.group("seller_id") if match else None
-        details["permission_set_id"] = match.group("permission_set") if match else None
-    return ProviderChange(
-        provider_user_id=user["id"],
-        kind=str(event["kind"]),
-        at=dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC),
-        group_id=str(group["id"]) if group and group.get("id") else None,
-        event_id=str(event["id"]),
-        details=details,
-    )
+    return change_from_webhook(event, layout)
 
 
 def create_blueprint(
@@ -188,7 +146,7 @@ def create_blueprint(
     """
     blueprint = Blueprint("keycloak_webhook", __name__)
     names = names or load_keycloak_names()
-    set_pattern = _set_pattern(names)
+    layout = GroupLayout.from_names(names)
     recent = _RecentIds()
     last_prune = [0.0]
 
@@ -246,7 +204,7 @@ def create_blueprint(
             log.info("webhook %s %s: not modelled in the store", kind, event_id)
             return _json(202, {"id": event_id, "result": "ignored", "detail": "not modelled"})
         try:
-            change = to_change(event, set_pattern)
+            change = to_change(event, layout)
         except (ValueError, KeyError, TypeError) as error:
             return _error(400, f"Bad event: {error}.")
         if event_id in recent:

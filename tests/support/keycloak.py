@@ -390,6 +390,43 @@ def keycloak_server_fixture(
     return keycloak_server
 
 
+# -- Groups, found as the connector finds them: by attribute ---------------------------------
+
+
+def groups_tagged(server: KeycloakServer, attribute: str, value: str) -> list[dict[str, Any]]:
+    """Every group whose ``attribute`` is ``value`` (full representations, with paths)."""
+    found = server.admin_json(
+        "GET",
+        "groups",
+        params={
+            "q": f"{attribute}:{value}",
+            "exact": "true",
+            "populateHierarchy": "false",
+            "briefRepresentation": "false",
+            "max": 1000,
+        },
+    )
+    return [g for g in found if value in (g.get("attributes") or {}).get(attribute, [])]
+
+
+def set_group(server: KeycloakServer, set_id: str) -> dict[str, Any]:
+    """The group of a permission set (tagged ``permission_set_id``), asserting there is one."""
+    found = groups_tagged(server, "permission_set_id", set_id)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def seller_group(server: KeycloakServer, seller_id: str) -> dict[str, Any]:
+    """A seller's own group (tagged ``seller_id``, no ``permission_set_id``), asserting one."""
+    found = [
+        g
+        for g in groups_tagged(server, "seller_id", seller_id)
+        if "permission_set_id" not in (g.get("attributes") or {})
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
 # -- Logging in as a seller user (what the portal would do) ----------------------------------
 
 PASSWORD = "Corr3ct-horse-battery"

@@ -22,11 +22,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from connector.adapters.keycloak.api import AdminApi, seg
+from connector.adapters.keycloak.naming import GroupLayout
 from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports import IdentityProviderRejected, ProviderChange
@@ -89,7 +89,7 @@ class KeycloakChangeFeed:
         self._attr_connector = self.names.attributes["connector_id"]
         self._attr_seller = self.names.attributes["seller_id"]
         self._managed_prefix = "/" + self.names.group_root + "/"
-        self._set_path = _path_pattern(self.names)
+        self.layout = GroupLayout.from_names(self.names)
 
     def _service_account_user_id(self) -> str | None:
         """The connector's own user, whose admin events are not console changes: the subject
@@ -159,12 +159,13 @@ class KeycloakChangeFeed:
         millis = int(when.timestamp() * 1000)
         return json.dumps({"admin": [millis, []], "user": [millis, []]}, separators=(",", ":"))
 
-    def _group_path(self, group_id: str, cache: dict[str, dict[str, Any] | None]) -> str | None:
+    def _group(
+        self, group_id: str, cache: dict[str, dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
         key = f"group:{group_id}"
         if key not in cache:
             cache[key] = self.api.get_or_none(f"{self._realm}/groups/{seg(group_id)}")
-        path = (cache[key] or {}).get("path")
-        return str(path) if path else None
+        return cache[key]
 
     def changes_since(self, marker: str | None) -> tuple[list[ProviderChange], str | None]:
         """Return the changes after ``marker``, and the marker to pass next time."""
@@ -236,17 +237,17 @@ class KeycloakChangeFeed:
                 kind = "group-removed"
             else:
                 return None
-            path = representation.get("path") if isinstance(representation, dict) else None
-            if path is None:
-                path = self._group_path(group_id, cache)
+            # The group as the event recorded it (with its attributes), else as it is now.
+            group = representation if isinstance(representation, dict) else None
+            if group is None or "attributes" not in group:
+                group = self._group(group_id, cache) or group
+            path = (group or {}).get("path")
             if path is not None:
                 if not str(path).startswith(self._managed_prefix):
                     return None
-                details["group_path"] = path
-                # Which permission set of which seller the group is (None: not a set's group).
-                match = self._set_path.fullmatch(str(path))
-                details["group_seller_id"] = match.group("seller_id") if match else None
-                details["permission_set_id"] = match.group("permission_set") if match else None
+                # Which permission set of which seller the group is, from its attributes
+                # (None: not a set's group).
+                details.update(self.layout.details(group, str(path)))
         else:
             return None
         managed = self._managed(user_id, cache)
@@ -287,15 +288,3 @@ class KeycloakChangeFeed:
             event_id=str(event.get("id")),
             details=details,
         )
-
-
-def _path_pattern(names: KeycloakNames) -> re.Pattern[str]:
-    """A regular expression matching a permission set's group path, per mappings/idp.yaml."""
-    pattern = re.escape(names.group_path)
-    for name, value in (
-        ("root", re.escape(names.group_root)),
-        ("seller_id", "(?P<seller_id>[^/]+)"),
-        ("permission_set", "(?P<permission_set>[^/]+)"),
-    ):
-        pattern = pattern.replace(re.escape("{" + name + "}"), value)
-    return re.compile(pattern)

@@ -15,7 +15,7 @@ from connector.adapters.keycloak import KeycloakChangeFeed, KeycloakIdentityProv
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
 from connector.ports import ProviderChange
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, set_group
 from tests.support.smtp import SmtpSink
 
 pytestmark = pytest.mark.keycloak
@@ -67,7 +67,7 @@ def test_console_disable_group_add_and_login_are_reported(
     marker = drain(feed)
 
     # What an administrator does in the console (as the master admin, not the connector).
-    group = keycloak_server.admin_json("GET", f"group-by-path/sellers/{seller.id}/{team.id}")
+    group = set_group(keycloak_server, team.id)
     keycloak_server.admin_json("PUT", f"users/{user_id}/groups/{group['id']}")
     rep = keycloak_server.admin_json("GET", f"users/{user_id}")
     keycloak_server.admin_json("PUT", f"users/{user_id}", json={**rep, "enabled": False})
@@ -84,7 +84,9 @@ def test_console_disable_group_add_and_login_are_reported(
     assert kinds == ["group-added", "disabled"], changes
     added = mine[0]
     assert added.group_id == group["id"]
-    assert added.details["group_path"] == f"/sellers/{seller.id}/{team.id}"
+    assert added.details["group_path"] == f"/sellers/{seller.name}/{team.display_name}"
+    assert added.details["group_seller_id"] == seller.id
+    assert added.details["permission_set_id"] == team.id
     assert added.details["connector_user_id"] == user.id
     assert added.details["seller_id"] == seller.id
     assert all(c.provider_user_id != bystander_id for c in changes)

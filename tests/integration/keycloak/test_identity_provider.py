@@ -15,7 +15,13 @@ from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettin
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser
 from connector.ports import IdentityProviderRejected, IdentityProviderUnavailable
-from tests.support.keycloak import KeycloakServer, claims, password_grant, set_password
+from tests.support.keycloak import (
+    KeycloakServer,
+    claims,
+    password_grant,
+    set_group,
+    set_password,
+)
 from tests.support.smtp import SmtpSink, free_port
 
 pytestmark = pytest.mark.keycloak
@@ -99,7 +105,7 @@ def test_sync_user_creates_a_member_with_attributes_roles_and_groups(
 
     assert portal_roles(keycloak_server, f"users/{user_id}") == {"orders:view"}
     groups = keycloak_server.admin_json("GET", f"users/{user_id}/groups")
-    assert [g["path"] for g in groups] == [f"/sellers/{seller.id}/{editors.id}"]
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.name}/{editors.display_name}"]
     assert portal_roles(keycloak_server, f"groups/{groups[0]['id']}") == {
         "inventory:edit",
         "reports:view",
@@ -230,17 +236,12 @@ def test_removing_a_permission_removes_the_role(
     idp.sync_permission_set(seller, team)
     team.permissions = {"advertising": Level.view}
     idp.sync_permission_set(seller, team)
-    group = keycloak_server.admin_json("GET", f"group-by-path/sellers/{seller.id}/{team.id}")
+    group = set_group(keycloak_server, team.id)
     assert portal_roles(keycloak_server, f"groups/{group['id']}") == {"advertising:view"}
 
     idp.remove_permission_set(seller, team.id)
     idp.remove_permission_set(seller, team.id)  # already gone: fine
-    assert (
-        keycloak_server.admin_request(
-            "GET", f"group-by-path/sellers/{seller.id}/{team.id}"
-        ).status_code
-        == 404
-    )
+    assert keycloak_server.admin_request("GET", f"groups/{group['id']}").status_code == 404
 
 
 def test_invitation_email_arrives_and_its_link_works(
@@ -341,7 +342,7 @@ def test_bulk_sync_uses_partial_import_when_granted_manage_realm(
     some = result.provider_ids[users[0].id]
     assert portal_roles(keycloak_server, f"users/{some}") == {"orders:view"}
     groups = keycloak_server.admin_json("GET", f"users/{some}/groups")
-    assert [g["path"] for g in groups] == [f"/sellers/{seller.id}/{group.id}"]
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.name}/{group.display_name}"]
     attrs = keycloak_server.admin_json("GET", f"users/{some}")["attributes"]
     assert attrs["seller_connector_user_id"] == [users[0].id]
     org = org_of(keycloak_server, seller)

@@ -163,10 +163,22 @@ public final class SellerWebhookEventListenerProvider implements EventListenerPr
         if (!names.isSellerGroupPath(path)) {
             return null;
         }
+        // Names are display names: which seller and set the group is comes from its attributes.
         Map<String, Object> json = new LinkedHashMap<>();
         json.put("id", group.getId());
         json.put("path", path);
+        json.put("name", group.getName());
+        // Left out when absent: the connector then reads a legacy id-named path.
+        putIfPresent(json, "seller_id", group.getFirstAttribute(names.sellerIdAttribute()));
+        putIfPresent(json, "permission_set_id",
+                group.getFirstAttribute(names.permissionSetIdAttribute()));
         return json;
+    }
+
+    private static void putIfPresent(Map<String, Object> json, String key, String value) {
+        if (value != null && !value.isBlank()) {
+            json.put(key, value);
+        }
     }
 
     private boolean isPortalClient(RealmModel realm, String clientUuid) {
