@@ -13,7 +13,7 @@ code path as the polled admin events, which stay as the fallback when the webhoo
 
 **Nothing applied twice.** The event id is Keycloak's own: the id that ``GET /admin-events``
 and ``GET /events`` return for the same event. For the kinds that change state (``disabled``,
-``enabled``, ``group-added``, ``group-removed``) the id is remembered in the store, in the same
+``enabled``, ``group-added``, ``group-removed``, ``roles-added``, ``roles-removed``) the id is remembered in the store, in the same
 transaction as the change, under the marker source ``keycloak:webhook-event:<id>``
 (:func:`seen_by_webhook`); so a replay is refused (409) and the poller can skip an event the
 webhook applied (see :func:`seen_by_webhook`). Those rows live in ``sync_markers`` (no
@@ -21,8 +21,10 @@ migration) and are pruned after :data:`KEEP_SEEN` (Keycloak keeps events 30 days
 and ``invitation-accepted`` are monotonic (a replay changes nothing), so they are remembered
 only in memory (per process) to refuse quick replays without a row per login.
 
-Kinds the store does not model (client role mappings, organization membership) are
-acknowledged and logged; what the plugin's guard refused (deleting a primary user, removing it
+``roles-added`` / ``roles-removed`` (portal client roles mapped to or from a seller user, or a
+group at or under the root; the shapes are in :mod:`connector.adapters.keycloak.change_feed`)
+are state-changing too and go to ``apply_change`` like the others. Kinds the store does not
+model (organization membership) are acknowledged and logged; what the plugin's guard refused (deleting a primary user, removing it
 from its organization, changing its username or email) is recorded in the seller's audit
 trail as ``user.console-<kind>``.
 
@@ -69,7 +71,9 @@ WINDOW = dt.timedelta(minutes=5)
 """How far the signed timestamp may be from the connector's clock, either way."""
 KEEP_SEEN = dt.timedelta(days=31)
 """How long applied state-changing event ids are remembered (Keycloak keeps events 30 days)."""
-STATEFUL_KINDS = frozenset({"disabled", "enabled", "group-added", "group-removed"})
+STATEFUL_KINDS = frozenset(
+    {"disabled", "enabled", "group-added", "group-removed", "roles-added", "roles-removed"}
+)
 MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
 REFUSAL_KINDS = frozenset({"delete-refused", "leave-refused", "identity-change-refused"})
 """What the plugin's guard refused (deleting the primary, removing it from its organization,

@@ -390,6 +390,75 @@ def keycloak_server_fixture(
     return keycloak_server
 
 
+# -- An IT administrator of the sellers realm (not the master admin, not the connector) -------
+
+
+@dataclass
+class RealmAdmin:
+    """A user of the ``sellers`` realm with ``realm-management`` roles, as a seller's IT team
+    would have, calling the admin API with its own token (through the realm's ``admin-cli``)."""
+
+    server: KeycloakServer
+    username: str
+    user_id: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def create(cls, server: KeycloakServer, roles: tuple[str, ...]) -> RealmAdmin:
+        """Create it with these ``realm-management`` roles."""
+        username = f"it-admin-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(18)
+        created = server.admin_request(
+            "POST",
+            "users",
+            json={
+                "username": username,
+                "enabled": True,
+                "firstName": "IT",
+                "lastName": "Admin",
+                "email": f"{username}@it.example.com",
+                "emailVerified": True,
+                "credentials": [{"type": "password", "value": password, "temporary": False}],
+            },
+        )
+        assert created.status_code == 201, created.text
+        user_id = created.headers["Location"].rsplit("/", 1)[-1]
+        management = server.admin_json("GET", "clients", params={"clientId": "realm-management"})
+        reps = [
+            server.admin_json("GET", f"clients/{management[0]['id']}/roles/{role}")
+            for role in roles
+        ]
+        server.admin_json(
+            "POST", f"users/{user_id}/role-mappings/clients/{management[0]['id']}", json=reps
+        )
+        return cls(server, username, user_id, password)
+
+    def token(self) -> str:
+        """A fresh access token (password grant on the realm's ``admin-cli``)."""
+        response = requests.post(
+            f"{self.server.url}/realms/{self.server.realm}/protocol/openid-connect/token",
+            data={
+                "grant_type": "password",
+                "client_id": "admin-cli",
+                "username": self.username,
+                "password": self.password,
+            },
+            timeout=15,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Call ``/admin/realms/{realm}/{path}`` as this administrator."""
+        return requests.request(
+            method,
+            f"{self.server.url}/admin/realms/{self.server.realm}/{path.lstrip('/')}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kwargs,
+        )
+
+
 # -- Groups, found as the connector finds them: by attribute ---------------------------------
 
 

@@ -4,13 +4,47 @@ Two streams are polled, each in time order (``direction=asc``) from its own posi
 
 * admin events (``GET /admin-events``): a user updated (``enabled``/``disabled``, read from
   the representation the realm stores with details), a group membership created or deleted
-  (``group-added``/``group-removed``). The connector's own calls are skipped (their
-  ``authDetails.userId`` is the seller-connector service account).
+  (``group-added``/``group-removed``), ``seller-portal`` client roles mapped to or from a
+  seller user or a group at or under the root (``roles-added``/``roles-removed``). The
+  connector's own calls are skipped (their ``authDetails.userId`` is the seller-connector
+  service account, read from the ``sub`` of its own token).
 * user events (``GET /events``): ``LOGIN`` (``login``), and ``EXECUTE_ACTIONS`` (the
   invitation link was used), ``UPDATE_PASSWORD``, ``UPDATE_CREDENTIAL`` and ``VERIFY_EMAIL``
   (``invitation-accepted``; a consumer ignores it for a user with no pending invitation).
 
-Only users carrying the ``seller_connector_user_id`` attribute are reported.
+Only users carrying the ``seller_connector_user_id`` attribute are reported, and groups at or
+under the root group (which seller and permission set a group is comes from its attributes).
+
+**Role changes** (the same shape as the plugin's webhook gives,
+:func:`~connector.adapters.keycloak.webhook_events.change_from_webhook`; only ``via`` differs,
+``"poll"`` here and ``"webhook"`` there). On a seller user::
+
+    ProviderChange(provider_user_id="<Keycloak user id>", kind="roles-added",
+                   at=<event time>, group_id=None, event_id="<Keycloak admin event id>",
+                   details={"target": "user", "roles": ["pricing:edit"],
+                            "client": "seller-portal", "connector_user_id": "<user id>",
+                            "seller_id": "<seller id>", "operation": "CREATE",
+                            "resource_type": "CLIENT_ROLE_MAPPING",
+                            "by_user_id": "<the administrator's Keycloak user id>",
+                            "via": "poll"})
+
+On a group (no user: ``provider_user_id`` is empty)::
+
+    ProviderChange(provider_user_id="", kind="roles-removed", at=..., event_id=...,
+                   group_id="<Keycloak group id>",
+                   details={"target": "group", "roles": ["orders:edit"],
+                            "client": "seller-portal",
+                            "group_path": "/sellers/Acme Trading/Order handlers",
+                            "group_seller_id": "<seller id>",
+                            "permission_set_id": "<set id>",
+                            "connector_user_id": None, "seller_id": "<seller id>",
+                            "operation": "DELETE", "resource_type": "CLIENT_ROLE_MAPPING",
+                            "by_user_id": "...", "via": "poll"})
+
+``permission_set_id`` is None for the seller's own group (its roles reach every set group
+below it) and both ids are None for the root group (its roles reach every seller's sets).
+``roles`` are the role names mapped or unmapped by that one request (composites not expanded:
+``pricing:edit`` stands for itself and the ``pricing:view`` it contains).
 
 The marker holds, per stream, the time of the last event read (epoch ms) and the ids of the
 events read at that very millisecond: the next poll asks from that time (inclusive) and drops
@@ -28,6 +62,7 @@ from typing import Any
 from connector.adapters.keycloak.api import AdminApi, seg
 from connector.adapters.keycloak.naming import GroupLayout
 from connector.adapters.keycloak.settings import KeycloakSettings
+from connector.adapters.keycloak.webhook_events import role_details
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports import IdentityProviderRejected, ProviderChange
 
@@ -86,6 +121,7 @@ class KeycloakChangeFeed:
         """Read at most this many events per stream and call; the marker resumes the rest."""
         self._realm = self.api.realm_path
         self._own_user_id: str | None = None
+        self._portal_uuid: str | None = None
         self._attr_connector = self.names.attributes["connector_id"]
         self._attr_seller = self.names.attributes["seller_id"]
         self._managed_prefix = "/" + self.names.group_root + "/"
@@ -173,7 +209,7 @@ class KeycloakChangeFeed:
         admin_events, admin_position = self._read(
             "admin-events",
             admin_position,
-            {"resourceTypes": ["USER", "GROUP_MEMBERSHIP"]},
+            {"resourceTypes": ["USER", "GROUP_MEMBERSHIP", "CLIENT_ROLE_MAPPING"]},
         )
         user_events, user_position = self._read(
             "events", user_position, {"type": list(_USER_EVENT_TYPES)}
@@ -208,20 +244,23 @@ class KeycloakChangeFeed:
         if own is not None and auth.get("userId") == own:
             return None
         parts = str(event.get("resourcePath", "")).split("/")
-        if len(parts) < 2 or parts[0] != "users":
-            return None
-        user_id = parts[1]
-        kind: str | None = None
-        group_id: str | None = None
         details: dict[str, Any] = {
             "operation": event.get("operationType"),
             "resource_type": event.get("resourceType"),
             "by_user_id": auth.get("userId"),
+            "via": "poll",
         }
         try:
             representation = json.loads(event.get("representation") or "null")
         except ValueError:
             representation = None
+        if event.get("resourceType") == "CLIENT_ROLE_MAPPING":
+            return self._from_role_mapping(event, parts, representation, details, cache)
+        if len(parts) < 2 or parts[0] != "users":
+            return None
+        user_id = parts[1]
+        kind: str | None = None
+        group_id: str | None = None
         if event.get("resourceType") == "USER" and event.get("operationType") == "UPDATE":
             if len(parts) != 2 or not isinstance(representation, dict):
                 return None
@@ -263,6 +302,68 @@ class KeycloakChangeFeed:
             details=details,
         )
 
+    def _from_role_mapping(
+        self,
+        event: dict[str, Any],
+        parts: list[str],
+        representation: Any,
+        details: dict[str, Any],
+        cache: dict[str, dict[str, Any] | None],
+    ) -> ProviderChange | None:
+        """``roles-added``/``roles-removed``: portal client roles mapped to or from a seller
+        user (``users/ID/role-mappings/clients/CLIENT``) or a group at or under the root
+        (``groups/ID/role-mappings/clients/CLIENT``)."""
+        operation = event.get("operationType")
+        if len(parts) != 5 or parts[2:4] != ["role-mappings", "clients"]:
+            return None
+        if operation not in ("CREATE", "DELETE") or parts[4] != self._portal_client_uuid():
+            return None
+        kind = "roles-added" if operation == "CREATE" else "roles-removed"
+        roles = [
+            str(r["name"])
+            for r in (representation if isinstance(representation, list) else [])
+            if isinstance(r, dict) and r.get("name")
+        ]
+        if parts[0] == "users":
+            managed = self._managed(parts[1], cache)
+            if managed is None:
+                return None
+            details.update(managed)
+            details.update(role_details("user", roles, self.names.portal_client_id))
+            provider_user_id, group_id = parts[1], None
+        elif parts[0] == "groups":
+            group = self._group(parts[1], cache)
+            path = (group or {}).get("path")
+            # A group deleted since cannot be told apart; one outside the root is not ours.
+            if not self.layout.under_root(path):
+                return None
+            group_details = self.layout.details(group, str(path))
+            details.update(group_details)
+            details.update(
+                {"connector_user_id": None, "seller_id": group_details["group_seller_id"]}
+            )
+            details.update(role_details("group", roles, self.names.portal_client_id))
+            provider_user_id, group_id = "", parts[1]
+        else:
+            return None
+        return ProviderChange(
+            provider_user_id=provider_user_id,
+            kind=kind,
+            at=_at(int(event["time"])),
+            group_id=group_id,
+            event_id=str(event.get("id")),
+            details=details,
+        )
+
+    def _portal_client_uuid(self) -> str | None:
+        """The internal id of the portal client, whose role mappings are permissions."""
+        if self._portal_uuid is None:
+            clients = self.api.get(f"{self._realm}/clients", clientId=self.names.portal_client_id)
+            for client in clients or []:
+                if client.get("clientId") == self.names.portal_client_id:
+                    self._portal_uuid = str(client["id"])
+        return self._portal_uuid
+
     def _from_user_event(
         self, event: dict[str, Any], cache: dict[str, dict[str, Any] | None]
     ) -> ProviderChange | None:
@@ -273,7 +374,11 @@ class KeycloakChangeFeed:
         managed = self._managed(user_id, cache)
         if managed is None or not user_id:
             return None
-        details: dict[str, Any] = {"type": event_type, "client_id": event.get("clientId")}
+        details: dict[str, Any] = {
+            "type": event_type,
+            "client_id": event.get("clientId"),
+            "via": "poll",
+        }
         event_details = event.get("details") or {}
         if event_type == "UPDATE_CREDENTIAL" and event_details.get("credential_type") not in (
             None,

@@ -39,12 +39,27 @@ def _group_details(group: Mapping[str, Any], layout: GroupLayout) -> dict[str, A
     return layout.details(None, path)
 
 
+ROLE_KINDS = frozenset({"roles-added", "roles-removed"})
+"""Portal client roles mapped to or from a seller user, or a group at or under the root."""
+
+
 def change_from_webhook(event: Mapping[str, Any], layout: GroupLayout) -> ProviderChange:
     """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives.
 
+    A role change about a group has no user: its ``provider_user_id`` is ``""``, its
+    ``group_id`` the group's, and ``details["target"]`` is ``"group"`` (see the shapes in
+    :mod:`connector.adapters.keycloak.change_feed`).
+
     :raises ValueError: when a required member is missing or of the wrong type.
     """
+    kind = str(event["kind"])
+    group = event.get("group") if isinstance(event.get("group"), dict) else None
     user = event.get("user")
+    about_group = kind in ROLE_KINDS and user is None and group is not None
+    if about_group:
+        if not isinstance(group.get("id"), str):
+            raise ValueError("the event's group has no id")
+        user = {"id": ""}
     if not isinstance(user, dict) or not isinstance(user.get("id"), str):
         raise ValueError("the event has no user")
     time_ms = event.get("time")
@@ -63,14 +78,28 @@ def change_from_webhook(event: Mapping[str, Any], layout: GroupLayout) -> Provid
         details.update({"operation": operation, "resource_type": resource})
     else:
         details.update({"type": source_type, "client_id": event.get("client_id")})
-    group = event.get("group") if isinstance(event.get("group"), dict) else None
     if group is not None:
         details.update(_group_details(group, layout))
+    if kind in ROLE_KINDS:
+        roles = event.get("roles") or []
+        if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
+            raise ValueError("the event's roles are not a list of names")
+        details.update(
+            role_details("group" if about_group else "user", roles, event.get("client_id"))
+        )
+        if about_group:
+            details["seller_id"] = details.get("group_seller_id")
     return ProviderChange(
-        provider_user_id=user["id"],
-        kind=str(event["kind"]),
+        provider_user_id=str(user["id"]),
+        kind=kind,
         at=dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC),
         group_id=str(group["id"]) if group and group.get("id") else None,
         event_id=str(event["id"]),
         details=details,
     )
+
+
+def role_details(target: str, roles: list[str], client: Any) -> dict[str, Any]:
+    """What a role change adds to ``details``: ``target`` (``user`` or ``group``), ``roles``
+    (sorted names such as ``pricing:edit``) and ``client`` (the portal client's id)."""
+    return {"target": target, "roles": sorted(set(roles)), "client": client}
