@@ -452,7 +452,8 @@ class KeycloakIdentityProvider:
         group = self._seller_group(seller.id)
         name = self.layout.seller_group_name(seller.id, seller.name)
         attributes = {self.layout.seller_attribute: [seller.id]}
-        description = f"Seller account {seller.name} ({seller.id}): its permission sets"
+        description = f'Seller account "{seller.name}" ({seller.id}): its permission sets'
+
         root = self._root_group()
         if group is None:
             try:
@@ -503,8 +504,8 @@ class KeycloakIdentityProvider:
                 "display_name": [permission_set.display_name],
             }
             description = (
-                f"Permission set {permission_set.display_name!r} of {seller.name}: "
-                "members and roles managed by seller-connector"
+                f'Permission set "{permission_set.display_name}": its members and roles come '
+                "from seller-connector"
             )
             if group is None:
                 group = self._create_group(

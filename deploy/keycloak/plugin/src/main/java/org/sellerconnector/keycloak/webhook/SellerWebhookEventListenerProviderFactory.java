@@ -23,7 +23,9 @@ import org.sellerconnector.keycloak.guard.PrimaryUserGuard;
  * environment variables named in {@link WebhookConfig}): {@code url}, {@code secret},
  * {@code secret-file}, {@code queue-size} (1000), {@code connect-timeout-ms} (2000),
  * {@code request-timeout-ms} (5000), {@code attempts} (2), {@code ignore-clients}
- * ({@code seller-connector}), and the seller names of {@link org.sellerconnector.keycloak.SellerNames}.
+ * ({@code seller-connector}), and the seller names of {@link org.sellerconnector.keycloak.SellerNames}
+ * ({@code connector-client-id}, {@code permission-set-id-attribute}, ...), which the guard's
+ * user profile validator reads from here too.
  */
 public final class SellerWebhookEventListenerProviderFactory implements EventListenerProviderFactory {
 
