@@ -13,7 +13,7 @@ code path as the polled admin events, which stay as the fallback when the webhoo
 
 **Nothing applied twice.** The event id is Keycloak's own: the id that ``GET /admin-events``
 and ``GET /events`` return for the same event. For the kinds that change state (``disabled``,
-``enabled``, ``group-added``, ``group-removed``) the id is remembered in the store, in the same
+``enabled``, ``group-added``, ``group-removed``, ``roles-added``, ``roles-removed``) the id is remembered in the store, in the same
 transaction as the change, under the marker source ``keycloak:webhook-event:<id>``
 (:func:`seen_by_webhook`); so a replay is refused (409) and the poller can skip an event the
 webhook applied (see :func:`seen_by_webhook`). Those rows live in ``sync_markers`` (no
@@ -21,9 +21,12 @@ migration) and are pruned after :data:`KEEP_SEEN` (Keycloak keeps events 30 days
 and ``invitation-accepted`` are monotonic (a replay changes nothing), so they are remembered
 only in memory (per process) to refuse quick replays without a row per login.
 
-Kinds the store does not model (client role mappings, organization membership) are
-acknowledged and logged; a refused deletion of a primary user (the plugin's guard) is recorded
-in the seller's audit trail.
+``roles-added`` / ``roles-removed`` (portal client roles mapped to or from a seller user, or a
+group at or under the root; the shapes are in :mod:`connector.adapters.keycloak.change_feed`)
+are state-changing too and go to ``apply_change`` like the others. Kinds the store does not
+model (organization membership) are acknowledged and logged; what the plugin's guard refused (deleting a primary user, removing it
+from its organization, changing its username or email) is recorded in the seller's audit
+trail as ``user.console-<kind>``.
 
 Answers are JSON: 202 applied (or ignored, with the reason), 400 bad body, 401 bad or missing
 signature or stale timestamp, 409 replay, 503 when the webhook has no secret or the database
@@ -50,6 +53,8 @@ from flask import Blueprint, Response, current_app, request
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
+from connector.adapters.keycloak.naming import GroupLayout
+from connector.adapters.keycloak.webhook_events import change_from_webhook
 from connector.domain.errors import Uniqueness
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports.identity import ProviderChange
@@ -66,8 +71,13 @@ WINDOW = dt.timedelta(minutes=5)
 """How far the signed timestamp may be from the connector's clock, either way."""
 KEEP_SEEN = dt.timedelta(days=31)
 """How long applied state-changing event ids are remembered (Keycloak keeps events 30 days)."""
-STATEFUL_KINDS = frozenset({"disabled", "enabled", "group-added", "group-removed"})
+STATEFUL_KINDS = frozenset(
+    {"disabled", "enabled", "group-added", "group-removed", "roles-added", "roles-removed"}
+)
 MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
+REFUSAL_KINDS = frozenset({"delete-refused", "leave-refused", "identity-change-refused"})
+"""What the plugin's guard refused (deleting the primary, removing it from its organization,
+changing its username, email or seller attributes): recorded in the seller's audit trail."""
 MAX_BODY = 64 * 1024
 CONSOLE_ACTOR = "keycloak:console"
 """The audit actor of console changes (as connector.services.console names it)."""
@@ -117,57 +127,13 @@ def _error(status: int, detail: str) -> Response:
     return _json(status, {"status": status, "detail": detail})
 
 
-def _set_pattern(names: KeycloakNames) -> re.Pattern[str]:
-    """Matches a permission set's group path of mappings/idp.yaml."""
-    pattern = re.escape(names.group_path)
-    for name, value in (
-        ("root", re.escape(names.group_root)),
-        ("seller_id", "(?P<seller_id>[^/]+)"),
-        ("permission_set", "(?P<permission_set>[^/]+)"),
-    ):
-        pattern = pattern.replace(re.escape("{" + name + "}"), value)
-    return re.compile(pattern)
-
-
-def to_change(event: dict[str, Any], set_pattern: re.Pattern[str]) -> ProviderChange:
-    """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives.
+def to_change(event: dict[str, Any], layout: GroupLayout) -> ProviderChange:
+    """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives
+    (parsed by the Keycloak adapter: :func:`change_from_webhook`).
 
     :raises ValueError: when a required member is missing or of the wrong type.
     """
-    user = event.get("user")
-    if not isinstance(user, dict) or not isinstance(user.get("id"), str):
-        raise ValueError("the event has no user")
-    time_ms = event.get("time")
-    if not isinstance(time_ms, int) or isinstance(time_ms, bool):
-        raise ValueError("the event has no time")
-    by = event.get("by") if isinstance(event.get("by"), dict) else {}
-    source_type = str(event.get("type") or "")
-    resource, _, operation = source_type.partition("/")
-    details: dict[str, Any] = {
-        "connector_user_id": user.get("connector_user_id"),
-        "seller_id": user.get("seller_id"),
-        "by_user_id": by.get("user_id"),
-        "via": "webhook",
-    }
-    if event.get("source") == "admin-event":
-        details.update({"operation": operation, "resource_type": resource})
-    else:
-        details.update({"type": source_type, "client_id": event.get("client_id")})
-    group = event.get("group") if isinstance(event.get("group"), dict) else None
-    if group is not None:
-        path = str(group.get("path") or "")
-        match = set_pattern.fullmatch(path)
-        details["group_path"] = path
-        details["group_seller_id"] = match.group("seller_id") if match else None
-        details["permission_set_id"] = match.group("permission_set") if match else None
-    return ProviderChange(
-        provider_user_id=user["id"],
-        kind=str(event["kind"]),
-        at=dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC),
-        group_id=str(group["id"]) if group and group.get("id") else None,
-        event_id=str(event["id"]),
-        details=details,
-    )
+    return change_from_webhook(event, layout)
 
 
 def create_blueprint(
@@ -184,7 +150,7 @@ def create_blueprint(
     """
     blueprint = Blueprint("keycloak_webhook", __name__)
     names = names or load_keycloak_names()
-    set_pattern = _set_pattern(names)
+    layout = GroupLayout.from_names(names)
     recent = _RecentIds()
     last_prune = [0.0]
 
@@ -230,13 +196,13 @@ def create_blueprint(
         # Imported here so that the SCIM app starts even before the console module is there.
         connector = current_app.extensions["seller_connector"]
         event_id, kind = str(event["id"]), str(event["kind"])
-        if kind in ("delete-refused", "leave-refused"):
+        if kind in REFUSAL_KINDS:
             return record_refusal(connector, event)
         if kind not in STATEFUL_KINDS | MONOTONIC_KINDS:
             log.info("webhook %s %s: not modelled in the store", kind, event_id)
             return _json(202, {"id": event_id, "result": "ignored", "detail": "not modelled"})
         try:
-            change = to_change(event, set_pattern)
+            change = to_change(event, layout)
         except (ValueError, KeyError, TypeError) as error:
             return _error(400, f"Bad event: {error}.")
         if event_id in recent:
@@ -274,7 +240,11 @@ def create_blueprint(
                     CONSOLE_ACTOR,
                     "user.console-" + str(event["kind"]),
                     f"user:{user_id}",
-                    {"providerUserId": user.get("id"), "eventId": event["id"]},
+                    {
+                        "providerUserId": user.get("id"),
+                        "eventId": event["id"],
+                        **({"attribute": event["attribute"]} if event.get("attribute") else {}),
+                    },
                 )
             )
             uow.commit()

@@ -58,8 +58,11 @@ class ProviderChange:
     """A change an administrator made in the identity provider's own console."""
 
     provider_user_id: str
+    """The provider's user id; ``""`` for a role change on a group (then ``group_id``)."""
     kind: str
-    """``enabled``, ``disabled``, ``group-added``, ``group-removed``, ``login`` or ``invitation-accepted``."""
+    """``enabled``, ``disabled``, ``group-added``, ``group-removed``, ``login``,
+    ``invitation-accepted``, ``roles-added`` or ``roles-removed`` (``details``: ``target``,
+    ``roles``, ``client``; shapes in connector/adapters/keycloak/change_feed.py)."""
     at: dt.datetime
     group_id: str | None = None
     event_id: str | None = None

@@ -150,8 +150,9 @@ cmd_build_plugin() {
 }
 
 warn_without_plugin() {
-    # realm-sellers.json names the plugin's event listener and claim mapper: without the jar,
-    # Keycloak logs an error per event and tokens lack the seller claim (it still runs).
+    # realm-sellers.json names the plugin's event listener, claim mapper and the user profile
+    # validator of its guard: without the jar, Keycloak logs an error per event, tokens lack the
+    # seller claim, and the realm's user profile names a validator Keycloak does not have.
     local dir
     for dir in "$HERE/providers" "${KEYCLOAK_PROVIDERS:-}"; do
         [[ -n "$dir" && -f "$dir/$PLUGIN_JAR_NAME" ]] && return 0

@@ -390,6 +390,112 @@ def keycloak_server_fixture(
     return keycloak_server
 
 
+# -- An IT administrator of the sellers realm (not the master admin, not the connector) -------
+
+
+@dataclass
+class RealmAdmin:
+    """A user of the ``sellers`` realm with ``realm-management`` roles, as a seller's IT team
+    would have, calling the admin API with its own token (through the realm's ``admin-cli``)."""
+
+    server: KeycloakServer
+    username: str
+    user_id: str
+    password: str = field(repr=False)
+
+    @classmethod
+    def create(cls, server: KeycloakServer, roles: tuple[str, ...]) -> RealmAdmin:
+        """Create it with these ``realm-management`` roles."""
+        username = f"it-admin-{secrets.token_hex(4)}"
+        password = secrets.token_urlsafe(18)
+        created = server.admin_request(
+            "POST",
+            "users",
+            json={
+                "username": username,
+                "enabled": True,
+                "firstName": "IT",
+                "lastName": "Admin",
+                "email": f"{username}@it.example.com",
+                "emailVerified": True,
+                "credentials": [{"type": "password", "value": password, "temporary": False}],
+            },
+        )
+        assert created.status_code == 201, created.text
+        user_id = created.headers["Location"].rsplit("/", 1)[-1]
+        management = server.admin_json("GET", "clients", params={"clientId": "realm-management"})
+        reps = [
+            server.admin_json("GET", f"clients/{management[0]['id']}/roles/{role}")
+            for role in roles
+        ]
+        server.admin_json(
+            "POST", f"users/{user_id}/role-mappings/clients/{management[0]['id']}", json=reps
+        )
+        return cls(server, username, user_id, password)
+
+    def token(self) -> str:
+        """A fresh access token (password grant on the realm's ``admin-cli``)."""
+        response = requests.post(
+            f"{self.server.url}/realms/{self.server.realm}/protocol/openid-connect/token",
+            data={
+                "grant_type": "password",
+                "client_id": "admin-cli",
+                "username": self.username,
+                "password": self.password,
+            },
+            timeout=15,
+        )
+        response.raise_for_status()
+        return str(response.json()["access_token"])
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Call ``/admin/realms/{realm}/{path}`` as this administrator."""
+        return requests.request(
+            method,
+            f"{self.server.url}/admin/realms/{self.server.realm}/{path.lstrip('/')}",
+            headers={"Authorization": f"Bearer {self.token()}"},
+            timeout=30,
+            **kwargs,
+        )
+
+
+# -- Groups, found as the connector finds them: by attribute ---------------------------------
+
+
+def groups_tagged(server: KeycloakServer, attribute: str, value: str) -> list[dict[str, Any]]:
+    """Every group whose ``attribute`` is ``value`` (full representations, with paths)."""
+    found = server.admin_json(
+        "GET",
+        "groups",
+        params={
+            "q": f"{attribute}:{value}",
+            "exact": "true",
+            "populateHierarchy": "false",
+            "briefRepresentation": "false",
+            "max": 1000,
+        },
+    )
+    return [g for g in found if value in (g.get("attributes") or {}).get(attribute, [])]
+
+
+def set_group(server: KeycloakServer, set_id: str) -> dict[str, Any]:
+    """The group of a permission set (tagged ``permission_set_id``), asserting there is one."""
+    found = groups_tagged(server, "permission_set_id", set_id)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def seller_group(server: KeycloakServer, seller_id: str) -> dict[str, Any]:
+    """A seller's own group (tagged ``seller_id``, no ``permission_set_id``), asserting one."""
+    found = [
+        g
+        for g in groups_tagged(server, "seller_id", seller_id)
+        if "permission_set_id" not in (g.get("attributes") or {})
+    ]
+    assert len(found) == 1, found
+    return found[0]
+
+
 # -- Logging in as a seller user (what the portal would do) ----------------------------------
 
 PASSWORD = "Corr3ct-horse-battery"

@@ -16,6 +16,8 @@ Nothing here logs a header, a token, a secret or a request body.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import email.utils
 import json
@@ -124,6 +126,25 @@ class AdminApi:
     @property
     def realm_path(self) -> str:
         return f"admin/realms/{seg(self.settings.realm)}"
+
+    def own_user_id(self) -> str | None:
+        """The user id of the service account this API acts as, read from the ``sub`` of its
+        own access token: no admin call, so the account needs no right to view its own client.
+
+        Keycloak issued the token to us over the connection we trust, so its payload is read
+        without checking the signature. None when the token carries no ``sub``.
+        """
+        self._ensure_token()
+        token = (self._admin.connection.token or {}).get("access_token")
+        if not isinstance(token, str) or token.count(".") != 2:
+            return None
+        payload = token.split(".")[1]
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (binascii.Error, ValueError):
+            return None
+        subject = claims.get("sub") if isinstance(claims, dict) else None
+        return str(subject) if subject else None
 
     def _ensure_token(self) -> None:
         # Fetch the first token explicitly, so that a wrong secret reads as such and not as a

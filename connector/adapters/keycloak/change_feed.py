@@ -4,13 +4,48 @@ Two streams are polled, each in time order (``direction=asc``) from its own posi
 
 * admin events (``GET /admin-events``): a user updated (``enabled``/``disabled``, read from
   the representation the realm stores with details), a group membership created or deleted
-  (``group-added``/``group-removed``). The connector's own calls are skipped (their
-  ``authDetails.userId`` is the seller-connector service account).
+  (``group-added``/``group-removed``), ``seller-portal`` client roles mapped to or from a
+  seller user or a group at or under the root (``roles-added``/``roles-removed``). The
+  connector's own calls are skipped (their ``authDetails.userId`` is the seller-connector
+  service account, read from the ``sub`` of its own token).
 * user events (``GET /events``): ``LOGIN`` (``login``), and ``EXECUTE_ACTIONS`` (the
   invitation link was used), ``UPDATE_PASSWORD``, ``UPDATE_CREDENTIAL`` and ``VERIFY_EMAIL``
   (``invitation-accepted``; a consumer ignores it for a user with no pending invitation).
 
-Only users carrying the ``seller_connector_user_id`` attribute are reported.
+Only users carrying the ``seller_connector_user_id`` attribute are reported, and groups at or
+under the root group (which seller and permission set a group is comes from its attributes).
+
+**Role changes** (the same shape as the plugin's webhook gives,
+:func:`~connector.adapters.keycloak.webhook_events.change_from_webhook`; only ``via`` differs,
+``"poll"`` here and ``"webhook"`` there). On a seller user::
+
+    ProviderChange(provider_user_id="<Keycloak user id>", kind="roles-added",
+                   at=<event time>, group_id=None, event_id="<Keycloak admin event id>",
+                   details={"target": "user", "roles": ["pricing:edit"],
+                            "client": "seller-portal", "connector_user_id": "<user id>",
+                            "seller_id": "<seller id>", "operation": "CREATE",
+                            "resource_type": "CLIENT_ROLE_MAPPING",
+                            "by_user_id": "<the administrator's Keycloak user id>",
+                            "via": "poll"})
+
+On a group (no user: ``provider_user_id`` is empty; reported only with
+``include_group_roles=True``, see its note; the webhook always posts them)::
+
+    ProviderChange(provider_user_id="", kind="roles-removed", at=..., event_id=...,
+                   group_id="<Keycloak group id>",
+                   details={"target": "group", "roles": ["orders:edit"],
+                            "client": "seller-portal",
+                            "group_path": "/sellers/Acme Trading/Order handlers",
+                            "group_seller_id": "<seller id>",
+                            "permission_set_id": "<set id>",
+                            "connector_user_id": None, "seller_id": "<seller id>",
+                            "operation": "DELETE", "resource_type": "CLIENT_ROLE_MAPPING",
+                            "by_user_id": "...", "via": "poll"})
+
+``permission_set_id`` is None for the seller's own group (its roles reach every set group
+below it) and both ids are None for the root group (its roles reach every seller's sets).
+``roles`` are the role names mapped or unmapped by that one request (composites not expanded:
+``pricing:edit`` stands for itself and the ``pricing:view`` it contains).
 
 The marker holds, per stream, the time of the last event read (epoch ms) and the ids of the
 events read at that very millisecond: the next poll asks from that time (inclusive) and drops
@@ -22,12 +57,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from connector.adapters.keycloak.api import AdminApi, ForbiddenInKeycloak, seg
+from connector.adapters.keycloak.api import AdminApi, seg
+from connector.adapters.keycloak.naming import GroupLayout
 from connector.adapters.keycloak.settings import KeycloakSettings
+from connector.adapters.keycloak.webhook_events import role_details
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports.identity import IdentityProviderRejected, ProviderChange
 
@@ -77,6 +113,7 @@ class KeycloakChangeFeed:
         api: AdminApi | None = None,
         page_size: int = 100,
         max_events: int = 1000,
+        include_group_roles: bool = False,
     ) -> None:
         self.settings = settings
         self.names = names or load_keycloak_names()
@@ -84,25 +121,28 @@ class KeycloakChangeFeed:
         self.page_size = page_size
         self.max_events = max_events
         """Read at most this many events per stream and call; the marker resumes the rest."""
+        self.include_group_roles = include_group_roles
+        """Report role changes on groups (no user: ``provider_user_id`` is ``""``). Off by
+        default until the console use case handles them: today ``apply_change`` resolves a
+        user for every change and, finding none in ``details``, looks ``""`` up through the
+        provider-user index, which on SQLite opens a second connection while the poll holds
+        the writer lock ("database is locked"). Role changes on users are always reported."""
         self._realm = self.api.realm_path
         self._own_user_id: str | None = None
+        self._portal_uuid: str | None = None
         self._attr_connector = self.names.attributes["connector_id"]
         self._attr_seller = self.names.attributes["seller_id"]
         self._managed_prefix = "/" + self.names.group_root + "/"
-        self._set_path = _path_pattern(self.names)
+        self.layout = GroupLayout.from_names(self.names)
 
     def _service_account_user_id(self) -> str | None:
-        """The connector's own user, whose admin events are not console changes."""
+        """The connector's own user, whose admin events are not console changes: the subject
+        of the connector's own token (the account may not view its own client, see
+        deploy/keycloak/README.md)."""
         if self._own_user_id is None:
-            try:
-                clients = self.api.get(f"{self._realm}/clients", clientId=self.settings.client_id)
-                if clients:
-                    user = self.api.get(
-                        f"{self._realm}/clients/{clients[0]['id']}/service-account-user"
-                    )
-                    self._own_user_id = str(user["id"])
-            except ForbiddenInKeycloak:
-                log.warning("cannot read the service account user: own changes are reported")
+            self._own_user_id = self.api.own_user_id()
+            if self._own_user_id is None:
+                log.warning("the connector's token has no subject: own changes are reported")
         return self._own_user_id
 
     def _read(
@@ -163,12 +203,13 @@ class KeycloakChangeFeed:
         millis = int(when.timestamp() * 1000)
         return json.dumps({"admin": [millis, []], "user": [millis, []]}, separators=(",", ":"))
 
-    def _group_path(self, group_id: str, cache: dict[str, dict[str, Any] | None]) -> str | None:
+    def _group(
+        self, group_id: str, cache: dict[str, dict[str, Any] | None]
+    ) -> dict[str, Any] | None:
         key = f"group:{group_id}"
         if key not in cache:
             cache[key] = self.api.get_or_none(f"{self._realm}/groups/{seg(group_id)}")
-        path = (cache[key] or {}).get("path")
-        return str(path) if path else None
+        return cache[key]
 
     def changes_since(self, marker: str | None) -> tuple[list[ProviderChange], str | None]:
         """Return the changes after ``marker``, and the marker to pass next time."""
@@ -176,7 +217,7 @@ class KeycloakChangeFeed:
         admin_events, admin_position = self._read(
             "admin-events",
             admin_position,
-            {"resourceTypes": ["USER", "GROUP_MEMBERSHIP"]},
+            {"resourceTypes": ["USER", "GROUP_MEMBERSHIP", "CLIENT_ROLE_MAPPING"]},
         )
         user_events, user_position = self._read(
             "events", user_position, {"type": list(_USER_EVENT_TYPES)}
@@ -211,20 +252,23 @@ class KeycloakChangeFeed:
         if own is not None and auth.get("userId") == own:
             return None
         parts = str(event.get("resourcePath", "")).split("/")
-        if len(parts) < 2 or parts[0] != "users":
-            return None
-        user_id = parts[1]
-        kind: str | None = None
-        group_id: str | None = None
         details: dict[str, Any] = {
             "operation": event.get("operationType"),
             "resource_type": event.get("resourceType"),
             "by_user_id": auth.get("userId"),
+            "via": "poll",
         }
         try:
             representation = json.loads(event.get("representation") or "null")
         except ValueError:
             representation = None
+        if event.get("resourceType") == "CLIENT_ROLE_MAPPING":
+            return self._from_role_mapping(event, parts, representation, details, cache)
+        if len(parts) < 2 or parts[0] != "users":
+            return None
+        user_id = parts[1]
+        kind: str | None = None
+        group_id: str | None = None
         if event.get("resourceType") == "USER" and event.get("operationType") == "UPDATE":
             if len(parts) != 2 or not isinstance(representation, dict):
                 return None
@@ -240,17 +284,17 @@ class KeycloakChangeFeed:
                 kind = "group-removed"
             else:
                 return None
-            path = representation.get("path") if isinstance(representation, dict) else None
-            if path is None:
-                path = self._group_path(group_id, cache)
+            # The group as the event recorded it (with its attributes), else as it is now.
+            group = representation if isinstance(representation, dict) else None
+            if group is None or "attributes" not in group:
+                group = self._group(group_id, cache) or group
+            path = (group or {}).get("path")
             if path is not None:
                 if not str(path).startswith(self._managed_prefix):
                     return None
-                details["group_path"] = path
-                # Which permission set of which seller the group is (None: not a set's group).
-                match = self._set_path.fullmatch(str(path))
-                details["group_seller_id"] = match.group("seller_id") if match else None
-                details["permission_set_id"] = match.group("permission_set") if match else None
+                # Which permission set of which seller the group is, from its attributes
+                # (None: not a set's group).
+                details.update(self.layout.details(group, str(path)))
         else:
             return None
         managed = self._managed(user_id, cache)
@@ -266,6 +310,70 @@ class KeycloakChangeFeed:
             details=details,
         )
 
+    def _from_role_mapping(
+        self,
+        event: dict[str, Any],
+        parts: list[str],
+        representation: Any,
+        details: dict[str, Any],
+        cache: dict[str, dict[str, Any] | None],
+    ) -> ProviderChange | None:
+        """``roles-added``/``roles-removed``: portal client roles mapped to or from a seller
+        user (``users/ID/role-mappings/clients/CLIENT``) or a group at or under the root
+        (``groups/ID/role-mappings/clients/CLIENT``)."""
+        operation = event.get("operationType")
+        if len(parts) != 5 or parts[2:4] != ["role-mappings", "clients"]:
+            return None
+        if operation not in ("CREATE", "DELETE") or parts[4] != self._portal_client_uuid():
+            return None
+        kind = "roles-added" if operation == "CREATE" else "roles-removed"
+        roles = [
+            str(r["name"])
+            for r in (representation if isinstance(representation, list) else [])
+            if isinstance(r, dict) and r.get("name")
+        ]
+        if parts[0] == "users":
+            managed = self._managed(parts[1], cache)
+            if managed is None:
+                return None
+            details.update(managed)
+            details.update(role_details("user", roles, self.names.portal_client_id))
+            provider_user_id, group_id = parts[1], None
+        elif parts[0] == "groups":
+            if not self.include_group_roles:
+                return None
+            group = self._group(parts[1], cache)
+            path = (group or {}).get("path")
+            # A group deleted since cannot be told apart; one outside the root is not ours.
+            if not self.layout.under_root(path):
+                return None
+            group_details = self.layout.details(group, str(path))
+            details.update(group_details)
+            details.update(
+                {"connector_user_id": None, "seller_id": group_details["group_seller_id"]}
+            )
+            details.update(role_details("group", roles, self.names.portal_client_id))
+            provider_user_id, group_id = "", parts[1]
+        else:
+            return None
+        return ProviderChange(
+            provider_user_id=provider_user_id,
+            kind=kind,
+            at=_at(int(event["time"])),
+            group_id=group_id,
+            event_id=str(event.get("id")),
+            details=details,
+        )
+
+    def _portal_client_uuid(self) -> str | None:
+        """The internal id of the portal client, whose role mappings are permissions."""
+        if self._portal_uuid is None:
+            clients = self.api.get(f"{self._realm}/clients", clientId=self.names.portal_client_id)
+            for client in clients or []:
+                if client.get("clientId") == self.names.portal_client_id:
+                    self._portal_uuid = str(client["id"])
+        return self._portal_uuid
+
     def _from_user_event(
         self, event: dict[str, Any], cache: dict[str, dict[str, Any] | None]
     ) -> ProviderChange | None:
@@ -276,7 +384,11 @@ class KeycloakChangeFeed:
         managed = self._managed(user_id, cache)
         if managed is None or not user_id:
             return None
-        details: dict[str, Any] = {"type": event_type, "client_id": event.get("clientId")}
+        details: dict[str, Any] = {
+            "type": event_type,
+            "client_id": event.get("clientId"),
+            "via": "poll",
+        }
         event_details = event.get("details") or {}
         if event_type == "UPDATE_CREDENTIAL" and event_details.get("credential_type") not in (
             None,
@@ -291,15 +403,3 @@ class KeycloakChangeFeed:
             event_id=str(event.get("id")),
             details=details,
         )
-
-
-def _path_pattern(names: KeycloakNames) -> re.Pattern[str]:
-    """A regular expression matching a permission set's group path, per mappings/idp.yaml."""
-    pattern = re.escape(names.group_path)
-    for name, value in (
-        ("root", re.escape(names.group_root)),
-        ("seller_id", "(?P<seller_id>[^/]+)"),
-        ("permission_set", "(?P<permission_set>[^/]+)"),
-    ):
-        pattern = pattern.replace(re.escape("{" + name + "}"), value)
-    return re.compile(pattern)

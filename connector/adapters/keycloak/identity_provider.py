@@ -7,9 +7,14 @@ How the seller domain lands in the one realm of mappings/idp.yaml:
 * each permission category and level is a client role of the portal client
   (``inventory:view``); a higher level is a composite of the next lower one, so a token with
   ``inventory:edit`` also carries ``inventory:view``;
-* a permission set is a group (``/sellers/{seller_id}/{permission set id}``) carrying its
-  roles; a user's direct permissions are direct client role mappings; the primary user gets
-  every category at its highest level directly (the domain never leaves it to groups);
+* a permission set is a group carrying its roles, under its seller's group, both named by
+  display names as an administrator reads them (``/sellers/Acme Inc/Order handlers``, per
+  ``group_path``; see :mod:`connector.adapters.keycloak.naming`) and found by their attributes
+  (``seller_id``, ``permission_set_id``), never by name: a rename of the set or the seller
+  renames the group at the next sync, and legacy id-named groups are adopted then;
+* a user's direct permissions are direct client role mappings; the primary user gets every
+  category at its highest level directly (the domain never leaves it to groups);
+* each portal role is described from the catalogue (``Pricing: view and edit. ...``);
 * user attributes ``seller_id``, ``seller_role``, ``seller_connector_user_id``; username is the
   user's userName, email its primary email.
 
@@ -35,6 +40,7 @@ from connector.adapters.keycloak.api import (
     NotFoundInKeycloak,
     seg,
 )
+from connector.adapters.keycloak.naming import GroupLayout, with_id
 from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.domain.catalogue import Catalogue, Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
@@ -45,6 +51,20 @@ log = logging.getLogger(__name__)
 
 # Keycloak pages lists; this is the page size used when reading "all" of something.
 _PAGE = 200
+
+# How a role's level reads in the console (Amazon's words: View, View and Edit, Admin).
+_LEVEL_WORDS = {
+    Level.view: "view",
+    Level.edit: "view and edit",
+    Level.admin: "admin (view, edit and manage)",
+}
+
+
+def role_description(category_name: str, level: Level, category_description: str = "") -> str:
+    """What an administrator reads next to a portal client role, e.g. ``Pricing: view and
+    edit. Prices, automated pricing rules and fees previews.``"""
+    text = f"{category_name}: {_LEVEL_WORDS.get(level, level.value)}"
+    return f"{text}. {category_description}" if category_description else text
 
 
 class KeycloakIdentityProvider:
@@ -73,8 +93,13 @@ class KeycloakIdentityProvider:
         self._attr_seller = attrs["seller_id"]
         self._attr_role = attrs["role"]
         self._attr_connector = attrs["connector_id"]
+        try:
+            self.layout = GroupLayout.from_names(self.names)
+        except ValueError as exc:
+            raise IdentityProviderRejected(str(exc)) from exc
         # Groups under this prefix belong to this service: sync_user removes memberships there.
-        self._managed_prefix = "/" + self._format_path(seller_id="\0").split("\0", 1)[0].strip("/")
+        self._managed_prefix = self.layout.root_path
+        self._root: dict[str, Any] | None = None
 
     @classmethod
     def from_env(cls) -> KeycloakIdentityProvider:
@@ -108,7 +133,7 @@ class KeycloakIdentityProvider:
                     (
                         self.names.role(category.id, level.value),
                         lower,
-                        f"{category.display_name}: {level.value}",
+                        role_description(category.display_name, level, category.description),
                     )
                 )
         return out
@@ -116,8 +141,10 @@ class KeycloakIdentityProvider:
     def ensure_catalogue(self) -> dict[str, dict[str, str]]:
         """Create the portal client's missing roles, one per category and level, idempotently.
 
-        Each level's role is a composite of the next lower level's (admin > edit > view).
-        Roles outside the catalogue are left alone. Returns the roles by name.
+        Each level's role is a composite of the next lower level's (admin > edit > view), and
+        is described from the catalogue (``Pricing: view and edit. ...``): a description that
+        differs (the catalogue changed, or an administrator edited it) is put back. Roles
+        outside the catalogue are left alone. Returns the roles by name.
         """
         with self._catalogue_lock:
             return self._ensure_catalogue()
@@ -128,9 +155,12 @@ class KeycloakIdentityProvider:
         existing = {r["name"]: r for r in self.api.get(base, briefRepresentation="false") or []}
         wanted = self._catalogue_roles()
         for name, _lower, description in wanted:
-            if name in existing:
-                continue
             category, _, level = name.partition(":")
+            if name in existing:
+                role = existing[name]
+                if role.get("description") != description:
+                    self.api.put(f"{base}/{seg(name)}", {**role, "description": description})
+                continue
             # A 409 means another worker created it meanwhile.
             with contextlib.suppress(ConflictInKeycloak):
                 self.api.post(
@@ -220,8 +250,10 @@ class KeycloakIdentityProvider:
         return None
 
     def sync_seller(self, seller: SellerAccount) -> None:
-        """Make the seller's organization exist, with its name, alias and seller id."""
+        """Make the seller's organization exist, with its name, alias and seller id, and its
+        group (the parent of its permission sets' groups) named by its name."""
         self._ensure_org(seller)
+        self._ensure_seller_group(seller, converge=True)
 
     def _ensure_org(self, seller: SellerAccount) -> str:
         org = self._find_org(seller.id)
@@ -261,80 +293,247 @@ class KeycloakIdentityProvider:
 
     # ------------------------------------------------------------------ groups
 
-    def _format_path(self, seller_id: str, permission_set: str | None = None) -> str:
-        template = self.names.group_path
-        if permission_set is None:
-            # The seller's own group: the template up to the permission set segment.
-            template = template.split("{permission_set}", 1)[0]
-        return template.format(
-            root=self.names.group_root, seller_id=seller_id, permission_set=permission_set
-        ).rstrip("/")
+    def _check_id(self, value: str) -> str:
+        # Ids go into attribute searches (``q=key:value``) and group names.
+        if not value or any(ch.isspace() or ch in "/:" for ch in value):
+            raise IdentityProviderRejected(f"{value!r} cannot identify a Keycloak group")
+        return value
 
-    def _group_path(self, seller_id: str, permission_set_id: str) -> str:
-        for value in (seller_id, permission_set_id):
-            if "/" in value:
-                raise IdentityProviderRejected(f"{value!r} cannot name a Keycloak group (has '/')")
-        return self._format_path(seller_id, permission_set_id)
-
-    def _find_group(self, path: str) -> dict[str, Any] | None:
-        quoted = "/".join(seg(part) for part in path.strip("/").split("/"))
-        return self.api.get_or_none(f"{self._realm}/group-by-path/{quoted}")
-
-    def _ensure_group_path(self, path: str, again: bool = True) -> tuple[str, bool]:
-        """The id of the group at ``path``, creating it and its parents; and whether it was new."""
-        found = self._find_group(path)
-        if found is not None:
-            return str(found["id"]), False
-        parent_path, _, name = path.rstrip("/").rpartition("/")
-        if parent_path:
-            parent_id, _ = self._ensure_group_path(parent_path)
-            url = f"{self._realm}/groups/{parent_id}/children"
-        else:
-            url = f"{self._realm}/groups"
-        try:
-            return self.api.created_id(self.api.post(url, {"name": name})), True
-        except ConflictInKeycloak:
-            found = self._find_group(path)
+    def _root_group(self, fresh: bool = False) -> dict[str, Any]:
+        """The root group (``/sellers``), created when missing; cached."""
+        if self._root is None or fresh:
+            path = f"{self._realm}/group-by-path/{seg(self.layout.root)}"
+            found = self.api.get_or_none(path)
             if found is None:
-                raise
-            return str(found["id"]), False
-        except NotFoundInKeycloak:
-            # The parent vanished between finding it and adding to it (deleted meanwhile, or
-            # a Keycloak shutting down): find or create the whole path again, once.
-            if not again:
-                raise
-            return self._ensure_group_path(path, again=False)
+                with contextlib.suppress(ConflictInKeycloak):  # created meanwhile
+                    self.api.post(f"{self._realm}/groups", {"name": self.layout.root})
+                found = self.api.get(path)
+            self._root = {"id": str(found["id"]), "path": str(found.get("path") or "")}
+        return self._root
+
+    def _search_groups(self, attribute: str, value: str) -> list[dict[str, Any]]:
+        """Groups under the root whose ``attribute`` is ``value`` (full representations)."""
+        found = self._paged(
+            f"{self._realm}/groups",
+            q=f"{attribute}:{value}",
+            exact="true",
+            populateHierarchy="false",
+            briefRepresentation="false",
+        )
+        return [
+            g
+            for g in found
+            if self.layout.under_root(g.get("path"))
+            and value in ((g.get("attributes") or {}).get(attribute) or [])
+        ]
+
+    def _child_named(self, parent: dict[str, Any], name: str) -> dict[str, Any] | None:
+        for child in (
+            self.api.get(
+                f"{self._realm}/groups/{parent['id']}/children",
+                search=name,
+                exact="true",
+                briefRepresentation="false",
+                max=10,
+            )
+            or []
+        ):
+            if child.get("name") == name:
+                child.setdefault("path", f"{parent['path']}/{name}")
+                return dict(child)
+        return None
+
+    def _seller_group(self, seller_id: str) -> dict[str, Any] | None:
+        """The seller's group: tagged with its ``seller_id`` right under the root; else an
+        untagged legacy group named by the id (``/sellers/<seller id>``), to adopt."""
+        root = self._root_group()
+        for group in self._search_groups(self.layout.seller_attribute, seller_id):
+            if self.layout.ids(group)[1] is None and group.get("parentId") == root["id"]:
+                return group
+        legacy = self._child_named(root, seller_id)
+        if legacy is not None and self.layout.ids(legacy) == (None, None):
+            return legacy
+        return None
+
+    def _set_group(self, seller_id: str, set_id: str) -> dict[str, Any] | None:
+        """A permission set's group: tagged with its ``permission_set_id``; else a legacy
+        child of the seller's group named by the set's id, to adopt."""
+        for group in self._search_groups(self.layout.set_attribute, set_id):
+            if self.layout.ids(group)[0] in (seller_id, None):
+                return group
+        parent = self._seller_group(seller_id)
+        legacy = self._child_named(parent, set_id) if parent is not None else None
+        if legacy is not None and self.layout.ids(legacy)[1] in (None, set_id):
+            return legacy
+        return None
+
+    def _create_group(
+        self,
+        parent: dict[str, Any],
+        name: str,
+        object_id: str,
+        attributes: dict[str, list[str]],
+        description: str,
+        refind: Any,
+    ) -> dict[str, Any]:
+        """Create a child group named ``name`` (or ``name (id)`` when a sibling holds the
+        name); the group as created."""
+        url = f"{self._realm}/groups/{parent['id']}/children"
+        for candidate in (name, with_id(name, object_id)):
+            rep = {"name": candidate, "description": description, "attributes": attributes}
+            try:
+                group_id = self.api.created_id(self.api.post(url, rep))
+            except ConflictInKeycloak:
+                found = refind()  # created meanwhile by another worker
+                if found is not None:
+                    return dict(found)
+                continue  # a sibling of another object holds the name
+            return {**rep, "id": group_id, "path": f"{parent['path']}/{candidate}"}
+        raise IdentityProviderRejected(
+            f"Keycloak refused both {name!r} and {with_id(name, object_id)!r} as group names "
+            f"under {parent['path']}"
+        )
+
+    def _converge_group(
+        self,
+        group: dict[str, Any],
+        parent: dict[str, Any],
+        name: str,
+        object_id: str,
+        attributes: dict[str, list[str]],
+        description: str,
+    ) -> None:
+        """Give ``group`` its name (``name``, or ``name (id)`` when a sibling holds it), the
+        connector's attributes and its description, writing only what differs."""
+        current = dict(group.get("attributes") or {})
+        merged = {**current, **attributes}
+        wanted_name = group.get("name")
+        if wanted_name not in (name, with_id(name, object_id)):
+            wanted_name = name
+        if (wanted_name, merged, description) != (
+            group.get("name"),
+            current,
+            group.get("description"),
+        ):
+            url = f"{self._realm}/groups/{group['id']}"
+            update = {"name": wanted_name, "description": description, "attributes": merged}
+            for candidate in dict.fromkeys((wanted_name, with_id(name, object_id), group["name"])):
+                try:
+                    self.api.put(url, {**update, "name": candidate})
+                except ConflictInKeycloak:
+                    continue  # a sibling holds the name: try the next
+                wanted_name = candidate
+                break
+            else:
+                raise IdentityProviderRejected(f"Keycloak refused to rename group {group['id']}")
+            if wanted_name != name:
+                log.warning(
+                    "group %s is named %r: a sibling holds %r", group["id"], wanted_name, name
+                )
+            group.update(update, name=wanted_name)
+        group["path"] = f"{parent['path']}/{group['name']}"
+
+    def _ensure_seller_group(self, seller: SellerAccount, converge: bool) -> dict[str, Any]:
+        """The seller's group, named by the seller's name and tagged with its id: created when
+        missing, renamed when ``converge`` (or when it is a legacy id-named group)."""
+        self._check_id(seller.id)
+        group = self._seller_group(seller.id)
+        name = self.layout.seller_group_name(seller.id, seller.name)
+        attributes = {self.layout.seller_attribute: [seller.id]}
+        description = f'Seller account "{seller.name}" ({seller.id}): its permission sets'
+
+        root = self._root_group()
+        if group is None:
+            try:
+                return self._create_group(
+                    root,
+                    name,
+                    seller.id,
+                    attributes,
+                    description,
+                    lambda: self._seller_group(seller.id),
+                )
+            except NotFoundInKeycloak:
+                # The root vanished since it was cached (deleted, or a Keycloak shutting
+                # down): find or create it again, once.
+                root = self._root_group(fresh=True)
+                return self._create_group(
+                    root,
+                    name,
+                    seller.id,
+                    attributes,
+                    description,
+                    lambda: self._seller_group(seller.id),
+                )
+        if converge or self.layout.ids(group)[0] is None:
+            self._converge_group(group, root, name, seller.id, attributes, description)
+        return group
 
     def _ensure_permission_set_group(
         self, seller: SellerAccount, permission_set: PermissionSet, converge: bool
-    ) -> str:
-        path = self._group_path(seller.id, permission_set.id)
-        group_id, created = self._ensure_group_path(path)
-        if created or converge:
-            group = self.api.get(f"{self._realm}/groups/{group_id}")
-            attributes = dict(group.get("attributes") or {})
-            wanted = {
-                self._attr_seller: [seller.id],
-                "permission_set_id": [permission_set.id],
+    ) -> dict[str, Any]:
+        """The set's group (its id and path), named by the set's display name: created when
+        missing; renamed, re-tagged and given exactly the set's roles when ``converge``; a
+        legacy id-named group is adopted whatever ``converge`` says."""
+        self._check_id(permission_set.id)
+        group = self._set_group(seller.id, permission_set.id)
+        legacy = group is not None and (
+            group.get("name") == permission_set.id or self.layout.ids(group)[1] is None
+        )
+        created = False
+        if group is None or converge or legacy:
+            parent = self._ensure_seller_group(seller, converge=False)
+            name = self.layout.set_group_name(
+                seller.id, permission_set.id, permission_set.display_name
+            )
+            attributes = {
+                self.layout.seller_attribute: [seller.id],
+                self.layout.set_attribute: [permission_set.id],
                 "display_name": [permission_set.display_name],
             }
-            if any(attributes.get(k) != v for k, v in wanted.items()):
-                attributes.update(wanted)
-                group["attributes"] = attributes
-                group["description"] = permission_set.display_name
-                self.api.put(f"{self._realm}/groups/{group_id}", group)
-            self._converge_client_roles(
-                f"groups/{group_id}", self._permission_roles(permission_set.permissions)
+            description = (
+                f'Permission set "{permission_set.display_name}": its members and roles come '
+                "from seller-connector"
             )
-        return group_id
+            if group is None:
+                group = self._create_group(
+                    parent,
+                    name,
+                    permission_set.id,
+                    attributes,
+                    description,
+                    lambda: self._set_group(seller.id, permission_set.id),
+                )
+                created = True
+            else:
+                self._converge_group(
+                    group, parent, name, permission_set.id, attributes, description
+                )
+        if created or converge:
+            self._converge_client_roles(
+                f"groups/{group['id']}", self._permission_roles(permission_set.permissions)
+            )
+        return group
 
     def sync_permission_set(self, seller: SellerAccount, permission_set: PermissionSet) -> None:
-        """Make the permission set's group exist with exactly its roles."""
+        """Make the permission set's group exist, named by the set's display name, with
+        exactly its roles."""
         self._ensure_permission_set_group(seller, permission_set, converge=True)
 
     def remove_permission_set(self, seller: SellerAccount, permission_set_id: str) -> None:
-        """Remove the permission set's group (its members lose what it granted)."""
-        group = self._find_group(self._group_path(seller.id, permission_set_id))
+        """Remove the permission set's group (its members lose what it granted).
+
+        ``permission_set_id`` may also be the Keycloak id of an untagged child of the seller's
+        group: that is how :meth:`differences` names a stray group to remove.
+        """
+        group = self._set_group(seller.id, permission_set_id)
+        if group is None:
+            parent = self._seller_group(seller.id)
+            for child in (
+                self._paged(f"{self._realm}/groups/{parent['id']}/children") if parent else []
+            ):
+                if child.get("id") == permission_set_id and self.layout.ids(child)[1] is None:
+                    group = child
         if group is not None:
             self.api.delete(f"{self._realm}/groups/{group['id']}")
 
@@ -427,7 +626,9 @@ class KeycloakIdentityProvider:
         membership, direct roles and group memberships. A deactivated user is disabled and
         its sessions are ended. Never deletes. Returns the provider's user id."""
         org_id = self._ensure_org(seller)
-        group_ids = [self._ensure_permission_set_group(seller, g, converge=False) for g in groups]
+        group_ids = [
+            self._ensure_permission_set_group(seller, g, converge=False)["id"] for g in groups
+        ]
         return self._sync_user(seller, user, org_id, group_ids)
 
     def _sync_user(
@@ -609,18 +810,54 @@ class KeycloakIdentityProvider:
             }
 
         client = self._portal_client_uuid()
+        # The seller's groups, found by attribute in one search: its own and its sets'.
+        tagged_groups = self._search_groups(self.layout.seller_attribute, seller.id)
+        by_set: dict[str, dict[str, Any]] = {}
+        seller_group: dict[str, Any] | None = None
+        for group in tagged_groups:
+            set_id = self.layout.ids(group)[1]
+            if set_id is not None:
+                by_set.setdefault(set_id, group)
+            elif group.get("parentId") == self._root_group()["id"]:
+                seller_group = group
+        if seller_group is None:
+            seller_group = self._seller_group(seller.id)  # an untagged legacy group
+        if seller_group is not None:
+            name = self.layout.seller_group_name(seller.id, seller.name)
+            if seller_group.get("name") not in (name, with_id(name, seller.id)):
+                differ(
+                    "organization",
+                    seller.id,
+                    "group name",
+                    name,
+                    seller_group.get("name"),
+                    "seller.sync",
+                )
         for permission_set in permission_sets:
-            group = self._find_group(self._group_path(seller.id, permission_set.id))
+            group = by_set.get(permission_set.id) or self._set_group(seller.id, permission_set.id)
+            name = self.layout.set_group_name(
+                seller.id, permission_set.id, permission_set.display_name
+            )
             if group is None:
                 differ(
                     "permission_set",
                     permission_set.id,
                     "missing",
-                    self._group_path(seller.id, permission_set.id),
+                    name,
                     None,
                     "permission_set.sync",
                 )
                 continue
+            by_set[permission_set.id] = group
+            if group.get("name") not in (name, with_id(name, permission_set.id)):
+                differ(
+                    "permission_set",
+                    permission_set.id,
+                    "name",
+                    name,
+                    group.get("name"),
+                    "permission_set.sync",
+                )
             roles = {
                 r["name"]
                 for r in self.api.get(
@@ -638,19 +875,25 @@ class KeycloakIdentityProvider:
                     roles,
                     "permission_set.sync",
                 )
-        parent = self._find_group(self._format_path(seller.id))
-        if parent is not None:
+        if seller_group is not None:
             known = {p.id for p in permission_sets}
-            for child in self._paged(f"{self._realm}/groups/{parent['id']}/children"):
-                if child.get("name") not in known and "/" not in str(child.get("name")):
-                    differ(
-                        "group",
-                        str(child["name"]),
-                        "stray",
-                        None,
-                        child.get("path"),
-                        "permission_set.delete",
-                    )
+            for child in self._paged(
+                f"{self._realm}/groups/{seller_group['id']}/children", briefRepresentation="false"
+            ):
+                set_id = self.layout.ids(child)[1]
+                if set_id in known or (set_id is None and child.get("name") in known):
+                    continue  # a set's group (a legacy one is named by the set's id)
+                # A stray: what no set explains. It is removed by its set id when it has one,
+                # else by its Keycloak id (remove_permission_set accepts both).
+                differ(
+                    "group",
+                    str(child.get("name")),
+                    "stray",
+                    None,
+                    child.get("path"),
+                    "permission_set.delete",
+                    set_id or str(child["id"]),
+                )
 
         # Every Keycloak user tagged with this seller, in one paged search.
         tagged: dict[str, list[dict[str, Any]]] = {}
@@ -727,16 +970,22 @@ class KeycloakIdentityProvider:
             }
             if roles != self._user_roles(user):
                 user_differ("roles", self._user_roles(user), roles)
-            paths = {
-                str(g.get("path"))
+            current_groups = {
+                str(g["id"]): str(g.get("path"))
                 for g in self._paged(
                     f"{self._realm}/users/{user_id}/groups", briefRepresentation="true"
                 )
                 if str(g.get("path", "")).startswith(self._managed_prefix + "/")
             }
-            wanted = {self._group_path(seller.id, g.id) for g in groups}
-            if paths != wanted:
-                user_differ("groups", wanted, paths)
+            # Compared by group id; shown by path, which reads as the console shows it.
+            wanted_groups = {
+                str(by_set[g.id]["id"]) if g.id in by_set else f"missing:{g.id}": (
+                    str(by_set[g.id].get("path")) if g.id in by_set else g.display_name
+                )
+                for g in groups
+            }
+            if set(current_groups) != set(wanted_groups):
+                user_differ("groups", set(wanted_groups.values()), set(current_groups.values()))
             return out
 
         with ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
@@ -765,16 +1014,18 @@ class KeycloakIdentityProvider:
             return result
         self.ensure_catalogue()
         org_id = self._ensure_org(seller)
-        group_ids: dict[str, str] = {}
+        found: dict[str, dict[str, Any]] = {}
         for _user, groups in users_with_groups:
             for group in groups:
-                if group.id not in group_ids:
-                    group_ids[group.id] = self._ensure_permission_set_group(
+                if group.id not in found:
+                    found[group.id] = self._ensure_permission_set_group(
                         seller, group, converge=False
                     )
+        group_ids = {set_id: str(group["id"]) for set_id, group in found.items()}
         todo = list(users_with_groups)
         if self._partial_import_allowed is not False:
-            todo = self._partial_import_new(seller, todo, org_id, result)
+            paths = {set_id: str(group["path"]) for set_id, group in found.items()}
+            todo = self._partial_import_new(seller, todo, org_id, result, paths)
         # The seller's Keycloak users in a few paged reads, instead of one search per user.
         tagged = self._tagged_users(seller)
 
@@ -800,8 +1051,10 @@ class KeycloakIdentityProvider:
         todo: list[tuple[SellerUser, list[PermissionSet]]],
         org_id: str,
         result: BulkSyncResult,
+        group_paths: dict[str, str],
     ) -> list[tuple[SellerUser, list[PermissionSet]]]:
-        """Create the users without ``idp_id`` in one ``partialImport``; return the rest."""
+        """Create the users without ``idp_id`` in one ``partialImport`` (which names groups by
+        path: ``group_paths`` by set id); return the rest."""
         new = [(u, g) for u, g in todo if not u.idp_id and u.active and not u.deleted]
         if len(new) < 2:
             return todo
@@ -809,7 +1062,7 @@ class KeycloakIdentityProvider:
         for user, groups in new:
             rep = self._desired_user(seller, user)
             rep["emailVerified"] = False
-            rep["groups"] = [self._group_path(seller.id, g.id) for g in groups]
+            rep["groups"] = [group_paths[g.id] for g in groups]
             roles = sorted(self._user_roles(user))
             if roles:
                 rep["clientRoles"] = {self.names.portal_client_id: roles}

@@ -15,7 +15,13 @@ from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettin
 from connector.domain.catalogue import Level
 from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser
 from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
-from tests.support.keycloak import KeycloakServer, claims, password_grant, set_password
+from tests.support.keycloak import (
+    KeycloakServer,
+    claims,
+    password_grant,
+    set_group,
+    set_password,
+)
 from tests.support.smtp import SmtpSink, free_port
 
 pytestmark = pytest.mark.keycloak
@@ -99,7 +105,7 @@ def test_sync_user_creates_a_member_with_attributes_roles_and_groups(
 
     assert portal_roles(keycloak_server, f"users/{user_id}") == {"orders:view"}
     groups = keycloak_server.admin_json("GET", f"users/{user_id}/groups")
-    assert [g["path"] for g in groups] == [f"/sellers/{seller.id}/{editors.id}"]
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.name}/{editors.display_name}"]
     assert portal_roles(keycloak_server, f"groups/{groups[0]['id']}") == {
         "inventory:edit",
         "reports:view",
@@ -230,17 +236,12 @@ def test_removing_a_permission_removes_the_role(
     idp.sync_permission_set(seller, team)
     team.permissions = {"advertising": Level.view}
     idp.sync_permission_set(seller, team)
-    group = keycloak_server.admin_json("GET", f"group-by-path/sellers/{seller.id}/{team.id}")
+    group = set_group(keycloak_server, team.id)
     assert portal_roles(keycloak_server, f"groups/{group['id']}") == {"advertising:view"}
 
     idp.remove_permission_set(seller, team.id)
     idp.remove_permission_set(seller, team.id)  # already gone: fine
-    assert (
-        keycloak_server.admin_request(
-            "GET", f"group-by-path/sellers/{seller.id}/{team.id}"
-        ).status_code
-        == 404
-    )
+    assert keycloak_server.admin_request("GET", f"groups/{group['id']}").status_code == 404
 
 
 def test_invitation_email_arrives_and_its_link_works(
@@ -341,7 +342,7 @@ def test_bulk_sync_uses_partial_import_when_granted_manage_realm(
     some = result.provider_ids[users[0].id]
     assert portal_roles(keycloak_server, f"users/{some}") == {"orders:view"}
     groups = keycloak_server.admin_json("GET", f"users/{some}/groups")
-    assert [g["path"] for g in groups] == [f"/sellers/{seller.id}/{group.id}"]
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.name}/{group.display_name}"]
     attrs = keycloak_server.admin_json("GET", f"users/{some}")["attributes"]
     assert attrs["seller_connector_user_id"] == [users[0].id]
     org = org_of(keycloak_server, seller)
@@ -363,22 +364,60 @@ def test_the_service_account_cannot_leave_its_roles(keycloak_server: KeycloakSer
     headers = {"Authorization": f"Bearer {token}"}
     base = f"{settings.url}/admin/realms"
 
-    def status(method: str, path: str, body: Any = None) -> int:
-        return requests.request(
-            method, f"{base}{path}", json=body, headers=headers, timeout=15
-        ).status_code
+    def call(method: str, path: str, body: Any = None) -> requests.Response:
+        return requests.request(method, f"{base}{path}", json=body, headers=headers, timeout=15)
 
+    def status(method: str, path: str, body: Any = None) -> int:
+        return call(method, path, body).status_code
+
+    # No realm-management role that reaches clients: the grant is fine-grained, on one client.
+    assert set(claims(token)["resource_access"]["realm-management"]["roles"]) == {
+        "manage-users",
+        "manage-organizations",
+        "query-clients",
+        "view-events",
+    }
     assert status("GET", "/sellers/users?max=1") == 200  # its job
     assert status("POST", "", {"realm": "evil", "enabled": True}) == 403
     assert status("PUT", "/sellers", {"registrationAllowed": True}) == 403
     assert status("PUT", "/sellers/events/config", {"eventsEnabled": False}) == 403
     assert status("POST", "/sellers/partialImport", {"users": []}) == 403
     assert status("GET", "/master/users") in (401, 403)
-    # It may not hand out an administrator role it does not hold itself.
+
+    # Clients: it sees seller-portal alone, and may only work on seller-portal's roles.
+    listed = call("GET", "/sellers/clients")
+    assert listed.status_code == 200
+    assert {c["clientId"] for c in listed.json()} <= {"seller-portal"}
+    for client_id, visible in (("seller-portal", True), ("account", False)):
+        found = call("GET", f"/sellers/clients?clientId={client_id}")
+        assert found.status_code == 200
+        assert [c["clientId"] for c in found.json()] == ([client_id] if visible else [])
+    clients = {
+        c["clientId"]: c["id"] for c in keycloak_server.admin_json("GET", "clients", params={})
+    }
+    portal, account = clients["seller-portal"], clients["account"]
+    probe = f"probe:{time.time_ns()}"
+    assert status("POST", f"/sellers/clients/{portal}/roles", {"name": probe}) == 201
+    keycloak_server.admin_json("DELETE", f"clients/{portal}/roles/{probe}")
+    assert status("POST", f"/sellers/clients/{account}/roles", {"name": probe}) == 403
+    account_rep = keycloak_server.admin_json("GET", f"clients/{account}")
+    changed = {**account_rep, "redirectUris": ["https://evil.example/*"]}
+    assert status("PUT", f"/sellers/clients/{account}", changed) == 403
+    unchanged = keycloak_server.admin_json("GET", f"clients/{account}")
+    assert unchanged["redirectUris"] == account_rep["redirectUris"]
+    assert status("POST", "/sellers/clients", {"clientId": f"evil-{time.time_ns()}"}) == 403
+    connector = clients["seller-connector"]
+    assert status("GET", f"/sellers/clients/{connector}/client-secret") == 403
+    assert status("POST", f"/sellers/clients/{connector}/client-secret") == 403
+    # Nor may it widen its own fine-grained permissions.
+    permissions = clients["admin-permissions"]
+    assert status("GET", f"/sellers/clients/{permissions}/authz/resource-server/permission") == 403
+
+    # It may not hand out an administrator role, its own missing ones included.
     management = keycloak_server.admin_json(
         "GET", "clients", params={"clientId": "realm-management"}
     )[0]
-    realm_admin = keycloak_server.admin_json("GET", f"clients/{management['id']}/roles/realm-admin")
+    own = keycloak_server.admin_json("GET", f"clients/{connector}/service-account-user")
     victim = (
         keycloak_server.admin_request(
             "POST", "users", json={"username": f"victim-{time.time_ns()}", "enabled": True}
@@ -386,14 +425,35 @@ def test_the_service_account_cannot_leave_its_roles(keycloak_server: KeycloakSer
         .headers["Location"]
         .rsplit("/", 1)[-1]
     )
-    assert (
-        status(
-            "POST",
-            f"/sellers/users/{victim}/role-mappings/clients/{management['id']}",
-            [realm_admin],
-        )
-        == 403
+    for role_name, user_id in (("realm-admin", victim), ("manage-clients", own["id"])):
+        role = keycloak_server.admin_json("GET", f"clients/{management['id']}/roles/{role_name}")
+        mapping = f"/sellers/users/{user_id}/role-mappings/clients/{management['id']}"
+        assert status("POST", mapping, [role]) == 403, role_name
+
+
+def test_the_catalogue_sync_works_through_the_fine_grained_grant(
+    keycloak_server: KeycloakServer,
+) -> None:
+    """What the narrowed account still does on seller-portal: create a missing role, give it
+    its composite and put back a description an administrator changed."""
+    provider = KeycloakIdentityProvider(keycloak_server.connector_settings())
+    provider.ensure_catalogue()
+    portal = keycloak_server.admin_json("GET", "clients", params={"clientId": "seller-portal"})[0]
+    roles = f"clients/{portal['id']}/roles"
+    keycloak_server.admin_json("DELETE", f"{roles}/advertising:admin")
+    edit = keycloak_server.admin_json("GET", f"{roles}/advertising:edit")
+    keycloak_server.admin_json(
+        "PUT", f"{roles}/advertising:edit", json={**edit, "description": "x"}
     )
+
+    fresh = KeycloakIdentityProvider(keycloak_server.connector_settings())
+    fresh.ensure_catalogue()
+
+    recreated = keycloak_server.admin_json("GET", f"{roles}/advertising:admin")
+    assert recreated["composite"] is True
+    composites = keycloak_server.admin_json("GET", f"{roles}/advertising:admin/composites")
+    assert [c["name"] for c in composites] == ["advertising:edit"]
+    assert keycloak_server.admin_json("GET", f"{roles}/advertising:edit")["description"] != "x"
 
 
 def test_failures_map_to_the_port_exceptions(keycloak_server: KeycloakServer) -> None:

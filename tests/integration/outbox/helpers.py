@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, set_group
 
 
 def kc_users_of_seller(server: KeycloakServer, seller_id: str) -> list[dict[str, Any]]:
@@ -67,7 +67,10 @@ def kc_portal_roles(server: KeycloakServer, owner: str) -> set[str]:
 
 
 def kc_group(server: KeycloakServer, seller_id: str, set_id: str) -> dict[str, Any]:
-    return server.admin_json("GET", f"group-by-path/sellers/{seller_id}/{set_id}")
+    """A permission set's group, found by its attribute (names are display names)."""
+    group = set_group(server, set_id)
+    assert group["attributes"]["seller_id"] == [seller_id]
+    return group
 
 
 def scim_json(response: Any, status: int) -> dict[str, Any]:

@@ -244,5 +244,5 @@ def test_no_change_is_lost_when_keycloak_stops_mid_stream(
         assert kc["id"] == user.idp_id
         assert kc["enabled"] is (user.active and not user.deleted)
         assert kc_group_paths(keycloak_server, kc["id"]) == {
-            f"/sellers/{handle.seller.id}/{g.id}" for g in memberships.get(user.id, [])
+            f"/sellers/{handle.seller.name}/{g.display_name}" for g in memberships.get(user.id, [])
         }

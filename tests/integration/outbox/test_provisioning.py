@@ -106,7 +106,7 @@ def test_scim_post_becomes_a_keycloak_member_with_roles_groups_and_an_invitation
     assert rep["id"] in kc_org_member_ids(keycloak_server, handle.seller.id)
     assert kc_portal_roles(keycloak_server, f"users/{rep['id']}") == {"orders:view"}
     assert kc_group_paths(keycloak_server, rep["id"]) == {
-        f"/sellers/{handle.seller.id}/{group['id']}"
+        f"/sellers/{handle.seller.name}/{group['displayName']}"
     }
     kc_set = kc_group(keycloak_server, handle.seller.id, group["id"])
     assert kc_portal_roles(keycloak_server, f"groups/{kc_set['id']}") == {"pricing:edit"}

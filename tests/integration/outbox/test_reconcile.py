@@ -22,7 +22,7 @@ from tests.conftest import (
     user_body,
 )
 from tests.integration.outbox.helpers import kc_group, kc_portal_roles, kc_user, scim_json
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, seller_group
 
 pytestmark = pytest.mark.keycloak
 
@@ -77,7 +77,7 @@ def test_reconcile_reports_then_repairs_differences_made_behind_the_connectors_b
     )
     finance = kc_group(keycloak_server, handle.seller.id, default_set.id)
     keycloak_server.admin_json("DELETE", f"groups/{finance['id']}")
-    parent = keycloak_server.admin_json("GET", f"group-by-path/sellers/{handle.seller.id}")
+    parent = seller_group(keycloak_server, handle.seller.id)
     keycloak_server.admin_request(
         "POST", f"groups/{parent['id']}/children", json={"name": "stray-group"}
     )

@@ -1,28 +1,36 @@
 """The plugin's webhook end to end: a console change in a real Keycloak reaches the connector's
 POST /keycloak/events at once, signed, and is applied to the store; replays and forgeries are
-refused; the polled feed sees the same event id and can skip it."""
+refused; the polled feed sees the same event id and can skip it; console role changes come as
+the same ProviderChange through both."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from connector.adapters.keycloak import KeycloakChangeFeed, KeycloakIdentityProvider
+from connector.adapters.keycloak.naming import GroupLayout
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.catalogue import Level
 from connector.domain.drafts import Actor, UserDraft
 from connector.domain.model import Email, Plan
 from connector.entrypoints.web import create_app
-from connector.entrypoints.webhook import PATH, SECRET_ENV, seen_by_webhook, sign
+from connector.entrypoints.webhook import PATH, SECRET_ENV, seen_by_webhook, sign, to_change
+from connector.mappings import load_keycloak_names
+from connector.ports.identity import ProviderChange
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
 from tests.conftest import make_settings
 from tests.integration.plugin.helpers import serve
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, RealmAdmin, set_group
 
 pytestmark = pytest.mark.keycloak
 
@@ -108,7 +116,8 @@ def test_a_console_disable_is_applied_at_once_and_only_once(
     assert [e.actor for e in audit] == ["keycloak:console"]
 
     recorded = live.requests  # type: ignore[attr-defined]
-    mine = [(h, b) for h, b in recorded if json.loads(b)["user"]["id"] == provider_id]
+    # (Posts about groups have no user; earlier tests' late posts may arrive too.)
+    mine = [(h, b) for h, b in recorded if json.loads(b).get("user", {}).get("id") == provider_id]
     assert len(mine) == 1, recorded
     headers, body = mine[0]
     event = json.loads(body)
@@ -177,3 +186,133 @@ def test_a_console_disable_is_applied_at_once_and_only_once(
     with connector.uow() as uow:
         audit = [e for e in uow.audit.list(seller.id) if e.action == "user.deactivated"]
     assert len(audit) == 1  # applied once
+
+
+def test_console_role_changes_reach_the_connector_once_and_as_the_poller_reads_them(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    connector: Connector,
+    live: object,
+) -> None:
+    """An IT administrator of the realm grants and takes back a seller-portal role on a seller
+    user and on a permission set's group: the plugin posts each once, at once, and the polled
+    feed reads the very same changes; the connector's own role writes are neither."""
+    actor = Actor("test")
+    with connector.uow() as uow:
+        seller, _ = seller_cases.create_seller(
+            uow,
+            connector.catalogue,
+            f"Role Test {uuid.uuid4().hex[:6]}",
+            Plan.professional,
+            f"owner-{uuid.uuid4().hex[:6]}@roles.example.com",
+            "Olive Owner",
+            actor,
+        )
+        address = f"staff-{uuid.uuid4().hex[:8]}@roles.example.com"
+        user, _ = user_cases.provision_user(
+            uow,
+            connector.catalogue,
+            seller,
+            UserDraft(user_name=address, emails=[Email(address, primary=True)]),
+            actor,
+        )
+        permission_set = uow.permission_sets.list(seller.id)[0]  # a default set
+        uow.commit()
+    idp.sync_seller(seller)
+    idp.sync_permission_set(seller, permission_set)
+    provider_id = idp.sync_user(seller, user, [])
+    group = set_group(keycloak_server, permission_set.id)
+    portal = keycloak_server.admin_json("GET", "clients", params={"clientId": "seller-portal"})[0]
+    roles = f"clients/{portal['id']}/roles"
+    pricing = keycloak_server.admin_json("GET", f"{roles}/pricing:edit")
+    orders = keycloak_server.admin_json("GET", f"{roles}/orders:admin")
+    admin = RealmAdmin.create(keycloak_server, ("manage-users", "view-clients"))
+    recorded = live.requests  # type: ignore[attr-defined]
+    since_ms = int(time.time() * 1000) - 1000
+
+    # The connector's own role writes (its service account) are not console changes.
+    user.permissions = {"inventory": Level.view}
+    idp.sync_user(seller, user, [])
+    # What the IT administrator does in the console.
+    user_mapping = f"users/{provider_id}/role-mappings/clients/{portal['id']}"
+    group_mapping = f"groups/{group['id']}/role-mappings/clients/{portal['id']}"
+    started = time.monotonic()
+    for method, path, role in (
+        ("POST", user_mapping, pricing),
+        ("DELETE", user_mapping, pricing),
+        ("POST", group_mapping, orders),
+        ("DELETE", group_mapping, orders),
+    ):
+        done = admin.request(method, path, json=[role])
+        assert done.status_code == 204, (method, path, done.text)
+
+    def role_posts() -> list[dict[str, Any]]:
+        events = [json.loads(body) for _, body in recorded]
+        return [
+            e
+            for e in events
+            if e["kind"] in ("roles-added", "roles-removed")
+            and (
+                (e.get("user") or {}).get("id") == provider_id
+                or (e.get("group") or {}).get("id") == group["id"]
+            )
+        ]
+
+    while len(role_posts()) < 4 and time.monotonic() - started < 10:
+        time.sleep(0.05)
+    time.sleep(0.5)  # a fifth (the connector's own write) would have come by now
+    posts = role_posts()
+    assert [(e["kind"], "user" in e) for e in posts] == [
+        ("roles-added", True),
+        ("roles-removed", True),
+        ("roles-added", False),
+        ("roles-removed", False),
+    ], posts
+    assert time.monotonic() - started < 10
+    layout = GroupLayout.from_names(load_keycloak_names())
+    pushed = [to_change(e, layout) for e in posts]
+
+    # The shapes (documented in connector/adapters/keycloak/change_feed.py).
+    on_user, on_group = pushed[0], pushed[2]
+    assert on_user.provider_user_id == provider_id and on_user.group_id is None
+    assert on_user.details["target"] == "user"
+    assert on_user.details["roles"] == ["pricing:edit"]
+    assert on_user.details["client"] == "seller-portal"
+    assert on_user.details["connector_user_id"] == user.id
+    assert on_user.details["seller_id"] == seller.id
+    assert on_user.details["by_user_id"] == admin.user_id
+    assert on_group.provider_user_id == "" and on_group.group_id == group["id"]
+    assert on_group.details["target"] == "group"
+    assert on_group.details["roles"] == ["orders:admin"]
+    assert on_group.details["permission_set_id"] == permission_set.id
+    assert on_group.details["group_seller_id"] == on_group.details["seller_id"] == seller.id
+    assert on_group.details["group_path"] == f"/sellers/{seller.name}/{permission_set.display_name}"
+    assert on_group.details["connector_user_id"] is None
+
+    # The endpoint took each (it remembers the ids it handled, so the poller skips them).
+    with connector.uow() as uow:
+        assert all(seen_by_webhook(uow, c.event_id) for c in pushed)
+
+    # The poller, the fallback, reads the same changes, and not the connector's own.
+    feed = KeycloakChangeFeed(keycloak_server.connector_settings(), include_group_roles=True)
+    marker: str | None = json.dumps({"admin": [since_ms, []], "user": [since_ms, []]})
+    polled: list[ProviderChange] = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        changes, marker = feed.changes_since(marker)
+        polled.extend(
+            c
+            for c in changes
+            if c.kind in ("roles-added", "roles-removed")
+            and (c.provider_user_id == provider_id or c.group_id == group["id"])
+        )
+        if len(polled) >= 4:
+            break
+        time.sleep(0.2)
+
+    def comparable(change: ProviderChange) -> dict[str, Any]:
+        fields = dataclasses.asdict(change)
+        assert fields["details"].pop("via") in ("webhook", "poll")
+        return fields
+
+    assert [comparable(c) for c in polled] == [comparable(c) for c in pushed]

@@ -16,11 +16,13 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from connector.adapters.keycloak.naming import GroupLayout
 from connector.bootstrap import Connector, bootstrap
 from connector.domain.drafts import Actor, UserDraft
 from connector.domain.model import Email, Plan
 from connector.entrypoints.web import create_app
-from connector.entrypoints.webhook import PATH, SECRET_ENV, sign
+from connector.entrypoints.webhook import PATH, SECRET_ENV, seen_by_webhook, sign, to_change
+from connector.mappings import load_keycloak_names
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
 from tests.conftest import make_settings
@@ -121,6 +123,38 @@ def test_applies_once_and_refuses_replays(client: FlaskClient, connector: Connec
     assert other.json["result"] == "ignored"
 
 
+def test_a_refused_identity_change_is_audited(client: FlaskClient, connector: Connector) -> None:
+    """The guard's report of a refused change of the primary's email (source ``guard``)."""
+    with connector.uow() as uow:
+        seller, primary = seller_cases.create_seller(
+            uow,
+            connector.catalogue,
+            "Guard Report Test",
+            Plan.professional,
+            "owner@guard-report.example.com",
+            "Olive Owner",
+            Actor("test"),
+        )
+        uow.commit()
+    body = event(
+        {"id": "kc-9", "seller_id": seller.id, "connector_user_id": primary.id},
+        kind="identity-change-refused",
+        source="guard",
+        type="identity-change-refused",
+        attribute="email",
+    )
+    response = post(client, body)
+    assert response.status_code == 202, response.json
+    assert response.json["result"] == "recorded"
+    with connector.uow() as uow:
+        audit = [e for e in uow.audit.list(seller.id) if "refused" in e.action]
+    assert [(e.action, e.actor, e.target) for e in audit] == [
+        ("user.console-identity-change-refused", "keycloak:console", f"user:{primary.id}")
+    ]
+    assert audit[0].changes["attribute"] == "email"
+    assert post(client, body).status_code == 409  # a replay is not recorded twice
+
+
 @pytest.mark.parametrize(
     ("headers", "status"),
     [
@@ -148,9 +182,61 @@ def test_wrong_secret_stale_and_bad_bodies(client: FlaskClient) -> None:
         assert response.is_json
     no_user = json.dumps({"id": "e-1", "kind": "disabled", "time": 1}).encode()
     assert post(client, no_user).status_code == 400
-    not_modelled = post(client, event({"id": "kc-1"}, kind="roles-added"))
+    not_modelled = post(client, event({"id": "kc-1"}, kind="organization-left"))
     assert not_modelled.status_code == 202
     assert not_modelled.json["result"] == "ignored"
+    bad_roles = event({"id": "kc-1"}, kind="roles-added", roles="pricing:edit")
+    assert post(client, bad_roles).status_code == 400
+
+
+def test_role_changes_on_users_and_groups_are_read_and_remembered(
+    client: FlaskClient, connector: Connector
+) -> None:
+    """``roles-added`` / ``roles-removed`` parse into ProviderChanges (a group's without a
+    user) and, being state changes, are remembered so that the poller skips them."""
+    group_event = json.loads(
+        event(
+            None,  # type: ignore[arg-type]
+            kind="roles-removed",
+            type="CLIENT_ROLE_MAPPING/DELETE",
+            group={
+                "id": "g-1",
+                "path": "/sellers/Acme/Order handlers",
+                "name": "Order handlers",
+                "seller_id": "s-1",
+                "permission_set_id": "ps-1",
+            },
+            roles=["orders:edit"],
+            client_id="seller-portal",
+        )
+    )
+    del group_event["user"]
+    change = to_change(group_event, GroupLayout.from_names(load_keycloak_names()))
+    assert (change.provider_user_id, change.group_id, change.kind) == ("", "g-1", "roles-removed")
+    assert change.details == {
+        "target": "group",
+        "roles": ["orders:edit"],
+        "client": "seller-portal",
+        "group_path": "/sellers/Acme/Order handlers",
+        "group_seller_id": "s-1",
+        "permission_set_id": "ps-1",
+        "connector_user_id": None,
+        "seller_id": "s-1",
+        "operation": "DELETE",
+        "resource_type": "CLIENT_ROLE_MAPPING",
+        "by_user_id": "admin",
+        "via": "webhook",
+    }
+    body = json.dumps(group_event).encode()
+    response = post(client, body)
+    assert response.status_code == 202, response.json
+    with connector.uow() as uow:
+        assert seen_by_webhook(uow, group_event["id"])
+    assert post(client, body).status_code == 409
+    # An older plugin's group (path only) is read by the legacy id-named layout.
+    legacy = {**group_event, "group": {"id": "g-2", "path": "/sellers/s-2/ps-2"}}
+    details = to_change(legacy, GroupLayout.from_names(load_keycloak_names())).details
+    assert (details["group_seller_id"], details["permission_set_id"]) == ("s-2", "ps-2")
 
 
 def test_without_a_secret_the_webhook_is_off(

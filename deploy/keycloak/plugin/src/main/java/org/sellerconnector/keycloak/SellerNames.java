@@ -4,8 +4,9 @@ import java.util.Objects;
 import java.util.function.Function;
 
 /**
- * The names under which seller-connector stores sellers in Keycloak: user attributes, the root
- * group of permission sets, the portal client and the organization alias prefix.
+ * The names under which seller-connector stores sellers in Keycloak: user and group attributes,
+ * the root group of permission sets, the portal client, the connector's own client and the
+ * organization alias prefix.
  *
  * <p>The defaults are those of the project's {@code mappings/idp.yaml}; each can be overridden
  * through the provider's SPI configuration (for example {@code seller-id-attribute}).
@@ -15,7 +16,7 @@ public final class SellerNames {
     /** The defaults of {@code mappings/idp.yaml}. */
     public static final SellerNames DEFAULT =
             new SellerNames("seller_id", "seller_role", "seller_connector_user_id", "sellers",
-                    "seller-portal", "seller-");
+                    "seller-portal", "seller-", "permission_set_id", "seller-connector");
 
     private final String sellerIdAttribute;
     private final String roleAttribute;
@@ -23,6 +24,8 @@ public final class SellerNames {
     private final String groupRoot;
     private final String portalClientId;
     private final String organizationAliasPrefix;
+    private final String permissionSetIdAttribute;
+    private final String connectorClientId;
 
     /**
      * @param sellerIdAttribute user attribute holding the seller id
@@ -31,15 +34,21 @@ public final class SellerNames {
      * @param groupRoot name of the top-level group of the permission-set groups
      * @param portalClientId client id whose client roles are the permissions
      * @param organizationAliasPrefix organization alias prefix before the seller id
+     * @param permissionSetIdAttribute group attribute holding the connector's permission set id
+     *     (groups also carry {@code sellerIdAttribute}: their names are display names)
+     * @param connectorClientId client id of the connector's own service account client
      */
     public SellerNames(String sellerIdAttribute, String roleAttribute, String connectorIdAttribute,
-                       String groupRoot, String portalClientId, String organizationAliasPrefix) {
+                       String groupRoot, String portalClientId, String organizationAliasPrefix,
+                       String permissionSetIdAttribute, String connectorClientId) {
         this.sellerIdAttribute = Objects.requireNonNull(sellerIdAttribute);
         this.roleAttribute = Objects.requireNonNull(roleAttribute);
         this.connectorIdAttribute = Objects.requireNonNull(connectorIdAttribute);
         this.groupRoot = Objects.requireNonNull(groupRoot);
         this.portalClientId = Objects.requireNonNull(portalClientId);
         this.organizationAliasPrefix = Objects.requireNonNull(organizationAliasPrefix);
+        this.permissionSetIdAttribute = Objects.requireNonNull(permissionSetIdAttribute);
+        this.connectorClientId = Objects.requireNonNull(connectorClientId);
     }
 
     /**
@@ -55,7 +64,9 @@ public final class SellerNames {
                 or(config.apply("connector-id-attribute"), DEFAULT.connectorIdAttribute),
                 or(config.apply("group-root"), DEFAULT.groupRoot),
                 or(config.apply("portal-client-id"), DEFAULT.portalClientId),
-                or(config.apply("organization-alias-prefix"), DEFAULT.organizationAliasPrefix));
+                or(config.apply("organization-alias-prefix"), DEFAULT.organizationAliasPrefix),
+                or(config.apply("permission-set-id-attribute"), DEFAULT.permissionSetIdAttribute),
+                or(config.apply("connector-client-id"), DEFAULT.connectorClientId));
     }
 
     private static String or(String value, String fallback) {
@@ -82,13 +93,39 @@ public final class SellerNames {
         return organizationAliasPrefix;
     }
 
+    public String permissionSetIdAttribute() {
+        return permissionSetIdAttribute;
+    }
+
+    public String connectorClientId() {
+        return connectorClientId;
+    }
+
+    /** @return the name of the top-level group of the permission-set groups */
+    public String groupRoot() {
+        return groupRoot;
+    }
+
     /**
      * Whether a group path is a permission-set group or a seller's group: {@code /sellers/...}.
+     * Group names are display names ({@code /sellers/Acme Inc/Order handlers}); which seller and
+     * permission set a group is comes from its attributes, never from its path.
      *
-     * @param path a full group path such as {@code /sellers/s-1/ps-2}
+     * @param path a full group path such as {@code /sellers/Acme Inc/Order handlers}
      * @return true under the root group, false for the root itself and anything else
      */
     public boolean isSellerGroupPath(String path) {
         return path != null && path.startsWith("/" + groupRoot + "/");
+    }
+
+    /**
+     * Whether a group path is the root group itself or under it (roles mapped on the root or on
+     * a seller's group are inherited by every permission-set group below).
+     *
+     * @param path a full group path
+     * @return true for {@code /sellers} and anything under it
+     */
+    public boolean isUnderGroupRoot(String path) {
+        return path != null && (path.equals("/" + groupRoot) || isSellerGroupPath(path));
     }
 }

@@ -6,8 +6,8 @@ package org.sellerconnector.keycloak.webhook;
  *
  * @param kind the payload's {@code kind}: {@code user-updated} (resolved to
  *     {@code enabled}/{@code disabled} against the user), {@code deleted}, {@code group-added},
- *     {@code group-removed}, {@code roles-added}, {@code roles-removed},
- *     {@code group-roles-added}, {@code group-roles-removed}, {@code organization-joined},
+ *     {@code group-removed}, {@code roles-added}, {@code roles-removed} (client roles mapped to
+ *     or from a user, or a group when {@link #aboutGroup()}), {@code organization-joined},
  *     {@code organization-left}
  * @param userId the user concerned (null for a group's role mapping)
  * @param groupId the group concerned (group membership and group role mappings)

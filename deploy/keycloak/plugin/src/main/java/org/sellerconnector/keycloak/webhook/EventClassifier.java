@@ -79,13 +79,13 @@ public final class EventClassifier {
             case "CLIENT_ROLE_MAPPING":
                 if (p.length == 5 && "role-mappings".equals(p[2]) && "clients".equals(p[3])
                         && (create || delete)) {
-                    String suffix = create ? "roles-added" : "roles-removed";
+                    // One kind for both targets: a group's change has no user (aboutGroup).
+                    String kind = create ? "roles-added" : "roles-removed";
                     if ("users".equals(p[0])) {
-                        return Optional.of(new AdminChange(suffix, p[1], null, p[4], null));
+                        return Optional.of(new AdminChange(kind, p[1], null, p[4], null));
                     }
                     if ("groups".equals(p[0])) {
-                        return Optional.of(
-                                new AdminChange("group-" + suffix, null, p[1], p[4], null));
+                        return Optional.of(new AdminChange(kind, null, p[1], p[4], null));
                     }
                 }
                 return Optional.empty();

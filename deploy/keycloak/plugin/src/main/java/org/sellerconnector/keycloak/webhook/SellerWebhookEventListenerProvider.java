@@ -24,8 +24,9 @@ import org.sellerconnector.keycloak.guard.PrimaryUserGuard;
 
 /**
  * Turns the events of one Keycloak session into webhook payloads: only events about seller
- * users (users with a seller id attribute) and seller groups ({@code /sellers/...}), and not
- * the connector's own admin calls. Payloads are built at once, while the models can still be
+ * users (users with a seller id attribute) and seller groups ({@code /sellers/...}; for portal
+ * role mappings the root group too), and not the connector's own admin calls
+ * ({@code ignore-clients}). Payloads are built at once, while the models can still be
  * read, and handed to the {@link WebhookSender} only after the session's transaction commits:
  * a rolled-back change is never reported.
  */
@@ -124,7 +125,7 @@ public final class SellerWebhookEventListenerProvider implements EventListenerPr
         WebhookPayload payload = new WebhookPayload(event.getId(), "admin-event", type, kind,
                 event.getTime(), realm.getName()).with("user", user.toJson());
         if (change.groupId() != null) {
-            Map<String, Object> group = sellerGroup(realm, change.groupId());
+            Map<String, Object> group = sellerGroup(realm, change.groupId(), false);
             if (group == null) {
                 return null;
             }
@@ -134,7 +135,8 @@ public final class SellerWebhookEventListenerProvider implements EventListenerPr
             if (!isPortalClient(realm, change.clientUuid())) {
                 return null;
             }
-            payload.with("roles", WebhookPayload.roleNames(event.getRepresentation()));
+            payload.with("roles", WebhookPayload.roleNames(event.getRepresentation()))
+                    .with("client_id", names.portalClientId());
         }
         if (change.organizationId() != null) {
             payload.with("organization_id", change.organizationId());
@@ -142,31 +144,50 @@ public final class SellerWebhookEventListenerProvider implements EventListenerPr
         return payload;
     }
 
+    /**
+     * Portal roles mapped to or from a group at or under the root: a permission set's group, a
+     * seller's group or the root itself (the roles of the last two are inherited by every set
+     * group below them). The payload has no user.
+     */
     private WebhookPayload groupPayload(AdminEvent event, RealmModel realm, AdminChange change,
                                         String type) {
-        Map<String, Object> group = sellerGroup(realm, change.groupId());
+        Map<String, Object> group = sellerGroup(realm, change.groupId(), true);
         if (group == null || !isPortalClient(realm, change.clientUuid())) {
             return null;
         }
         return new WebhookPayload(event.getId(), "admin-event", type, change.kind(),
                 event.getTime(), realm.getName())
                 .with("group", group)
-                .with("roles", WebhookPayload.roleNames(event.getRepresentation()));
+                .with("roles", WebhookPayload.roleNames(event.getRepresentation()))
+                .with("client_id", names.portalClientId());
     }
 
-    private Map<String, Object> sellerGroup(RealmModel realm, String groupId) {
+    private Map<String, Object> sellerGroup(RealmModel realm, String groupId,
+                                            boolean rootToo) {
         GroupModel group = realm.getGroupById(groupId);
         if (group == null) {
             return null;
         }
         String path = KeycloakModelUtils.buildGroupPath(group);
-        if (!names.isSellerGroupPath(path)) {
+        if (!(rootToo ? names.isUnderGroupRoot(path) : names.isSellerGroupPath(path))) {
             return null;
         }
+        // Names are display names: which seller and set the group is comes from its attributes.
         Map<String, Object> json = new LinkedHashMap<>();
         json.put("id", group.getId());
         json.put("path", path);
+        json.put("name", group.getName());
+        // Left out when absent: the connector then reads a legacy id-named path.
+        putIfPresent(json, "seller_id", group.getFirstAttribute(names.sellerIdAttribute()));
+        putIfPresent(json, "permission_set_id",
+                group.getFirstAttribute(names.permissionSetIdAttribute()));
         return json;
+    }
+
+    private static void putIfPresent(Map<String, Object> json, String key, String value) {
+        if (value != null && !value.isBlank()) {
+            json.put(key, value);
+        }
     }
 
     private boolean isPortalClient(RealmModel realm, String clientUuid) {

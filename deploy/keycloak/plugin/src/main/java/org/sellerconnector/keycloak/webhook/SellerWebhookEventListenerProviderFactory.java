@@ -23,7 +23,9 @@ import org.sellerconnector.keycloak.guard.PrimaryUserGuard;
  * environment variables named in {@link WebhookConfig}): {@code url}, {@code secret},
  * {@code secret-file}, {@code queue-size} (1000), {@code connect-timeout-ms} (2000),
  * {@code request-timeout-ms} (5000), {@code attempts} (2), {@code ignore-clients}
- * ({@code seller-connector}), and the seller names of {@link org.sellerconnector.keycloak.SellerNames}.
+ * ({@code seller-connector}), and the seller names of {@link org.sellerconnector.keycloak.SellerNames}
+ * ({@code connector-client-id}, {@code permission-set-id-attribute}, ...), which the guard's
+ * user profile validator reads from here too.
  */
 public final class SellerWebhookEventListenerProviderFactory implements EventListenerProviderFactory {
 
@@ -49,6 +51,16 @@ public final class SellerWebhookEventListenerProviderFactory implements EventLis
         } else {
             LOG.infof("seller-connector webhook off (%s); the guard still applies", config.problem());
         }
+    }
+
+    /** @return the configuration read at start (the guard's validator reads its names) */
+    public WebhookConfig config() {
+        return config;
+    }
+
+    /** @return where payloads are posted, or null when the webhook is off */
+    public WebhookSender sender() {
+        return sender;
     }
 
     @Override
@@ -87,6 +99,13 @@ public final class SellerWebhookEventListenerProviderFactory implements EventLis
                 .helpText("Tries per post (connection errors and 5xx)").add()
                 .property().name("ignore-clients").type("string").defaultValue("seller-connector")
                 .helpText("Comma-separated client ids whose admin calls are not reported").add()
+                .property().name("connector-client-id").type("string")
+                .defaultValue("seller-connector")
+                .helpText("The connector's client: its service account alone may change a "
+                        + "seller's primary user's username and email").add()
+                .property().name("permission-set-id-attribute").type("string")
+                .defaultValue("permission_set_id")
+                .helpText("Group attribute holding the connector's permission set id").add()
                 .build();
     }
 }

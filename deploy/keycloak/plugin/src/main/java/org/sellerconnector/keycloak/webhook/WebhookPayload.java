@@ -15,7 +15,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
  *  "type": "USER/UPDATE|LOGIN|...", "kind": "disabled|enabled|group-added|...",
  *  "time": <epoch ms>, "realm": "sellers",
  *  "user": {"id", "username", "seller_id", "seller_role", "connector_user_id"},
- *  "group": {"id", "path"}, "roles": ["inventory:view"], "client_id": "seller-portal",
+ *  "group": {"id", "path", "name", "seller_id", "permission_set_id"},
+ *  "roles": ["inventory:view"], "client_id": "seller-portal",
  *  "by": {"realm", "user_id", "client_id"}, "message": "..."}
  * }</pre>
  *

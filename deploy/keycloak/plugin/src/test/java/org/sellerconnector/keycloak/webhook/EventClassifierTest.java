@@ -1,6 +1,7 @@
 package org.sellerconnector.keycloak.webhook;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import java.util.Map;
@@ -52,12 +53,33 @@ class EventClassifierTest {
         AdminChange user = EventClassifier.adminChange(
                 "CLIENT_ROLE_MAPPING", "CREATE", "users/u1/role-mappings/clients/c1").orElseThrow();
         assertEquals(new AdminChange("roles-added", "u1", null, "c1", null), user);
+        assertFalse(user.aboutGroup());
+        assertEquals("roles-removed", EventClassifier.adminChange(
+                "CLIENT_ROLE_MAPPING", "DELETE", "users/u1/role-mappings/clients/c1")
+                .orElseThrow().kind());
+        // A group's change is the same kind, about the group (no user).
         AdminChange group = EventClassifier.adminChange(
                 "CLIENT_ROLE_MAPPING", "DELETE", "groups/g1/role-mappings/clients/c1").orElseThrow();
-        assertEquals(new AdminChange("group-roles-removed", null, "g1", "c1", null), group);
+        assertEquals(new AdminChange("roles-removed", null, "g1", "c1", null), group);
         assertTrue(group.aboutGroup());
+        assertEquals(new AdminChange("roles-added", null, "g1", "c1", null),
+                EventClassifier.adminChange("CLIENT_ROLE_MAPPING", "CREATE",
+                        "groups/g1/role-mappings/clients/c1").orElseThrow());
+    }
+
+    @Test
+    void otherRoleMappingsAreIgnored() {
+        // Realm roles, the composite listing and malformed paths are not permissions.
         assertTrue(EventClassifier.adminChange(
                 "REALM_ROLE_MAPPING", "CREATE", "users/u1/role-mappings/realm").isEmpty());
+        assertTrue(EventClassifier.adminChange(
+                "CLIENT_ROLE_MAPPING", "UPDATE", "users/u1/role-mappings/clients/c1").isEmpty());
+        assertTrue(EventClassifier.adminChange(
+                "CLIENT_ROLE_MAPPING", "CREATE", "users/u1/role-mappings/clients").isEmpty());
+        assertTrue(EventClassifier.adminChange(
+                "CLIENT_ROLE_MAPPING", "CREATE", "clients/c1/role-mappings/clients/c2").isEmpty());
+        assertTrue(EventClassifier.adminChange(
+                "CLIENT_ROLE_MAPPING", "CREATE", "users/u1/composite/clients/c1").isEmpty());
     }
 
     @Test

@@ -1,0 +1,70 @@
+package org.sellerconnector.keycloak.guard;
+
+import java.util.Collection;
+import java.util.Locale;
+
+/**
+ * When the guard's user profile validator refuses a change: pure functions, unit-tested without
+ * a server.
+ *
+ * <p>Usernames and emails are compared trimmed and lower-cased (Keycloak stores them so); other
+ * attributes trimmed only. A missing value and an empty one are the same, so removing a value is
+ * a change.
+ */
+public final class PrimaryIdentityPolicy {
+
+    private PrimaryIdentityPolicy() {
+    }
+
+    /**
+     * The value a user profile validator is given: a list of values (the first non-blank
+     * counts), a single string, or nothing.
+     *
+     * @param input the validator's input
+     * @param ignoreCase whether to lower-case it (usernames and emails)
+     * @return the value, normalised; empty when there is none
+     */
+    public static String wanted(Object input, boolean ignoreCase) {
+        Object value = input;
+        if (input instanceof Collection<?> values) {
+            value = values.stream().filter(v -> v != null && !v.toString().isBlank())
+                    .findFirst().orElse(null);
+        }
+        return normalise(value == null ? null : value.toString(), ignoreCase);
+    }
+
+    /**
+     * @param value a stored value (may be null)
+     * @param ignoreCase whether to lower-case it
+     * @return trimmed (and lower-cased); empty for null
+     */
+    public static String normalise(String value, boolean ignoreCase) {
+        String trimmed = value == null ? "" : value.strip();
+        return ignoreCase ? trimmed.toLowerCase(Locale.ROOT) : trimmed;
+    }
+
+    /**
+     * Whether the requested value differs from the stored one.
+     *
+     * @param current the stored value (null for a user being created)
+     * @param input the validator's input
+     * @param ignoreCase whether case is irrelevant (usernames and emails)
+     * @return true for a change, a removal, or a new value
+     */
+    public static boolean changes(String current, Object input, boolean ignoreCase) {
+        return !normalise(current, ignoreCase).equals(wanted(input, ignoreCase));
+    }
+
+    /**
+     * Whether to refuse.
+     *
+     * @param guarded whether the rule covers this user (a seller's primary for its username and
+     *     email; everyone for the seller attributes)
+     * @param changes whether the value changes ({@link #changes})
+     * @param byConnector whether seller-connector's own service account asks
+     * @return true when a guarded value changes and the connector does not ask
+     */
+    public static boolean refuse(boolean guarded, boolean changes, boolean byConnector) {
+        return guarded && changes && !byConnector;
+    }
+}
