@@ -26,7 +26,7 @@ from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.domain.catalogue import Catalogue
 from connector.mappings import load_catalogue
 from connector.ports.directory import DirectoryLinks, SyncSettings
-from connector.ports.identity import ChangeFeed, IdentityProvider, ProviderInspector
+from connector.ports.identity import ChangeFeed, ChangePush, IdentityProvider, ProviderInspector
 from connector.ports.mail import Mailer
 from connector.ports.outbox import OutboxQueue
 from connector.ports.store import UnitOfWork
@@ -117,6 +117,12 @@ class Connector:
         from connector.adapters.keycloak import KeycloakChangeFeed
 
         return KeycloakChangeFeed(self.keycloak_settings())
+
+    def change_push(self) -> ChangePush:
+        """The console changes the Keycloak plugin pushes (its signed webhook)."""
+        from connector.adapters.keycloak.webhook import KeycloakWebhook
+
+        return KeycloakWebhook()
 
     def console_poller(self, *, from_start: bool = False) -> Callable[[], PollReport]:
         """One poll of the console changes into the store, as a callable."""

@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.bootstrap import Connector, bootstrap
-from connector.entrypoints.webhook import webhook
+from connector.entrypoints.webhook import create_blueprint
 from scim.app import error_response, http_detail, register_scim
 from scim.logs import configure_logging, log
 
@@ -39,7 +39,7 @@ def create_app(connector: Connector | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["seller_connector"] = connector
     register_scim(app, connector)
-    app.register_blueprint(webhook)
+    app.register_blueprint(create_blueprint(connector, connector.change_push()))
 
     @app.before_request
     def _start() -> None:

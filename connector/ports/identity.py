@@ -4,7 +4,7 @@ comparing it with the store. ``connector.adapters.keycloak`` implements them."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -67,6 +67,29 @@ class ProviderChange:
     group_id: str | None = None
     event_id: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+
+class PushRejected(Exception):
+    """A pushed event refused as it arrived: ``status`` says how (400, 401, 409, 503)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class ChangePush(Protocol):
+    """The push side of the console changes: events the provider sends as they happen."""
+
+    def receive(self, headers: Mapping[str, str], body: bytes) -> ProviderChange:
+        """The change one delivery stands for (its signature checked).
+
+        :raises PushRejected: when the delivery is not one to apply.
+        """
+        ...
+
+    def delivered(self, event_id: str) -> None:
+        """Remember that the event was applied (quick replays are refused)."""
 
 
 class ChangeFeed(Protocol):

@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, PermissionSetDraft
-from connector.domain.errors import DomainError
+from connector.domain.errors import DomainError, Uniqueness
 from connector.domain.model import InvitationState, SellerAccount, SellerUser, utcnow
 from connector.ports.identity import ChangeFeed, ProviderChange
 from connector.ports.store import AuditEvent, UnitOfWork, UnitOfWorkFactory
@@ -129,6 +129,84 @@ def seen_by_webhook(uow: UnitOfWork, event_id: str | None) -> bool:
     """Whether the webhook already applied the Keycloak event ``event_id``: the poller, the
     fallback for a webhook that is down, then skips it, so nothing is applied twice."""
     return bool(event_id) and uow.markers.get(SEEN_PREFIX + str(event_id)) is not None
+
+
+STATEFUL_KINDS = frozenset(
+    {"disabled", "enabled", "group-added", "group-removed", "roles-added", "roles-removed"}
+)
+"""Kinds that change state: a pushed event of these is remembered in the store (under
+:data:`SEEN_PREFIX`), in the same transaction as its change, so it is applied once."""
+MONOTONIC_KINDS = frozenset({"login", "invitation-accepted"})
+"""Kinds a replay cannot change: remembered only briefly, in memory."""
+REFUSAL_KINDS = frozenset({"delete-refused", "leave-refused", "identity-change-refused"})
+"""What the provider's guard refused (deleting the primary, removing it from its
+organization, changing its username, email or seller attributes): audited."""
+
+
+class AlreadyApplied(Exception):
+    """A pushed event that was applied before (a replay, or its twin delivered meanwhile)."""
+
+
+def apply_pushed(
+    uow_factory: UnitOfWorkFactory,
+    catalogue: Catalogue,
+    change: ProviderChange,
+    *,
+    prune_before: dt.datetime | None = None,
+) -> ChangeOutcome:
+    """Apply one change the provider pushed (the plugin's webhook), exactly as the poll
+    applies it, and never twice: the poll skips what was pushed, and a replay is refused.
+
+    :raises AlreadyApplied: for a state-changing event applied before.
+    """
+    if change.kind in REFUSAL_KINDS:
+        return _record_refusal(uow_factory, change)
+    if change.kind not in STATEFUL_KINDS | MONOTONIC_KINDS:
+        return ChangeOutcome(
+            change.kind, change.provider_user_id, change.at, IGNORED, "not modelled in the store"
+        )
+    with uow_factory(immediate=True) as uow:
+        if change.kind in STATEFUL_KINDS:
+            if seen_by_webhook(uow, change.event_id):
+                raise AlreadyApplied(change.event_id)
+            uow.markers.set(SEEN_PREFIX + str(change.event_id), change.at.isoformat())
+        outcome = apply_change(uow, catalogue, change)
+        if prune_before is not None:
+            uow.markers.delete_before(SEEN_PREFIX, prune_before)
+        try:
+            uow.commit()
+        except Uniqueness as error:  # the same event applied concurrently by another worker
+            raise AlreadyApplied(change.event_id) from error
+    return outcome
+
+
+def _record_refusal(uow_factory: UnitOfWorkFactory, change: ProviderChange) -> ChangeOutcome:
+    seller_id = change.details.get("seller_id")
+    user_id = change.details.get("connector_user_id")
+    outcome = ChangeOutcome(change.kind, change.provider_user_id, change.at, IGNORED)
+    with uow_factory() as uow:
+        if not (seller_id and user_id and uow.sellers.get(str(seller_id))):
+            return outcome
+        uow.audit.append(
+            AuditEvent(
+                str(seller_id),
+                CONSOLE_ACTOR.name,
+                "user.console-" + change.kind,
+                f"user:{user_id}",
+                {
+                    "providerUserId": change.provider_user_id or None,
+                    "eventId": change.event_id,
+                    **(
+                        {"attribute": change.details["attribute"]}
+                        if change.details.get("attribute")
+                        else {}
+                    ),
+                },
+            )
+        )
+        uow.commit()
+    outcome.result, outcome.seller_id, outcome.user_id = "recorded", str(seller_id), str(user_id)
+    return outcome
 
 
 def poll_console(

@@ -16,7 +16,7 @@ Only users carrying the ``seller_connector_user_id`` attribute are reported, and
 under the root group (which seller and permission set a group is comes from its attributes).
 
 **Role changes** (the same shape as the plugin's webhook gives,
-:func:`~connector.adapters.keycloak.webhook_events.change_from_webhook`; only ``via`` differs,
+:func:`~connector.adapters.keycloak.webhook.change_from_webhook`; only ``via`` differs,
 ``"poll"`` here and ``"webhook"`` there). On a seller user::
 
     ProviderChange(provider_user_id="<Keycloak user id>", kind="roles-added",
@@ -63,7 +63,7 @@ from typing import Any
 from connector.adapters.keycloak.api import AdminApi, seg
 from connector.adapters.keycloak.naming import GroupLayout
 from connector.adapters.keycloak.settings import KeycloakSettings
-from connector.adapters.keycloak.webhook_events import role_details
+from connector.adapters.keycloak.webhook import role_details
 from connector.mappings import KeycloakNames, load_keycloak_names
 from connector.ports.identity import IdentityProviderRejected, ProviderChange
 

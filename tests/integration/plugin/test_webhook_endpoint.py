@@ -17,14 +17,17 @@ import pytest
 from flask.testing import FlaskClient
 
 from connector.adapters.keycloak.naming import GroupLayout
+from connector.adapters.keycloak.webhook import SECRET_ENV, sign
+from connector.adapters.keycloak.webhook import change_from_webhook as to_change
 from connector.bootstrap import Connector, bootstrap
 from connector.domain.drafts import Actor, UserDraft
 from connector.domain.model import Email, Plan
 from connector.entrypoints.web import create_app
-from connector.entrypoints.webhook import PATH, SECRET_ENV, seen_by_webhook, sign, to_change
+from connector.entrypoints.webhook import PATH
 from connector.mappings import load_keycloak_names
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
+from connector.services.console import seen_by_webhook
 from tests.conftest import make_settings
 
 SECRET = "webhook-test-secret"
