@@ -127,10 +127,9 @@ class Connector:
     def console_poller(self, *, from_start: bool = False) -> Callable[[], PollReport]:
         """One poll of the console changes into the store, as a callable."""
         feed = self.change_feed()
-        queue = self.outbox_queue()
 
         def poll() -> PollReport:
-            return poll_console(self.uow, self.catalogue, feed, queue, from_start=from_start)
+            return poll_console(self.uow, self.catalogue, feed, from_start=from_start)
 
         return poll
 

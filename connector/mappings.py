@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -180,11 +181,19 @@ class KeycloakNames(_Strict):
     group_path: str
     organization_alias: str
     attributes: dict[str, str]
-    invitation_lifespan_days: int = Field(default=7, ge=1, le=30)
     invitation_actions: list[str] = ["UPDATE_PASSWORD", "VERIFY_EMAIL"]
 
     def role(self, category: str, level: str) -> str:
+        """The name of the portal client role of a category at a level."""
         return self.role_name.format(category=category, level=level)
+
+    def parse_role(self, name: str) -> tuple[str, str] | None:
+        """(category, level) of a portal role name made by :meth:`role`, else None."""
+        pattern = re.escape(self.role_name)
+        pattern = pattern.replace(re.escape("{category}"), "(?P<category>.+?)")
+        pattern = pattern.replace(re.escape("{level}"), "(?P<level>.+)")
+        found = re.fullmatch(pattern, name)
+        return (found["category"], found["level"]) if found else None
 
 
 class _IdpFile(_Strict):

@@ -351,6 +351,21 @@ class SellerUser:
         accepted = self.invitation is not None and self.invitation.state is InvitationState.accepted
         return not self.is_primary and not accepted and self.last_login_at is None
 
+    def draft(self) -> UserDraft:
+        """The user's whole current state as a draft: a replace changes only what is set."""
+        return UserDraft(
+            user_name=self.user_name,
+            emails=[Email(e.value, e.type, e.primary, e.display) for e in self.emails],
+            given_name=self.given_name,
+            family_name=self.family_name,
+            display_name=self.display_name,
+            external_id=self.external_id,
+            active=self.active,
+            permissions={k: v.value for k, v in self.permissions.items()},
+            notifications=list(self.notifications),
+            profile=dict(self.profile),
+        )
+
     # -- Seller rules ----------------------------------------------------------------
 
     def apply(self, draft: UserDraft, catalogue: Catalogue) -> dict[str, Any]:

@@ -43,12 +43,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from connector.domain.catalogue import Catalogue
+from connector.domain.catalogue import Catalogue, Level
 from connector.domain.drafts import Actor, PermissionSetDraft
-from connector.domain.errors import DomainError, Uniqueness
-from connector.domain.model import InvitationState, SellerAccount, SellerUser, utcnow
+from connector.domain.errors import DomainError, InvalidValue, Uniqueness
+from connector.domain.model import (
+    InvitationState,
+    PermissionSet,
+    SellerAccount,
+    SellerUser,
+    utcnow,
+    validate_permissions,
+)
 from connector.ports.identity import ChangeFeed, ProviderChange
-from connector.ports.store import AuditEvent, UnitOfWork, UnitOfWorkFactory
+from connector.ports.outbox import PERMISSION_SET_SYNC
+from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork, UnitOfWorkFactory
 from connector.services import permission_sets as set_cases
 from connector.services import users as user_cases
 
@@ -275,6 +283,8 @@ def apply_change(
 ) -> ChangeOutcome:
     """Apply one console change to the store (see the module docstring)."""
     outcome = ChangeOutcome(change.kind, change.provider_user_id, change.at, IGNORED)
+    if change.details.get("target") == "group":
+        return _group_roles(uow, catalogue, change, outcome)
     found = _resolve(uow, change, index, outcome)
     if found is None:
         return outcome
@@ -287,6 +297,8 @@ def apply_change(
         "group-removed": _group_change,
         "login": _login,
         "invitation-accepted": _invitation_accepted,
+        "roles-added": _user_roles,
+        "roles-removed": _user_roles,
     }
     handler = handlers.get(change.kind)
     if handler is None:
@@ -311,8 +323,12 @@ def _resolve(
     user_id = change.details.get("connector_user_id")
     seller_id = change.details.get("seller_id")
     ref: tuple[str, str] | None = (seller_id, user_id) if user_id and seller_id else None
-    if ref is None and index is not None:
-        ref = index.find(change.provider_user_id)
+    if ref is None and change.provider_user_id:
+        ref = (
+            index.find(change.provider_user_id)
+            if index is not None
+            else uow.users.find_by_provider_id(change.provider_user_id)
+        )
     if ref is None:
         outcome.detail = "not a user of this connector"
         return None
@@ -471,3 +487,180 @@ def _invitation_accepted(
         return UNCHANGED, f"invitation is {user.invitation.state.value}"
     user_cases.accept_invitation(uow, seller, user, CONSOLE_ACTOR)
     return APPLIED, "invitation accepted"
+
+
+# -- Roles ------------------------------------------------------------------------------------
+
+
+def _grants(catalogue: Catalogue, change: ProviderChange) -> list[tuple[str, Level]] | str:
+    """The (category, level) pairs a role change names, or why it names something the
+    catalogue does not offer."""
+    unknown = change.details.get("unknown_roles") or []
+    if unknown:
+        return f"{', '.join(unknown)} is no permission of the catalogue"
+    pairs: list[tuple[str, Level]] = []
+    for category, level in change.details.get("grants") or []:
+        try:
+            typed = validate_permissions(catalogue, {str(category): str(level)})
+        except InvalidValue as error:
+            return f"{category}:{level} is no permission of the catalogue ({error.detail})"
+        pairs.extend(typed.items())
+    return pairs
+
+
+def _with_roles(
+    current: dict[str, Level], grants: list[tuple[str, Level]], added: bool
+) -> dict[str, Level]:
+    """The permissions after a console grant or removal. A role names one level; a higher
+    level includes the lower ones (Keycloak composites), so a grant below the held level
+    changes nothing, and removing a level the user holds leaves none in that category."""
+    permissions = dict(current)
+    for category, level in grants:
+        held = permissions.get(category)
+        if added:
+            if held is None or level.rank > held.rank:
+                permissions[category] = level
+        elif held is level:
+            del permissions[category]
+    return permissions
+
+
+def _administrator_granted(
+    catalogue: Catalogue, added: bool, grants: list[tuple[str, Level]]
+) -> bool:
+    return added and (catalogue.administrator_category, Level.admin) in grants
+
+
+def _user_roles(
+    uow: UnitOfWork,
+    catalogue: Catalogue,
+    seller: SellerAccount,
+    user: SellerUser,
+    change: ProviderChange,
+) -> tuple[str, str]:
+    """Direct ``seller-portal`` roles granted or removed in the console: adopted as the
+    user's direct permissions under the seller rules, or put back when they forbid it."""
+    added = change.kind == "roles-added"
+    grants = _grants(catalogue, change)
+    if isinstance(grants, str):
+        return _revert(uow, seller, user, change, grants)
+    if user.is_primary:
+        return _revert(
+            uow,
+            seller,
+            user,
+            change,
+            "the primary user holds every permission at admin; its roles change only through "
+            "the operator flow (seller-connector sellers change-primary)",
+        )
+    if added and (user.deleted or not user.active):
+        return _revert(uow, seller, user, change, "a deactivated user is granted nothing")
+    permissions = _with_roles(user.permissions, grants, added)
+    if permissions == user.permissions:
+        return UNCHANGED, "the store already holds this"
+    draft = user.draft()
+    draft.permissions = {k: v.value for k, v in permissions.items()}
+    user_cases.change_user(uow, catalogue, seller, user, draft, CONSOLE_ACTOR)
+    detail = ("granted " if added else "removed ") + ", ".join(
+        f"{c}:{lv.value}" for c, lv in grants
+    )
+    if _administrator_granted(catalogue, added, grants):
+        uow.audit.append(
+            AuditEvent(
+                seller.id,
+                CONSOLE_ACTOR.name,
+                "user.administrator-granted",
+                f"user:{user.id}",
+                {"byProviderUser": change.details.get("by_user_id"), "eventId": change.event_id},
+            )
+        )
+        detail += " (administrator)"
+    return APPLIED, detail
+
+
+def _group_roles(
+    uow: UnitOfWork, catalogue: Catalogue, change: ProviderChange, outcome: ChangeOutcome
+) -> ChangeOutcome:
+    """``seller-portal`` roles granted or removed on a permission set's group in the console:
+    adopted as the set's permissions (its members follow), or put back."""
+    seller_id = change.details.get("group_seller_id")
+    set_id = change.details.get("permission_set_id")
+    path = change.details.get("group_path") or change.group_id
+    if not seller_id or not set_id:
+        outcome.detail = f"{path} is not a permission set: its roles are not the seller's model"
+        return outcome
+    seller = uow.sellers.get(str(seller_id))
+    permission_set = uow.permission_sets.get(str(seller_id), str(set_id)) if seller else None
+    if seller is None or permission_set is None:
+        outcome.detail = f"permission set {set_id} no longer exists"
+        return outcome
+    outcome.seller_id = seller.id
+    added = change.kind == "roles-added"
+    grants = _grants(catalogue, change)
+    try:
+        with _savepoint(uow):
+            if isinstance(grants, str):
+                outcome.result, outcome.detail = _revert_set(uow, permission_set, change, grants)
+                return outcome
+            permissions = _with_roles(permission_set.permissions, grants, added)
+            if permissions == permission_set.permissions:
+                outcome.result, outcome.detail = UNCHANGED, "the store already holds this"
+                return outcome
+            draft = PermissionSetDraft(
+                display_name=permission_set.display_name,
+                external_id=permission_set.external_id,
+                permissions={k: v.value for k, v in permissions.items()},
+                member_ids=list(permission_set.member_ids),
+                profile=dict(permission_set.profile),
+            )
+            set_cases.change_permission_set(
+                uow, catalogue, seller, permission_set, draft, CONSOLE_ACTOR
+            )
+            outcome.result = APPLIED
+            outcome.detail = f"{permission_set.display_name}: " + ", ".join(
+                f"{'+' if added else '-'}{c}:{lv.value}" for c, lv in grants
+            )
+            if _administrator_granted(catalogue, added, grants):
+                uow.audit.append(
+                    AuditEvent(
+                        seller.id,
+                        CONSOLE_ACTOR.name,
+                        "group.administrator-granted",
+                        f"group:{permission_set.id}",
+                        {"members": permission_set.member_ids, "eventId": change.event_id},
+                    )
+                )
+                outcome.detail += " (administrator for every member)"
+    except DomainError as error:
+        outcome.result, outcome.detail = REFUSED, error.detail
+    return outcome
+
+
+def _revert_set(
+    uow: UnitOfWork, permission_set: PermissionSet, change: ProviderChange, reason: str
+) -> tuple[str, str]:
+    """Record why a console change of a set's roles is not adopted; the set's group is put
+    back as the store has it."""
+    uow.audit.append(
+        AuditEvent(
+            permission_set.seller_id,
+            CONSOLE_ACTOR.name,
+            "group.console-change-reverted",
+            f"group:{permission_set.id}",
+            {
+                "kind": change.kind,
+                "reason": reason,
+                "roles": change.details.get("roles"),
+                "byProviderUser": change.details.get("by_user_id"),
+                "eventId": change.event_id,
+            },
+        )
+    )
+    uow.outbox.add(
+        OutboxEntry(
+            seller_id=permission_set.seller_id,
+            topic=PERMISSION_SET_SYNC,
+            aggregate_id=permission_set.id,
+        )
+    )
+    return REVERTED, reason

@@ -29,7 +29,7 @@ under the root group (which seller and permission set a group is comes from its 
                             "via": "poll"})
 
 On a group (no user: ``provider_user_id`` is empty; reported only with
-``include_group_roles=True``, see its note; the webhook always posts them)::
+``include_group_roles``, on by default; the webhook always posts them)::
 
     ProviderChange(provider_user_id="", kind="roles-removed", at=..., event_id=...,
                    group_id="<Keycloak group id>",
@@ -113,7 +113,7 @@ class KeycloakChangeFeed:
         api: AdminApi | None = None,
         page_size: int = 100,
         max_events: int = 1000,
-        include_group_roles: bool = False,
+        include_group_roles: bool = True,
     ) -> None:
         self.settings = settings
         self.names = names or load_keycloak_names()
@@ -122,11 +122,9 @@ class KeycloakChangeFeed:
         self.max_events = max_events
         """Read at most this many events per stream and call; the marker resumes the rest."""
         self.include_group_roles = include_group_roles
-        """Report role changes on groups (no user: ``provider_user_id`` is ``""``). Off by
-        default until the console use case handles them: today ``apply_change`` resolves a
-        user for every change and, finding none in ``details``, looks ``""`` up through the
-        provider-user index, which on SQLite opens a second connection while the poll holds
-        the writer lock ("database is locked"). Role changes on users are always reported."""
+        """Report role changes on groups (no user: ``provider_user_id`` is ``""``); the
+        console use case adopts them into the permission set. Role changes on users are
+        always reported."""
         self._realm = self.api.realm_path
         self._own_user_id: str | None = None
         self._portal_uuid: str | None = None
@@ -337,7 +335,7 @@ class KeycloakChangeFeed:
             if managed is None:
                 return None
             details.update(managed)
-            details.update(role_details("user", roles, self.names.portal_client_id))
+            details.update(role_details("user", roles, self.names.portal_client_id, self.names))
             provider_user_id, group_id = parts[1], None
         elif parts[0] == "groups":
             if not self.include_group_roles:
@@ -352,7 +350,7 @@ class KeycloakChangeFeed:
             details.update(
                 {"connector_user_id": None, "seller_id": group_details["group_seller_id"]}
             )
-            details.update(role_details("group", roles, self.names.portal_client_id))
+            details.update(role_details("group", roles, self.names.portal_client_id, self.names))
             provider_user_id, group_id = "", parts[1]
         else:
             return None

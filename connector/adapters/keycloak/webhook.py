@@ -111,7 +111,8 @@ class KeycloakWebhook:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._secret = secret
-        self.layout = GroupLayout.from_names(names or load_keycloak_names())
+        self.names = names or load_keycloak_names()
+        self.layout = GroupLayout.from_names(self.names)
         self.clock = clock
         self._recent = _RecentIds()
 
@@ -150,7 +151,7 @@ class KeycloakWebhook:
         if kind in REFUSAL_KINDS:
             return _refusal(event)
         try:
-            return change_from_webhook(event, self.layout)
+            return change_from_webhook(event, self.layout, self.names)
         except (ValueError, KeyError, TypeError) as error:
             raise PushRejected(400, f"Bad event: {error}.") from None
 
@@ -204,7 +205,9 @@ ROLE_KINDS = frozenset({"roles-added", "roles-removed"})
 """Portal client roles mapped to or from a seller user, or a group at or under the root."""
 
 
-def change_from_webhook(event: Mapping[str, Any], layout: GroupLayout) -> ProviderChange:
+def change_from_webhook(
+    event: Mapping[str, Any], layout: GroupLayout, names: KeycloakNames | None = None
+) -> ProviderChange:
     """The :class:`ProviderChange` of a webhook event, with the details the polled feed gives.
 
     A role change about a group has no user: its ``provider_user_id`` is ``""``, its
@@ -246,7 +249,7 @@ def change_from_webhook(event: Mapping[str, Any], layout: GroupLayout) -> Provid
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
             raise ValueError("the event's roles are not a list of names")
         details.update(
-            role_details("group" if about_group else "user", roles, event.get("client_id"))
+            role_details("group" if about_group else "user", roles, event.get("client_id"), names)
         )
         if about_group:
             details["seller_id"] = details.get("group_seller_id")
@@ -260,7 +263,26 @@ def change_from_webhook(event: Mapping[str, Any], layout: GroupLayout) -> Provid
     )
 
 
-def role_details(target: str, roles: list[str], client: Any) -> dict[str, Any]:
+def role_details(
+    target: str, roles: list[str], client: Any, names: KeycloakNames | None = None
+) -> dict[str, Any]:
     """What a role change adds to ``details``: ``target`` (``user`` or ``group``), ``roles``
-    (sorted names such as ``pricing:edit``) and ``client`` (the portal client's id)."""
-    return {"target": target, "roles": sorted(set(roles)), "client": client}
+    (sorted names such as ``pricing:edit``), ``client`` (the portal client's id), and the
+    same roles read back into the seller's words: ``grants`` (``[category, level]`` pairs)
+    and ``unknown_roles`` (names that are no catalogue permission)."""
+    names = names or load_keycloak_names()
+    grants: list[list[str]] = []
+    unknown: list[str] = []
+    for role in sorted(set(roles)):
+        parsed = names.parse_role(role)
+        if parsed is None:
+            unknown.append(role)
+        else:
+            grants.append([parsed[0], parsed[1]])
+    return {
+        "target": target,
+        "roles": sorted(set(roles)),
+        "client": client,
+        "grants": grants,
+        "unknown_roles": unknown,
+    }

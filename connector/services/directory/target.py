@@ -442,7 +442,7 @@ class StoreDirectoryTarget:
         self, uow: UnitOfWork, seller: SellerAccount, links: DirectoryLinks, action: UpdateUser
     ) -> None:
         user = self._linked_user(uow, seller, links, action.user_id)
-        draft = _draft_of(user)
+        draft = user.draft()
         old_name = f"{user.given_name or ''} {user.family_name or ''}".strip()
         if action.email is not None and email_key(action.email) != email_key(
             user.primary_email or ""
@@ -525,22 +525,6 @@ def _addresses(user: SellerUser) -> tuple[str, ...]:
             seen.add(email_key(value))
             out.append(value)
     return tuple(out)
-
-
-def _draft_of(user: SellerUser) -> UserDraft:
-    """The user's whole current state as a draft: a replace changes only what we set."""
-    return UserDraft(
-        user_name=user.user_name,
-        emails=[Email(e.value, e.type, e.primary, e.display) for e in user.emails],
-        given_name=user.given_name,
-        family_name=user.family_name,
-        display_name=user.display_name,
-        external_id=user.external_id,
-        active=user.active,
-        permissions={k: v.value for k, v in user.permissions.items()},
-        notifications=list(user.notifications),
-        profile=dict(user.profile),
-    )
 
 
 def _with_primary_email(emails: list[Email], address: str) -> list[Email]:
