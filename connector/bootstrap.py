@@ -144,6 +144,7 @@ class Connector:
             self.uow,
             self.outbox_queue(),
             self.identity_provider(),
+            mailer=self.mailer(),
             policy=policy or OutboxPolicy.from_env(),
             console=self.console_poller() if console else None,
         )

@@ -32,8 +32,9 @@ class SmtpMailer:
             password=os.environ.get("SELLER_CONNECTOR_SMTP_PASSWORD") or None,
         )
 
-    def send(self, to: str, subject: str, body: str) -> None:
-        """Send one plain-text email; raise MailUnavailable with what to check."""
+    def send(self, to: str, subject: str, body: str, html: str | None = None) -> None:
+        """Send one email (plain text, with an HTML alternative when given); raise
+        MailUnavailable with what to check."""
         if not self.host:
             raise MailUnavailable(
                 "No mail server configured: set SELLER_CONNECTOR_SMTP_HOST (and _PORT, _FROM)."
@@ -43,6 +44,8 @@ class SmtpMailer:
         message["To"] = to
         message["Subject"] = subject
         message.set_content(body)
+        if html is not None:
+            message.add_alternative(html, subtype="html")
         try:
             with smtplib.SMTP(self.host, self.port, timeout=15) as smtp:
                 if self.starttls:

@@ -16,11 +16,18 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.bootstrap import Connector, bootstrap
-from connector.entrypoints.webhook import create_blueprint
+from connector.entrypoints import confirm_primary, webhook
 from scim.app import error_response, http_detail, register_scim
 from scim.logs import configure_logging, log
 
 logger = logging.getLogger("seller_connector.http")
+
+
+def _loggable(path: str) -> str:
+    """The path as logged: a confirmation link's secret never reaches a log line."""
+    if path.startswith(confirm_primary.PREFIX):
+        return confirm_primary.PREFIX + "<secret>"
+    return path
 
 
 def create_app(connector: Connector | None = None) -> Flask:
@@ -39,7 +46,8 @@ def create_app(connector: Connector | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.extensions["seller_connector"] = connector
     register_scim(app, connector)
-    app.register_blueprint(create_blueprint(connector, connector.change_push()))
+    app.register_blueprint(webhook.create_blueprint(connector, connector.change_push()))
+    app.register_blueprint(confirm_primary.create_blueprint(connector))
 
     @app.before_request
     def _start() -> None:
@@ -56,7 +64,7 @@ def create_app(connector: Connector | None = None) -> Flask:
             "request",
             request_id=g.request_id,
             method=request.method,
-            path=request.path,
+            path=_loggable(request.path),
             status=response.status_code,
             ms=round((time.perf_counter() - g.started) * 1000, 1),
             seller=g.seller_id,

@@ -19,7 +19,17 @@ USER_SYNC = "user.sync"
 USER_INVITE = "user.invite"
 PERMISSION_SET_SYNC = "permission_set.sync"
 PERMISSION_SET_DELETE = "permission_set.delete"
-TOPICS = (SELLER_SYNC, USER_SYNC, USER_INVITE, PERMISSION_SET_SYNC, PERMISSION_SET_DELETE)
+MAIL_SEND = "mail.send"
+"""An email of the connector's own (payload: ``to``, ``subject``, ``text``, ``html``), its
+aggregate ``mail-<id>``: sent at least once, retried while the mail server is down."""
+TOPICS = (
+    SELLER_SYNC,
+    USER_SYNC,
+    USER_INVITE,
+    PERMISSION_SET_SYNC,
+    PERMISSION_SET_DELETE,
+    MAIL_SEND,
+)
 
 PENDING = "pending"
 IN_PROGRESS = "in_progress"

@@ -58,7 +58,9 @@ from connector.ports.identity import (
     IdentityProviderRejected,
     IdentityProviderUnavailable,
 )
+from connector.ports.mail import Mailer, MailUnavailable
 from connector.ports.outbox import (
+    MAIL_SEND,
     PENDING,
     PERMISSION_SET_DELETE,
     PERMISSION_SET_SYNC,
@@ -220,6 +222,7 @@ class OutboxWorker:
         queue: OutboxQueue,
         idp: IdentityProvider,
         *,
+        mailer: Mailer | None = None,
         policy: OutboxPolicy | None = None,
         console: Callable[[], PollReport] | None = None,
         read_uow_factory: Callable[[], UnitOfWork] | None = None,
@@ -230,6 +233,7 @@ class OutboxWorker:
         self.read_uow_factory = read_uow_factory or uow_factory
         self.queue = queue
         self.idp = idp
+        self.mailer = mailer
         self.policy = policy or OutboxPolicy()
         self.console = console
         self.clock = clock
@@ -368,6 +372,7 @@ class OutboxWorker:
             ("permission set", of(PERMISSION_SET_SYNC, PERMISSION_SET_DELETE), self._sync_set),
             ("user", of(USER_SYNC), self._sync_user),
             ("invitation", of(USER_INVITE), self._invite),
+            ("mail", of(MAIL_SEND), self._send_mail),
         ]
 
     def _run_steps(self, claim: Claim, steps: list[Step], report: RoundReport) -> None:
@@ -438,6 +443,8 @@ class OutboxWorker:
             error = f"{UNAVAILABLE_PREFIX} {exc}"
         elif isinstance(exc, IdentityProviderRejected):
             error = f"not found: {exc}"
+        elif isinstance(exc, MailUnavailable):
+            error = f"mail unavailable: {exc}"
         else:
             log.error("outbox %s: unexpected error", claim.aggregate_id, exc_info=exc)
             error = f"error: {type(exc).__name__}: {exc}"
@@ -469,6 +476,19 @@ class OutboxWorker:
         return when
 
     # ------------------------------------------------------------------ applying
+
+    def _send_mail(self, claim: Claim, entries: list[OutboxEntry]) -> None:
+        """Send the connector's own emails (a failure retries them with backoff)."""
+        if self.mailer is None:
+            raise MailUnavailable("No mail server is configured (SELLER_CONNECTOR_SMTP_HOST).")
+        for entry in entries:
+            payload = entry.payload
+            self.mailer.send(
+                str(payload["to"]),
+                str(payload["subject"]),
+                str(payload["text"]),
+                payload.get("html"),
+            )
 
     def _sync_seller(self, claim: Claim, entries: list[OutboxEntry]) -> None:
         with self.read_uow_factory() as uow:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from html import escape
 
 from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor
@@ -23,10 +24,12 @@ from connector.domain.model import (
     is_email,
     utcnow,
 )
+from connector.ports.mail import Email as MailMessage
 from connector.ports.mail import Mailer
 from connector.ports.outbox import PERMISSION_SET_SYNC, SELLER_SYNC
 from connector.ports.store import ApiToken, AuditEvent, OutboxEntry, PrimaryChange, UnitOfWork
 from connector.services.authentication import TOKEN_PREFIX, hash_secret
+from connector.services.mail import queue_email
 from connector.services.users import enqueue_user_sync, new_id
 
 
@@ -371,5 +374,43 @@ def confirm_primary_change(
             )
         )
         enqueue_user_sync(uow, new)
+        _tell_both(uow, seller, new, old)
         uow.commit()
     return new, old
+
+
+def _tell_both(
+    uow: UnitOfWork, seller: SellerAccount, new: SellerUser, old: SellerUser | None
+) -> None:
+    """Both addresses learn of the change (queued: sent even if the mail server is down now)."""
+    new_address = new.primary_email or new.user_name
+    queue_email(
+        uow,
+        seller.id,
+        MailMessage(
+            to=new_address,
+            subject=f"You are now the primary user of {seller.name}",
+            text=f"{new_address} is now the primary user of the seller account {seller.name}: "
+            "it owns the account and holds every permission.",
+            html=f"<p><b>{escape(new_address)}</b> is now the primary user of the seller account "
+            f"<b>{escape(seller.name)}</b>: it owns the account and holds every permission.</p>",
+        ),
+    )
+    if old is None or not (old.primary_email or old.user_name):
+        return
+    old_address = old.primary_email or old.user_name
+    queue_email(
+        uow,
+        seller.id,
+        MailMessage(
+            to=old_address,
+            subject=f"You are no longer the primary user of {seller.name}",
+            text=f"The marketplace made {new_address} the primary user of the seller account "
+            f"{seller.name}, as confirmed from that address. Your access ({old_address}) is "
+            "deactivated; contact the marketplace if you did not expect this.",
+            html=f"<p>The marketplace made <b>{escape(new_address)}</b> the primary user of the "
+            f"seller account <b>{escape(seller.name)}</b>, as confirmed from that address. "
+            f"Your access ({escape(old_address)}) is deactivated; contact the marketplace if "
+            "you did not expect this.</p>",
+        ),
+    )
