@@ -38,7 +38,7 @@ from scim2_models import (
 )
 
 from connector.domain.catalogue import Catalogue, Level
-from connector.ports.schemas import SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
+from connector.ports.schemas import ENTERPRISE_SCHEMA, SELLER_GROUP_SCHEMA, SELLER_USER_SCHEMA
 
 MAX_OPERATIONS = 1000
 MAX_PAYLOAD_SIZE = 1_048_576
@@ -123,6 +123,7 @@ def build_models(catalogue: Catalogue) -> ScimModels:
             unmatched_path_filter=ScimPolicy.UnmatchedPathFilter.create,
         ),
     )
+    _describe(provider)
     return ScimModels(
         provider=provider,
         user=provider.model_for("User"),  # type: ignore[arg-type]
@@ -130,6 +131,33 @@ def build_models(catalogue: Catalogue) -> ScimModels:
         user_extension=SellerUserExtension,
         group_extension=SellerGroupExtension,
     )
+
+
+# RFC 7643 §8.7.1 (Entra ID's and Microsoft's test collection look for "User Account").
+_SCHEMA_DESCRIPTIONS = {
+    "urn:ietf:params:scim:schemas:core:2.0:User": "User Account",
+    "urn:ietf:params:scim:schemas:core:2.0:Group": "Group",
+    ENTERPRISE_SCHEMA: "Enterprise User",
+    SELLER_USER_SCHEMA: "Seller user: permissions and notification copies in the seller account",
+    SELLER_GROUP_SCHEMA: "Permission set: the permissions a Group grants to its members",
+}
+
+
+def _describe(provider: ScimProvider) -> None:
+    """Give /Schemas the descriptions RFC 7643 §8.7.1 gives, once, on the published objects:
+    the schemas' own, and the attributes' on one line (the models' docstrings wrap)."""
+
+    def one_line(attributes: Any) -> None:
+        for attribute in attributes or []:
+            if attribute.description:
+                attribute.description = " ".join(attribute.description.split())
+            one_line(getattr(attribute, "sub_attributes", None))
+
+    for schema in provider.schemas:
+        described = _SCHEMA_DESCRIPTIONS.get(str(schema.id))
+        if described:
+            schema.description = described
+        one_line(schema.attributes)
 
 
 def service_provider_config() -> ServiceProviderConfig:
