@@ -300,3 +300,150 @@ def test_random_user_bodies_are_accepted_or_refused_cleanly(
             assert dump_store(connector) == before
 
     attack()
+
+
+def test_the_store_comparison_covers_every_table(connector: Any) -> None:
+    """A positive control of ``dump_store``: it sees every data table, and sees a change."""
+    from connector.adapters.sql.tables import Base
+    from tests.attack.conftest import NOT_DATA
+
+    dumped = dump_store(connector)
+    assert set(dumped) == set(Base.metadata.tables) - NOT_DATA
+    with connector.uow() as uow:
+        uow.markers.set("control", "x")
+        uow.commit()
+    assert dump_store(connector) != dumped
+
+
+def test_authorized_bodies_reach_validation(client: Any, make_seller: Any, connector: Any) -> None:
+    """With a valid token and a JSON content type, generated bodies get past authentication,
+    routing and media type to the body's validation and the seller rules: the fuzzing above
+    is not spent on 401s and 415s."""
+    owner = make_seller()
+    created = client.post(
+        "/scim/v2/Users", headers=owner.headers, json=user_body("reach@fuzz.example.com")
+    )
+    user = created.json["id"]
+    group = client.get("/scim/v2/Groups", headers=owner.headers).json["Resources"][0]["id"]
+    statuses: list[int] = []
+    validated: list[bool] = []
+
+    @settings(
+        max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(
+        target=st.sampled_from(
+            [
+                ("POST", "/scim/v2/Users"),
+                ("PUT", f"/scim/v2/Users/{user}"),
+                ("PATCH", f"/scim/v2/Users/{user}"),
+                ("POST", "/scim/v2/Groups"),
+                ("PATCH", f"/scim/v2/Groups/{group}"),
+                ("POST", "/scim/v2/Bulk"),
+                ("POST", "/scim/v2/.search"),
+            ]
+        ),
+        body=bodies,
+    )
+    def attack(target: tuple[str, str], body: Any) -> None:
+        method, path = target
+        before = dump_store(connector)
+        response = client.open(path, method=method, headers=owner.headers, data=json.dumps(body))
+        statuses.append(response.status_code)
+        check_answer(response)
+        # Past authentication, routing and media type: a decision about the body itself.
+        validated.append(response.status_code not in (401, 404, 405, 415, 429))
+        if response.status_code >= 400:
+            assert dump_store(connector) == before, f"{method} {path} refused but changed"
+
+    attack()
+    assert len(statuses) >= 150
+    assert sum(validated) >= 0.9 * len(validated), statuses
+    assert any(s < 300 for s in statuses) and any(400 <= s < 500 for s in statuses)
+
+
+def test_the_webhook_endpoint_survives_fuzzing(
+    sqlite_url: str, tmp_path: Any, monkeypatch: Any
+) -> None:
+    """Random, half-signed and well-signed deliveries to POST /keycloak/events: never a 500,
+    always a JSON answer, and nothing stored for what is refused."""
+    import time
+
+    from connector.adapters.keycloak.webhook import (
+        SECRET_ENV,
+        SIGNATURE_HEADER,
+        TIMESTAMP_HEADER,
+        sign,
+    )
+    from connector.bootstrap import bootstrap
+    from connector.entrypoints.web import create_app
+    from tests.conftest import make_settings
+
+    secret = b"fuzz-secret-" + b"x" * 20
+    monkeypatch.setenv(SECRET_ENV, secret.decode())
+    connector = bootstrap(make_settings(sqlite_url, tmp_path), migrate=False)
+    client = create_app(connector).test_client()
+    statuses: list[int] = []
+    events = st.fixed_dictionaries(
+        {
+            "version": st.just(1),
+            "id": st.one_of(st.text(max_size=20), st.uuids().map(str)),
+            "kind": st.sampled_from(
+                ["disabled", "enabled", "roles-added", "group-added", "login", "bogus", ""]
+            ),
+            "time": st.one_of(st.integers(0, 2**45), st.text(max_size=5), st.none()),
+            "source": st.sampled_from(["admin-event", "user-event", "guard"]),
+        },
+        optional={"user": json_values, "group": json_values, "roles": json_values},
+    )
+
+    # Well-formed events about users this connector does not know: accepted and ignored.
+    plausible = st.fixed_dictionaries(
+        {
+            "version": st.just(1),
+            "id": st.uuids().map(str),
+            "kind": st.sampled_from(["disabled", "login", "roles-added", "delete-refused"]),
+            "time": st.integers(10**12, 2 * 10**12),
+            "source": st.just("admin-event"),
+            "type": st.just("USER/UPDATE"),
+            "user": st.fixed_dictionaries({"id": st.uuids().map(str)}),
+            "roles": st.lists(st.sampled_from(["pricing:edit", "bogus"]), max_size=2),
+        }
+    )
+
+    @settings(
+        max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True
+    )
+    @given(
+        body=st.one_of(
+            plausible.map(lambda e: json.dumps(e).encode()),
+            events.map(lambda e: json.dumps(e).encode()),
+            raw_bodies,
+        ),
+        signing=st.sampled_from(["good", "bad", "none", "stale", "unicode"]),
+    )
+    def attack(body: bytes, signing: str) -> None:
+        now = int(time.time())
+        headers = {"Content-Type": "application/json"}
+        if signing == "good":
+            headers |= {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: sign(secret, now, body)}
+        elif signing == "bad":
+            headers |= {TIMESTAMP_HEADER: str(now), SIGNATURE_HEADER: "v1=" + "0" * 64}
+        elif signing == "stale":
+            headers |= {
+                TIMESTAMP_HEADER: str(now - 3600),
+                SIGNATURE_HEADER: sign(secret, now - 3600, body),
+            }
+        elif signing == "unicode":
+            headers |= {TIMESTAMP_HEADER: "\u0661\u0662\u0663", SIGNATURE_HEADER: "v1=0"}
+        before = dump_store(connector)
+        response = client.post("/keycloak/events", data=body, headers=headers)
+        statuses.append(response.status_code)
+        assert response.status_code in (202, 400, 401, 409), response.get_data(as_text=True)
+        answer = response.get_json()
+        assert isinstance(answer, dict) and "Traceback" not in response.get_data(as_text=True)
+        if response.status_code != 202:
+            assert dump_store(connector) == before
+
+    attack()
+    assert {202, 400, 401} <= set(statuses)

@@ -91,6 +91,13 @@ def test_filters_never_reach_another_seller(
     client: Any, tenants: dict[str, Any], query: str
 ) -> None:
     text = query.format(user=tenants["user"]["id"], group=tenants["group"]["id"])
+    # The positive control: the same filter, with B's own token, does find B's user: a leak
+    # would show up in A's answers below, not be hidden by a filter that matches nothing.
+    control = client.get(
+        "/scim/v2/Users", headers=tenants["b"].headers, query_string={"filter": text}
+    )
+    assert control.status_code == 200, control.get_data(as_text=True)
+    assert tenants["user"]["id"] in control.get_data(as_text=True)
     for endpoint in ("/scim/v2/Users", "/scim/v2/Groups"):
         found = client.get(endpoint, headers=tenants["a"].headers, query_string={"filter": text})
         assert found.status_code in (200, 400)
