@@ -16,7 +16,7 @@ from scim2_models import Error, NotFoundException, SCIMException
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
 from scim2_server.routing import Operation
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from connector.bootstrap import Connector
@@ -123,6 +123,13 @@ def register_scim(app: Flask, connector: Connector) -> None:
             response.headers["Retry-After"] = str(error.retry_after)
         except SCIMException as error:
             response = service.error_response(error)
+        except DataError:
+            # A value the database refuses outright (PostgreSQL keeps no NUL in text).
+            response = _error(
+                400,
+                "A value holds characters that cannot be stored (such as NUL): remove them.",
+                "invalidValue",
+            )
         except OperationalError as error:
             log(
                 logger,

@@ -273,6 +273,7 @@ class SellerStorage(ScimStorage):
                     mapping.user_draft(resource),
                     self.context.actor,
                     invitation_lifespan=self.connector.settings.invitation_lifespan,
+                    max_pending_invitations=self.connector.settings.max_pending_invitations,
                 )
                 # A new user is in no permission set yet; a restored one may be.
                 groups = uow.permission_sets.of_user(user.id) if restored else []

@@ -489,6 +489,34 @@ class SellerUser:
             raise Forbidden("The user already accepted its invitation.")
         self.start_invitation(lifespan, now)
 
+    def lapse_invitation(self, now: dt.datetime) -> bool:
+        """An invitation that expired unaccepted, from a user who never logged in, deactivates
+        the user (its addresses are then released, see the README's rules).
+
+        :returns: whether it lapsed now.
+        """
+        invitation = self.invitation
+        if (
+            invitation is None
+            or invitation.current_state(now) is not InvitationState.expired
+            or invitation.state is not InvitationState.pending
+            or not self.never_signed_in
+            or not self.active
+        ):
+            return False
+        invitation.state = InvitationState.expired
+        self.active = False
+        return True
+
+    def needs_new_invitation(self) -> bool:
+        """Reactivated after its invitation lapsed: it needs a new one to sign in."""
+        return (
+            self.active
+            and self.invitation is not None
+            and self.invitation.state is InvitationState.expired
+            and self.never_signed_in
+        )
+
     def accept_invitation(self) -> bool:
         """The user set its password and verified its address. :returns: whether it was pending."""
         if self.invitation is None or self.invitation.state is InvitationState.accepted:

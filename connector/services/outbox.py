@@ -74,6 +74,7 @@ from connector.ports.outbox import (
     OutboxQueue,
 )
 from connector.ports.store import OutboxEntry, UnitOfWork
+from connector.services.users import expire_invitations
 
 if TYPE_CHECKING:
     from connector.services.console import PollReport
@@ -240,6 +241,7 @@ class OutboxWorker:
         self.rng = rng
         self._outage = False
         self._last_poll: float | None = None
+        self._last_housekeeping: float | None = None
 
     # ------------------------------------------------------------------ loop
 
@@ -259,8 +261,9 @@ class OutboxWorker:
         return total
 
     def run_once(self) -> tuple[RoundReport, PollReport | None]:
-        """Poll the console once, then drain: ``seller-connector worker --once``."""
+        """Poll the console once, lapse expired invitations, then drain: ``worker --once``."""
         poll = self.poll_console(force=True)
+        self.housekeeping(force=True)
         return self.drain(), poll
 
     def run(self, stop: threading.Event, interval: float | None = None) -> None:
@@ -270,11 +273,27 @@ class OutboxWorker:
         while not stop.is_set():
             try:
                 self.poll_console()
+                self.housekeeping()
                 self.drain(stop=stop)
             except Exception:  # the store is down, a bug: log, wait, go on
                 log.exception("outbox worker round failed; retrying in %.1f s", interval)
             stop.wait(interval)
         log.info("outbox worker stopped")
+
+    def housekeeping(self, force: bool = False) -> int:
+        """Lapse the invitations that expired unaccepted, at most every ``poll_interval``
+        (their users are deactivated and their addresses released; see users.py)."""
+        now = time.monotonic()
+        last = self._last_housekeeping
+        if not force and last is not None and now - last < max(self.policy.poll_interval, 30.0):
+            return 0
+        self._last_housekeeping = now
+        lapsed = expire_invitations(self.uow_factory(), self.clock())
+        if lapsed:
+            log.info(
+                "%d invitations expired unaccepted: users deactivated, addresses freed", lapsed
+            )
+        return lapsed
 
     def poll_console(self, force: bool = False) -> PollReport | None:
         """Read the provider's console changes when it is time (or ``force``)."""

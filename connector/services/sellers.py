@@ -82,7 +82,7 @@ def _create_seller(
         raise Uniqueness(f"A seller account named {name!r} already exists.")
     if not is_email(primary_email):
         raise InvalidValue(f"{primary_email!r} is not an email address.")
-    if uow.users.email_owners([email_key(primary_email)]):
+    if any(not o.released for o in uow.users.email_owners([email_key(primary_email)])):
         raise Uniqueness(
             f"The email address {primary_email} has already been used. The primary user "
             "needs an address never used on any seller account."
@@ -256,6 +256,8 @@ def request_primary_change(
         if current is not None and key in current.email_keys:
             raise InvalidValue(f"{new_email} is already the primary user's address.")
         for owner in uow.users.email_owners([key]):
+            if owner.released and owner.seller_id != seller.id:
+                continue  # given up by a user who never signed in: free again
             if owner.seller_id != seller.id:
                 raise Uniqueness(
                     f"The email address {new_email} has already been used by a user of this "
@@ -332,7 +334,9 @@ def confirm_primary_change(
     now = utcnow()
     with uow:
         key = email_key(change.new_email)
-        owners = uow.users.email_owners([key])
+        owners = [
+            o for o in uow.users.email_owners([key]) if not o.released or o.seller_id == seller.id
+        ]
         mine = [o for o in owners if o.seller_id == seller.id]
         if owners and not mine:
             raise Uniqueness(f"The email address {change.new_email} has been used meanwhile.")

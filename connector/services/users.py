@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, UserDraft
-from connector.domain.errors import InvalidValue, NotFound, Uniqueness
+from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
     InvitationState,
     Role,
     SellerAccount,
     SellerUser,
+    check_user_draft,
     draft_email_keys,
     identity_key,
     utcnow,
@@ -45,7 +47,8 @@ def check_addresses_free(
     The detail never names who holds it, so that no seller learns of another.
     """
     for owner in uow.users.email_owners(keys) if owners is None else owners:
-        if owner.user_id != user_id:
+        # A released address (its holder never signed in, then left) is free again.
+        if owner.user_id != user_id and not owner.released:
             raise Uniqueness(
                 f"The email address {owner.email_key} has already been used by a user of this "
                 "service. Each user needs a brand-new address that was never used before."
@@ -139,9 +142,23 @@ def add_user(
     actor: Actor,
     *,
     invitation_lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN,
+    max_pending_invitations: int | None = None,
 ) -> tuple[SellerUser, bool]:
-    """Add a secondary user, or restore the one this seller deleted (see provision_user)."""
+    """Add a secondary user, or restore the one this seller deleted (see provision_user).
+
+    ``max_pending_invitations`` bounds the seller's unaccepted invitations (SCIM clients):
+    nobody reserves thousands of addresses in one request.
+    """
     seller.check_may_add_secondary_users()
+    check_user_draft(catalogue, draft)  # before any look-up: what the store never sees
+    if max_pending_invitations is not None:
+        pending = uow.users.pending_invitations(seller.id, utcnow())
+        if pending >= max_pending_invitations:
+            raise Forbidden(
+                f"Seller {seller.name!r} has {pending} pending invitations, the most this service "
+                "accepts at once: wait until some are accepted or expire, or ask the marketplace "
+                "to raise the limit (SELLER_CONNECTOR_MAX_PENDING_INVITATIONS)."
+            )
     keys = draft_email_keys(draft)
     seller.check_not_partner(sorted(keys))
     now = utcnow()
@@ -198,6 +215,7 @@ def change_user(
     expected_version: int | None = None,
 ) -> SellerUser:
     """Replace a user's state (SCIM PUT or PATCH, a directory entry) under the seller rules."""
+    check_user_draft(catalogue, draft)  # before any look-up: what the store never sees
     keys = draft_email_keys(draft)
     new_keys = keys - user.email_keys
     if new_keys:
@@ -211,6 +229,7 @@ def change_user(
     if not changes:
         return user
     user.updated_at = utcnow()
+    _reinvite_if_lapsed(uow, user)
     uow.users.save(user, expected_version=expected_version)
     action = "user.updated"
     if was_active and not user.active:
@@ -222,6 +241,18 @@ def change_user(
     return user
 
 
+def _reinvite_if_lapsed(
+    uow: UnitOfWork,
+    user: SellerUser,
+    lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN,
+) -> None:
+    """A user reactivated after its invitation lapsed gets a new one (its addresses are
+    taken back as it is saved, while no one else took them)."""
+    if user.needs_new_invitation():
+        user.start_invitation(lifespan, utcnow())
+        _enqueue_invitation(uow, user, lifespan)
+
+
 def change_active(
     uow: UnitOfWork, seller: SellerAccount, user: SellerUser, active: bool, actor: Actor
 ) -> SellerUser:
@@ -230,6 +261,7 @@ def change_active(
     if not changed:
         return user
     user.updated_at = utcnow()
+    _reinvite_if_lapsed(uow, user)
     uow.users.save(user)
     _audit(
         uow,
@@ -262,16 +294,19 @@ def remove_user(
         full.member_ids = [m for m in full.member_ids if m != user.id]
         full.updated_at = utcnow()
         uow.permission_sets.save(full)
-    user.updated_at = utcnow()
+    now = utcnow()
+    user.updated_at = now
     uow.users.save(user, expected_version=expected_version)
-    _audit(
-        uow,
-        seller,
-        actor,
-        "user.deleted",
-        user,
-        {"active": {"from": True, "to": False}, "removedFrom": [g.display_name for g in groups]},
-    )
+    changes: dict[str, Any] = {
+        "active": {"from": True, "to": False},
+        "removedFrom": [g.display_name for g in groups],
+    }
+    if user.never_signed_in:
+        # Never the user's own (no invitation accepted, no login): free for anyone again, so
+        # that no seller can reserve addresses by creating and deleting users.
+        uow.users.release_addresses(user.id, now)
+        changes["addressesReleased"] = sorted(user.email_keys)
+    _audit(uow, seller, actor, "user.deleted", user, changes)
     enqueue_user_sync(uow, user)
 
 
@@ -295,6 +330,33 @@ def record_login(uow: UnitOfWork, seller: SellerAccount, user_id: str, at: dt.da
     uow.users.record_login(seller.id, user_id, at)
 
 
+def lapse_invitations(
+    uow: UnitOfWork, now: dt.datetime | None = None, limit: int = 500
+) -> list[SellerUser]:
+    """Deactivate the users whose invitation expired unaccepted (they never logged in) and
+    release their addresses: an address is nobody's until someone signs in with it."""
+    now = now or utcnow()
+    lapsed = []
+    for user in uow.users.expired_invitations(now, limit):
+        seller = uow.sellers.get(user.seller_id)
+        if seller is None or not user.lapse_invitation(now):
+            continue
+        user.updated_at = now
+        uow.users.save(user)
+        uow.users.release_addresses(user.id, now)
+        _audit(
+            uow,
+            seller,
+            Actor("invitation-expired"),
+            "user.invitation-expired",
+            user,
+            {"active": {"from": True, "to": False}, "addressesReleased": sorted(user.email_keys)},
+        )
+        enqueue_user_sync(uow, user)
+        lapsed.append(user)
+    return lapsed
+
+
 # -- Use cases (each one unit of work) -----------------------------------------------------------
 
 
@@ -306,6 +368,7 @@ def provision_user(
     actor: Actor,
     *,
     invitation_lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN,
+    max_pending_invitations: int | None = None,
 ) -> tuple[SellerUser, bool]:
     """Add a secondary user to a seller account, or restore the one this seller deleted.
 
@@ -316,7 +379,13 @@ def provision_user(
     """
     with uow:
         result = add_user(
-            uow, catalogue, seller, draft, actor, invitation_lifespan=invitation_lifespan
+            uow,
+            catalogue,
+            seller,
+            draft,
+            actor,
+            invitation_lifespan=invitation_lifespan,
+            max_pending_invitations=max_pending_invitations,
         )
         uow.commit()
     return result
@@ -395,6 +464,14 @@ def resend_invitation(
         )
         uow.commit()
     return user
+
+
+def expire_invitations(uow: UnitOfWork, now: dt.datetime | None = None) -> int:
+    """The housekeeping use case: lapse every invitation that expired unaccepted."""
+    with uow:
+        lapsed = lapse_invitations(uow, now)
+        uow.commit()
+    return len(lapsed)
 
 
 def find_user(uow: UnitOfWork, seller: SellerAccount, ref: str) -> SellerUser:

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from connector.bootstrap import Connector, bootstrap
+from connector.domain.model import utcnow
 from connector.entrypoints.web import create_app
 from tests.conftest import SELLER_GROUP, SELLER_USER, SellerHandle, make_settings, user_body
 from tests.http.conftest import (
@@ -123,6 +124,10 @@ def test_a_deleted_users_email_from_another_seller_is_409_without_naming_the_sel
     owner = make_seller("Initech Supplies", primary="boss@initech-mail.example.org")
     other = make_seller("Umbrella Goods", primary="boss@umbrella-mail.example.org")
     first = post_user(client, owner, user_body("gone@shared.example.net")).get_json()
+    # The user signed in once: the address was really theirs, and stays reserved.
+    with connector.uow() as uow:
+        uow.users.record_login(owner.seller.id, first["id"], utcnow())
+        uow.commit()
     assert client.delete(f"{USERS}/{first['id']}", headers=owner.headers).status_code == 204
     before = store_dump(connector)
     response = post_user(client, other, user_body("gone@shared.example.net"))

@@ -432,16 +432,21 @@ class FilterTranslator:
                 value = value.strip().lower() == "true"
             return bool(value)
         if kind == "number":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise InvalidFilterException(detail=f"{value!r} is not a number.")
             return value
         if kind == "datetime":
+            if isinstance(value, dt.datetime):
+                return value
             if isinstance(value, str):
                 try:
                     return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
                 except ValueError:
-                    raise InvalidFilterException(
-                        detail=f"{value!r} is not a date and time."
-                    ) from None
-            return value
+                    pass
+            raise InvalidFilterException(
+                detail=f"{value!r} is not a date and time: compare it with a quoted "
+                'ISO 8601 time, such as "2024-01-31T00:00:00Z".'
+            )
         text = str(value)
         return text if case_exact else text_key(text)
 

@@ -9,6 +9,7 @@ made meanwhile by another request a :class:`VersionMismatch` instead of a lost u
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
@@ -29,7 +30,7 @@ from connector.adapters.sql.tables import (
     UserRow,
 )
 from connector.domain.catalogue import Level
-from connector.domain.errors import VersionMismatch
+from connector.domain.errors import Uniqueness, VersionMismatch
 from connector.domain.model import (
     Email,
     Invitation,
@@ -225,22 +226,78 @@ _SAVE_USER = (
     .where(users.c.id == bindparam("w_id"), users.c.version == bindparam("w_version"))
     .values(version=bindparam("w_next"), **{c: bindparam(f"v_{c}") for c in _USER_STATE})
 )
+_PENDING_INVITATIONS = (
+    select(func.count())
+    .select_from(users)
+    .where(
+        users.c.seller_id == bindparam("seller"),
+        users.c.invitation_state == "pending",
+        users.c.invitation_expires_at > bindparam("now"),
+        users.c.deleted.is_(False),
+    )
+)
+_EXPIRED_INVITATIONS = (
+    select(users)
+    .where(
+        users.c.invitation_state == "pending",
+        users.c.invitation_expires_at <= bindparam("now"),
+        users.c.last_login_at.is_(None),
+        users.c.active.is_(True),
+        users.c.deleted.is_(False),
+    )
+    .order_by(users.c.invitation_expires_at)
+    .limit(bindparam("limit"))
+)
 _INSERT_USER = insert(users)
-_INSERT_EMAIL = insert(emails)
 _USERS_BY_IDS = select(users).where(users.c.id.in_(bindparam("ids", expanding=True)))
 _EMAIL_OWNERS = (
-    select(emails.c.email_key, emails.c.user_id, emails.c.seller_id, users.c.deleted)
+    select(
+        emails.c.email_key,
+        emails.c.user_id,
+        emails.c.seller_id,
+        users.c.deleted,
+        emails.c.released_at.is_not(None),
+    )
     .join(users, users.c.id == emails.c.user_id)
     .where(emails.c.email_key.in_(bindparam("keys", expanding=True)))
 )
-_EMAILS_OF_USER = select(emails.c.email_key, emails.c.current).where(
-    emails.c.user_id == bindparam("user")
-)
+_EMAILS_OF_USER = select(
+    emails.c.email_key, emails.c.current, emails.c.released_at.is_not(None)
+).where(emails.c.user_id == bindparam("user"))
 _SET_EMAIL_CURRENT = (
     update(emails)
-    .where(emails.c.email_key == bindparam("w_key"))
-    .values(current=bindparam("w_current"))
+    .where(emails.c.email_key == bindparam("w_key"), emails.c.user_id == bindparam("w_user"))
+    .values(current=bindparam("w_current"), released_at=None)
 )
+
+
+def _claimed(result: Result[Any], key: str) -> None:
+    if result.first() is None:
+        raise Uniqueness(f"The email address {key} was taken by another user meanwhile.")
+
+
+@functools.cache
+def _claim_statement(dialect: str) -> Any:
+    """INSERT an address, or take it over from a holder that released it (else no row)."""
+    build = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = build(emails).values(
+        email_key=bindparam("c_key"),
+        user_id=bindparam("c_user"),
+        seller_id=bindparam("c_seller"),
+        current=bindparam("c_current"),
+        released_at=None,
+    )
+    # RETURNING tells whether a row was written (drivers disagree on an upsert's rowcount).
+    return statement.on_conflict_do_update(
+        index_elements=["email_key"],
+        set_={
+            "user_id": statement.excluded.user_id,
+            "seller_id": statement.excluded.seller_id,
+            "current": statement.excluded.current,
+            "released_at": None,
+        },
+        where=emails.c.released_at.is_not(None),
+    ).returning(emails.c.email_key)
 
 
 class SqlUsers:
@@ -263,25 +320,31 @@ class SqlUsers:
         )
         self._reserve_emails(user, held={})
 
-    def _reserve_emails(self, user: SellerUser, held: dict[str, bool] | None = None) -> None:
-        """Reserve every address of the user (the brand-new rule is the table's key) and
-        mark which are current (filters see only those)."""
+    def _reserve_emails(
+        self, user: SellerUser, held: dict[str, tuple[bool, bool]] | None = None
+    ) -> None:
+        """Reserve every address of the user (the brand-new rule is the table's key), mark
+        which are current (filters see only those), and take back released ones it uses."""
         if held is None:
             held = {
-                r.email_key: r.current for r in self.uow.read(_EMAILS_OF_USER, {"user": user.id})
+                r[0]: (bool(r[1]), bool(r[2]))
+                for r in self.uow.read(_EMAILS_OF_USER, {"user": user.id})
             }
         keys = user.email_keys
         current = not user.deleted
-        for key, was in held.items():
+        for key, (was, released) in held.items():
             wanted = key in keys and current
-            if wanted != was:
-                self.uow.write(_SET_EMAIL_CURRENT, {"w_key": key, "w_current": wanted})
-        new = [
-            {"email_key": k, "user_id": user.id, "seller_id": user.seller_id, "current": current}
-            for k in sorted(keys - held.keys())
-        ]
-        if new:
-            self.uow.write(_INSERT_EMAIL, new)
+            if wanted != was or (released and wanted):
+                self.uow.write(
+                    _SET_EMAIL_CURRENT, {"w_key": key, "w_user": user.id, "w_current": wanted}
+                )
+        for key in sorted(keys - held.keys()):
+            # A new address, or one another user released: taken only while still free.
+            self.uow.write(
+                _claim_statement(self.uow.dialect),
+                {"c_key": key, "c_user": user.id, "c_seller": user.seller_id, "c_current": current},
+                after=lambda result, key=key: _claimed(result, key),  # type: ignore[misc]
+            )
 
     def get(
         self, seller_id: str, user_id: str, *, include_deleted: bool = False
@@ -382,7 +445,26 @@ class SqlUsers:
         if not keys:
             return []
         rows = self.uow.read(_EMAIL_OWNERS, {"keys": keys})
-        return [EmailOwner(k, u, s, d) for k, u, s, d in rows]
+        return [EmailOwner(k, u, s, d, bool(r)) for k, u, s, d, r in rows]
+
+    def release_addresses(self, user_id: str, at: dt.datetime) -> None:
+        """Give up the user's addresses: another user of any seller may take them."""
+        self.uow.write(
+            update(emails)
+            .where(emails.c.user_id == user_id, emails.c.released_at.is_(None))
+            .values(released_at=at, current=False)
+        )
+
+    def pending_invitations(self, seller_id: str, now: dt.datetime) -> int:
+        """How many of the seller's users have a pending invitation that has not expired."""
+        return int(
+            self.uow.read(_PENDING_INVITATIONS, {"seller": seller_id, "now": now}).scalar_one()
+        )
+
+    def expired_invitations(self, now: dt.datetime, limit: int) -> list[SellerUser]:
+        """Active users whose invitation expired unaccepted, never having logged in."""
+        rows = self.uow.read(_EXPIRED_INVITATIONS, {"now": now, "limit": limit})
+        return [user_to_domain(r) for r in rows]
 
     def count(self, seller_id: str) -> int:
         """How many visible users the seller has."""

@@ -106,6 +106,7 @@ class UserRow(Base):
         UniqueConstraint("seller_id", "user_name_key"),
         Index("ix_users_seller_listing", "seller_id", "deleted", "id"),
         Index("ix_users_seller_external_id", "seller_id", "external_id"),
+        Index("ix_users_invitations", "seller_id", "invitation_state", "invitation_expires_at"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seller_id: Mapped[str] = mapped_column(ForeignKey("sellers.id"))

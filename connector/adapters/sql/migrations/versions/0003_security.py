@@ -1,4 +1,5 @@
-"""security: a shared authentication brake, releasable addresses, canonical identity keys
+"""security: a shared authentication brake, releasable addresses, canonical identity keys,
+an index for pending invitations
 
 Revision ID: 0003
 Revises: 0002
@@ -30,6 +31,12 @@ def upgrade() -> None:
         batch_op.create_index("ix_auth_failures_client_at", ["client", "at"], unique=False)
         batch_op.create_index(
             "ix_auth_failures_client_token_at", ["client", "token_id", "at"], unique=False
+        )
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.create_index(
+            "ix_users_invitations",
+            ["seller_id", "invitation_state", "invitation_expires_at"],
+            unique=False,
         )
     with op.batch_alter_table("reserved_emails", schema=None) as batch_op:
         batch_op.add_column(
@@ -81,6 +88,8 @@ def _canonical_keys() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("reserved_emails", schema=None) as batch_op:
         batch_op.drop_column("released_at")
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_index("ix_users_invitations")
     with op.batch_alter_table("auth_failures", schema=None) as batch_op:
         batch_op.drop_index("ix_auth_failures_client_token_at")
         batch_op.drop_index("ix_auth_failures_client_at")
