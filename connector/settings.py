@@ -41,7 +41,7 @@ class Settings:
     """How long a worker trusts a token it verified: a revoked token stops within this."""
     trusted_proxies: int = 0
     """Reverse proxies in front that append to X-Forwarded-For (0: use the peer address)."""
-    max_pending_invitations: int = 1000
+    max_pending_invitations: int = 5000
     """Pending (unaccepted, unexpired) invitations a seller may have through SCIM at once."""
     home: Path = Path("var")
     busy_timeout_ms: int = 5000
@@ -69,7 +69,7 @@ class Settings:
                 os.environ.get("SELLER_CONNECTOR_TOKEN_CACHE_SECONDS", "5") or "5"
             ),
             trusted_proxies=_int("SELLER_CONNECTOR_TRUSTED_PROXIES", 0),
-            max_pending_invitations=_int("SELLER_CONNECTOR_MAX_PENDING_INVITATIONS", 1000),
+            max_pending_invitations=_int("SELLER_CONNECTOR_MAX_PENDING_INVITATIONS", 5000),
             home=home,
             busy_timeout_ms=_int("SELLER_CONNECTOR_DB_BUSY_TIMEOUT_MS", 5000),
         )

@@ -118,6 +118,7 @@ class SellerHandle:
     seller: SellerAccount
     primary: SellerUser
     token: str
+    connector: Connector
 
     @property
     def headers(self) -> dict[str, str]:
@@ -137,7 +138,7 @@ def make_seller(connector: Connector) -> Callable[..., SellerHandle]:
             )
             _, token = seller_cases.issue_token(uow, seller, "test", Actor("test"))
             uow.commit()
-        return SellerHandle(seller, owner, token)
+        return SellerHandle(seller, owner, token, connector)
 
     return make
 

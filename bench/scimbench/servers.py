@@ -116,6 +116,8 @@ def start_ours(home: Path, workers: int | None, threads: int | None) -> Server:
         "SELLER_CONNECTOR_HOME": str(home),
         "SELLER_CONNECTOR_PUBLIC_URL": f"http://{HOST}:{port}",
         "SELLER_CONNECTOR_SECRET_KEY": "bench-secret-key-not-for-production",
+        # Every seeded user has a pending invitation; the cap guards squatting, not load.
+        "SELLER_CONNECTOR_MAX_PENDING_INVITATIONS": "10000000",
     }
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [*_seller_connector(), "serve", "--host", HOST, "--port", str(port)]

@@ -38,7 +38,12 @@ def _snapshot(server: LiveServer) -> dict[int, tuple[int, int]]:
 @pytest.mark.slow
 def test_soak_has_no_errors_and_no_growth(tmp_path: Path) -> None:
     seconds = float(os.environ.get("SELLER_CONNECTOR_SOAK_SECONDS", "20"))
-    server = LiveServer(tmp_path / "home", workers=2).start()
+    # Thousands of creates, each with a pending invitation: the squatting cap is not tested here.
+    server = LiveServer(
+        tmp_path / "home",
+        workers=2,
+        extra_env={"SELLER_CONNECTOR_MAX_PENDING_INVITATIONS": "10000000"},
+    ).start()
     try:
         seller = server.create_seller("Soak Test", "owner@soak.example.com")
         headers = {

@@ -188,8 +188,20 @@ def _other_sellers_address(kind: str, client: Any, other: SellerHandle) -> str:
         )
         assert response.status_code == 200
     elif kind == "deleted":
+        # Signed in once, so the address was really theirs (see the squatting rule).
+        _signed_in(other, user["id"])
         assert client.delete(f"{USERS}/{user['id']}", headers=other.headers).status_code == 204
     return address
+
+
+def _signed_in(handle: SellerHandle, user_id: str) -> None:
+    """The user logged in once (what the console poll or the webhook records)."""
+    from connector.domain.model import utcnow
+
+    connector = handle.connector
+    with connector.uow() as uow:
+        uow.users.record_login(handle.seller.id, user_id, utcnow())
+        uow.commit()
 
 
 @pytest.mark.parametrize("kind", ["active", "deactivated", "deleted", "primary"])
@@ -254,6 +266,7 @@ def test_delete_deactivates_hides_keeps_and_reserves_the_email(
     user = create_user(client, seller, "leaver@acme.example.com")
     group = client.post(GROUPS, json=group_body("Pickers", [user["id"]]), headers=seller.headers)
     assert group.status_code == 201
+    _signed_in(seller, user["id"])  # it was theirs: its address stays reserved
 
     response = client.delete(f"{USERS}/{user['id']}", headers=seller.headers)
     assert response.status_code == 204

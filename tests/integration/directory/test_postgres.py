@@ -56,7 +56,7 @@ def acme(store: Connector) -> SellerHandle:
         )
         _, token = seller_cases.issue_token(uow, seller, "test", Actor("t"))
         uow.commit()
-    return SellerHandle(seller, primary, token)
+    return SellerHandle(seller, primary, token, store)
 
 
 def test_sync_story_on_each_store(corp: Slapd, store: Connector, acme: SellerHandle) -> None:

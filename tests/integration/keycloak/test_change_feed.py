@@ -251,8 +251,9 @@ def test_console_role_changes_are_read_for_portal_roles_of_seller_users_and_grou
     assert (on_root["group_seller_id"], on_root["permission_set_id"]) == (None, None)
     assert all(c.details["roles"] == ["reports:view"] for c in roles)
     assert all(c.details["via"] == "poll" for c in roles)
-    # By default (until the console use case handles groups) only the user's change comes.
-    plain, _ = feed.changes_since(marker)
+    # Without group roles (include_group_roles=False) only the user's change comes.
+    users_only = KeycloakChangeFeed(feed.settings, include_group_roles=False)
+    plain, _ = users_only.changes_since(marker)
     assert [
         (c.kind, c.provider_user_id) for c in plain if c.kind in ("roles-added", "roles-removed")
     ] == [("roles-added", user_id)]

@@ -220,6 +220,8 @@ def test_role_changes_on_users_and_groups_are_read_and_remembered(
         "target": "group",
         "roles": ["orders:edit"],
         "client": "seller-portal",
+        "grants": [["orders", "edit"]],
+        "unknown_roles": [],
         "group_path": "/sellers/Acme/Order handlers",
         "group_seller_id": "s-1",
         "permission_set_id": "ps-1",
