@@ -1,18 +1,25 @@
-"""The storage behind scim2-server: one seller's Users and Groups, through the use cases.
+"""The storage behind scim2-server: one seller's Users and Groups, and the two conversions
+between SCIM and the domain (once each way per request).
 
-SCIM resource in, domain draft out; domain object in, SCIM JSON out (``scim.render``),
-once each. Reads go through the store's ports; every write goes through
+SCIM resource in, domain draft out (``user_draft``, ``group_draft``); domain object in, SCIM
+JSON out (:class:`Renderer`). Reads go through the store's ports; every write goes through
 ``connector.services``, so that every seller rule holds whichever way a change arrives.
 Each call is its own unit of work: reads never wait for writers, and a write holds the
 store's write lock only for its final statements.
 
-The ``*_document`` methods serve our handler's lean paths (plain JSON, no model); the
-:class:`ScimStorage` methods wrap them in scim2-models resources for scim2-server and for
-its storage contract.
+The representation is the one scim2-server publishes for our models (attribute names,
+absolute ``$ref`` and ``meta.location`` URLs, ``W/"<version>"`` entity tags, UTC times ending
+in ``Z``), written directly: a page of 100 users costs a few milliseconds, not the hundred of
+a model per resource. Requests that project attributes (``attributes`` /
+``excludedAttributes``) still go through scim2-models, from this same representation. The
+``*_document`` methods serve the handler's lean paths (plain JSON, no model); the
+:class:`ScimStorage` methods wrap them in scim2-models resources for scim2-server and for its
+storage contract.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,14 +45,301 @@ from scim2_server.utils import parametrize
 
 from connector.bootstrap import Connector
 from connector.domain import errors
-from connector.domain.drafts import Actor
-from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser, utcnow
+from connector.domain.catalogue import Catalogue
+from connector.domain.drafts import Actor, PermissionSetDraft, UserDraft
+from connector.domain.model import (
+    Email,
+    PermissionSet,
+    Role,
+    SellerAccount,
+    SellerUser,
+    effective_permissions,
+    is_administrator,
+    utcnow,
+)
+from connector.ports.schemas import (
+    ENTERPRISE_SCHEMA,
+    GROUP_SCHEMA,
+    SELLER_GROUP_SCHEMA,
+    SELLER_USER_SCHEMA,
+    USER_SCHEMA,
+)
 from connector.ports.store import SearchQuery, UnitOfWork
 from connector.services import permission_sets as set_cases
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
-from scim import mapping
-from scim.render import Renderer, version_of
+
+# -- SCIM JSON of domain objects ------------------------------------------------------------
+
+MEMBER_DISPLAYS = "_memberDisplays"
+"""Where a group's profile keeps the display names clients gave its members. Not a SCIM
+attribute (the leading underscore cannot be one), so filters and responses never see it."""
+
+
+def etag(version: int) -> str:
+    """The weak entity tag of a stored version."""
+    return f'W/"{version}"'
+
+
+def version_of(tag: str | None) -> int | None:
+    """The stored version an entity tag names, or None when it names none of ours."""
+    if not tag:
+        return None
+    digits = tag.removeprefix("W/").strip('"')
+    return int(digits) if digits.isdigit() and len(digits) < 18 else None
+
+
+def timestamp(value: dt.datetime) -> str:
+    """A time as scim2-models writes it: UTC, ISO 8601, ``Z``."""
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        return timestamp(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def permissions_out(permissions: dict[str, Any]) -> list[dict[str, str]]:
+    """A permissions map as the seller extension lists it."""
+    return [{"category": c, "level": getattr(lv, "value", lv)} for c, lv in permissions.items()]
+
+
+class Renderer:
+    """Renders users and permission sets for one deployment's base URL and catalogue."""
+
+    def __init__(
+        self,
+        base_url: str,
+        catalogue: Catalogue,
+        user_extensions: set[str],
+        group_extensions: set[str] | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.catalogue = catalogue
+        self.user_extensions = user_extensions
+        self.group_extensions = (
+            {SELLER_GROUP_SCHEMA} if group_extensions is None else group_extensions
+        )
+        self.seller_extension = SELLER_USER_SCHEMA in user_extensions
+
+    def location(self, kind: str, resource_id: str) -> str:
+        """The URL of a resource (``kind``: ``Users`` or ``Groups``)."""
+        return f"{self.base_url}/{kind}/{resource_id}"
+
+    def user(
+        self, user: SellerUser, groups: list[PermissionSet], now: dt.datetime | None = None
+    ) -> dict[str, Any]:
+        """The SCIM User of a seller user, with its groups and effective administrator flag."""
+        profile = user.profile
+        schemas = [USER_SCHEMA]
+        schemas.extend(
+            urn
+            for urn in profile
+            if urn.startswith("urn:") and urn in self.user_extensions and urn != SELLER_USER_SCHEMA
+        )
+        if self.seller_extension:
+            schemas.append(SELLER_USER_SCHEMA)
+        body: dict[str, Any] = {
+            "schemas": schemas,
+            "id": user.id,
+            "meta": {
+                "resourceType": "User",
+                "created": timestamp(user.created_at),
+                "lastModified": timestamp(user.updated_at),
+                "location": self.location("Users", user.id),
+                "version": etag(user.version),
+            },
+        }
+        if user.external_id is not None:
+            body["externalId"] = user.external_id
+        body["userName"] = user.user_name
+        name = dict(profile.get("name") or {})
+        if user.given_name is not None:
+            name["givenName"] = user.given_name
+        if user.family_name is not None:
+            name["familyName"] = user.family_name
+        if name:
+            body["name"] = name
+        if user.display_name is not None:
+            body["displayName"] = user.display_name
+        for key, value in profile.items():
+            if key == "name" or key.startswith("urn:"):
+                continue
+            body[key] = _jsonable(value)
+        body["active"] = user.active
+        if user.emails:
+            # primary is a boolean the domain always holds: false is a value, not an absence.
+            body["emails"] = [
+                {k: v for k, v in vars(e).items() if v is not None} for e in user.emails
+            ]
+        if groups:
+            body["groups"] = [
+                {
+                    "value": g.id,
+                    "$ref": self.location("Groups", g.id),
+                    "display": g.display_name,
+                    "type": "direct",
+                }
+                for g in groups
+            ]
+        for urn in schemas[1:]:
+            if urn != SELLER_USER_SCHEMA:
+                body[urn] = self._extension(urn, profile[urn])
+        if not self.seller_extension:
+            return body
+        grants = effective_permissions(self.catalogue, user, groups)
+        extension: dict[str, Any] = {"role": user.role.value}
+        if user.permissions:
+            extension["permissions"] = permissions_out(user.permissions)
+        if user.notifications:
+            extension["notifications"] = list(user.notifications)
+        extension["administrator"] = is_administrator(self.catalogue, user, grants)
+        if user.invitation is not None:
+            state = user.invitation.current_state(now or utcnow())
+            extension["invitationState"] = state.value
+            if user.invitation.expires_at:
+                extension["invitationExpires"] = timestamp(user.invitation.expires_at)
+        body[SELLER_USER_SCHEMA] = extension
+        return body
+
+    def _extension(self, urn: str, value: Any) -> Any:
+        value = _jsonable(value)
+        if urn == ENTERPRISE_SCHEMA and isinstance(value, dict):
+            manager = value.get("manager")
+            if isinstance(manager, dict) and manager.get("value"):
+                value["manager"] = {
+                    **manager,
+                    "$ref": self.location("Users", str(manager["value"])),
+                }
+        return value
+
+    def group(self, permission_set: PermissionSet) -> dict[str, Any]:
+        """The SCIM Group of a permission set."""
+        schemas = [GROUP_SCHEMA]
+        extended = bool(permission_set.permissions) and SELLER_GROUP_SCHEMA in self.group_extensions
+        if extended:
+            schemas.append(SELLER_GROUP_SCHEMA)
+        body: dict[str, Any] = {
+            "schemas": schemas,
+            "id": permission_set.id,
+            "meta": {
+                "resourceType": "Group",
+                "created": timestamp(permission_set.created_at),
+                "lastModified": timestamp(permission_set.updated_at),
+                "location": self.location("Groups", permission_set.id),
+                "version": etag(permission_set.version),
+            },
+        }
+        if permission_set.external_id is not None:
+            body["externalId"] = permission_set.external_id
+        body["displayName"] = permission_set.display_name
+        for key, value in permission_set.profile.items():
+            if key != MEMBER_DISPLAYS and not key.startswith("urn:"):
+                body[key] = _jsonable(value)
+        if permission_set.member_ids:
+            displays = permission_set.profile.get(MEMBER_DISPLAYS) or {}
+            body["members"] = [
+                {"value": m, "$ref": self.location("Users", m), "type": "User"}
+                | ({"display": displays[m]} if m in displays else {})
+                for m in permission_set.member_ids
+            ]
+        if extended:
+            body[SELLER_GROUP_SCHEMA] = {"permissions": permissions_out(permission_set.permissions)}
+        return body
+
+
+# -- Drafts of validated SCIM resources --------------------------------------------------
+
+# Attributes the domain keeps in columns, or that are never stored (password) or derived (groups).
+_USER_OWN = {
+    "schemas",
+    "id",
+    "meta",
+    "userName",
+    "externalId",
+    "displayName",
+    "emails",
+    "active",
+    "groups",
+    "password",
+}
+_GROUP_OWN = {"schemas", "id", "meta", "displayName", "externalId", "members"}
+
+
+def _permissions_of(entries: Any) -> dict[str, str]:
+    """The permissions list of a SCIM body, as category -> level (the last one wins)."""
+    result: dict[str, str] = {}
+    for entry in entries or []:
+        if isinstance(entry, dict) and entry.get("category") is not None:
+            result[str(entry["category"])] = str(entry.get("level") or "none")
+    return result
+
+
+def user_draft(resource: Resource[Any]) -> UserDraft:
+    """Read a validated SCIM User into the draft the use cases take."""
+    body = resource.model_dump()
+    name = dict(body.get("name") or {})
+    given = name.pop("givenName", None)
+    family = name.pop("familyName", None)
+    extension = body.get(SELLER_USER_SCHEMA) or {}
+    profile = {k: v for k, v in body.items() if k not in _USER_OWN and k != SELLER_USER_SCHEMA}
+    if name:
+        profile["name"] = name
+    else:
+        profile.pop("name", None)
+    role = extension.get("role")
+    return UserDraft(
+        user_name=body.get("userName") or "",
+        emails=[
+            Email(
+                value=e["value"],
+                type=e.get("type"),
+                primary=bool(e.get("primary")),
+                display=e.get("display"),
+            )
+            for e in body.get("emails") or []
+            if e.get("value")
+        ],
+        given_name=given,
+        family_name=family,
+        display_name=body.get("displayName"),
+        external_id=body.get("externalId"),
+        # Absent means "unchanged" on a replace: a PUT that leaves it out must not
+        # reactivate a user who left.
+        active=None if body.get("active") is None else bool(body["active"]),
+        permissions=_permissions_of(extension.get("permissions")),
+        notifications=[str(n) for n in extension.get("notifications") or []],
+        profile=profile,
+        requested_role=Role(role) if role in ("primary", "secondary") else None,
+    )
+
+
+def group_draft(resource: Resource[Any]) -> PermissionSetDraft:
+    """Read a validated SCIM Group into the draft the use cases take."""
+    body = resource.model_dump()
+    extension = body.get(SELLER_GROUP_SCHEMA) or {}
+    members = [m for m in body.get("members") or [] if m.get("value")]
+    profile = {k: v for k, v in body.items() if k not in _GROUP_OWN and k != SELLER_GROUP_SCHEMA}
+    # Clients (Okta, Entra, scim2-tester) send a member's display and read it back.
+    displays = {str(m["value"]): m["display"] for m in members if m.get("display")}
+    if displays:
+        profile[MEMBER_DISPLAYS] = displays
+    return PermissionSetDraft(
+        display_name=body.get("displayName") or "",
+        external_id=body.get("externalId"),
+        permissions=_permissions_of(extension.get("permissions")),
+        member_ids=[str(m["value"]) for m in members],
+        profile=profile,
+        member_types=[str(m.get("type") or "User") for m in members],
+    )
+
+
+# -- The storage ----------------------------------------------------------------------
 
 
 class ConcurrentChange(PreconditionFailedException):
@@ -270,7 +564,7 @@ class SellerStorage(ScimStorage):
                     uow,
                     self.catalogue,
                     seller,
-                    mapping.user_draft(resource),
+                    user_draft(resource),
                     self.context.actor,
                     invitation_lifespan=self.connector.settings.invitation_lifespan,
                     max_pending_invitations=self.connector.settings.max_pending_invitations,
@@ -279,7 +573,7 @@ class SellerStorage(ScimStorage):
                 groups = uow.permission_sets.of_user(user.id) if restored else []
                 return self.renderer.user(user, groups)
             created = set_cases.create_permission_set(
-                uow, self.catalogue, seller, mapping.group_draft(resource), self.context.actor
+                uow, self.catalogue, seller, group_draft(resource), self.context.actor
             )
             return self.renderer.group(created)
 
@@ -309,7 +603,7 @@ class SellerStorage(ScimStorage):
         with domain_errors(), self.connector.uow() as uow:
             seller = self._seller(uow)
             if _kind(resource_type) == "User":
-                draft = mapping.user_draft(resource)
+                draft = user_draft(resource)
                 if self.context.requested_role is not None:
                     draft.requested_role = self.context.requested_role
                 user = user_cases.replace_user(
@@ -331,7 +625,7 @@ class SellerStorage(ScimStorage):
                 self.catalogue,
                 seller,
                 resource_id,
-                mapping.group_draft(resource),
+                group_draft(resource),
                 self.context.actor,
                 expected_version=version,
                 current=current if isinstance(current, PermissionSet) else None,

@@ -12,8 +12,7 @@ from sqlalchemy import update
 from connector.adapters.sql.tables import UserRow
 from connector.domain.drafts import Actor
 from connector.ports.schemas import ENTERPRISE_SCHEMA
-from scim.render import Renderer
-from scim.storage import RequestContext, SellerStorage
+from scim.storage import Renderer, RequestContext, SellerStorage
 
 
 class TestSellerStorageContract(ScimStorageContract):
