@@ -158,6 +158,16 @@ def patch_replace(c: Client) -> Request:
     return Request("PATCH", f"{c.prefix}/Users/{user}", _json(body), _status(200, 204))
 
 
+def replace_user(c: Client) -> Request:
+    """PUT the whole user back with new names (as Okta pushes profile updates)."""
+    n = next(c.counter)
+    index = c.rng.randrange(len(c.tenant.user_ids))
+    user_id, name = c.tenant.user_ids[index], c.tenant.user_names[index]
+    body = {**user_body(name, index), "id": user_id}
+    body["name"] = {"givenName": f"Put {c.tag} {n}", "familyName": f"Family{index % 997}"}
+    return Request("PUT", f"{c.prefix}/Users/{user_id}", _json(body), _status(200))
+
+
 def patch_members(c: Client) -> Request:
     members = c.rng.sample(c.tenant.user_ids, min(100, len(c.tenant.user_ids)))
     body = {
@@ -222,6 +232,7 @@ def operations() -> list[Operation]:
             note="a random startIndex over all the users",
         ),
         Operation("PATCH replace (2 attributes)", "write", patch_replace),
+        Operation("PUT user (replace)", "write", replace_user, note="the whole user, new names"),
         Operation(
             "PATCH group add 100 members",
             "write",

@@ -95,9 +95,10 @@ def database_path(home: Path) -> Path:
     return home / "seller-connector.sqlite3"
 
 
-def open_store(home: Path) -> Connector:
-    """Bootstrap (and migrate) a fresh SQLite store in ``home``, as ``serve`` would."""
-    url = f"sqlite:///{database_path(home)}"
+def open_store(home: Path, database_url: str | None = None) -> Connector:
+    """Bootstrap (and migrate) a fresh store, as ``serve`` would: SQLite in ``home`` unless
+    ``database_url`` names another database (PostgreSQL)."""
+    url = database_url or f"sqlite:///{database_path(home)}"
     return bootstrap(Settings(database_url=url, home=home, secret_key="bench"))
 
 
@@ -258,13 +259,14 @@ def seed_store(
     *,
     first_users: int | None = None,
     first_groups: int | None = None,
+    database_url: str | None = None,
 ) -> list[Tenant]:
     """A fresh store in ``home`` with ``sellers`` sellers of ``users`` users and ``groups`` groups.
 
     The first seller may have another size (``first_users``, ``first_groups``): the one
     measured among many.
     """
-    connector = open_store(home)
+    connector = open_store(home, database_url)
     try:
         tenants = create_sellers(connector, sellers)
         for n, tenant in enumerate(tenants):
@@ -280,6 +282,8 @@ def seed_store(
                 seed_users(connector, tenant, n, users, groups)
     finally:
         connector.engine.dispose()
+    if database_url:
+        return tenants
     # Leave the database file whole, not in a large write-ahead log.
     database = sqlite3.connect(database_path(home))
     try:

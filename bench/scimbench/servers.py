@@ -107,8 +107,11 @@ class Server:
         return children or [self.process.pid]
 
 
-def start_ours(home: Path, workers: int | None, threads: int | None) -> Server:
-    """``seller-connector serve`` on a free port, with its state folder ``home``."""
+def start_ours(
+    home: Path, workers: int | None, threads: int | None, database_url: str | None = None
+) -> Server:
+    """``seller-connector serve`` on a free port, with its state folder ``home`` (and its
+    store there in SQLite, unless ``database_url`` names another)."""
     port = free_port()
     # Only our settings: none of the caller's (a Keycloak URL would start an outbox worker).
     env = {k: v for k, v in os.environ.items() if not k.startswith("SELLER_CONNECTOR_")}
@@ -119,6 +122,8 @@ def start_ours(home: Path, workers: int | None, threads: int | None) -> Server:
         # Every seeded user has a pending invitation; the cap guards squatting, not load.
         "SELLER_CONNECTOR_MAX_PENDING_INVITATIONS": "10000000",
     }
+    if database_url:
+        env["SELLER_CONNECTOR_DATABASE_URL"] = database_url
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     command = [*_seller_connector(), "serve", "--host", HOST, "--port", str(port)]
     if workers:

@@ -34,7 +34,9 @@ def _bin(name: str) -> str:
 class PostgresServer:
     """Start with ``start()``, get ``url(database)``, stop with ``stop()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, settings: str = "-c fsync=off") -> None:
+        """``settings``: server options; tests need no durability, the benchmark does."""
+        self.settings = settings
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="sc-pg-"))
         self.data = self.root / "data"
@@ -62,7 +64,7 @@ class PostgresServer:
             "-l",
             str(self.root / "server.log"),
             "-o",
-            f"-k {self.socket_dir} -p {self.port} -h 127.0.0.1 -c fsync=off -c max_connections=200",
+            f"-k {self.socket_dir} -p {self.port} -h 127.0.0.1 {self.settings} -c max_connections=200",
             "-w",
             "start",
         )

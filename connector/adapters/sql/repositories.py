@@ -17,6 +17,7 @@ from sqlalchemy import Result, bindparam, delete, func, insert, or_, select, upd
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.adapters.sql.tables import (
+    PENDING,
     AuditRow,
     AuthFailureRow,
     EmailRow,
@@ -231,19 +232,17 @@ _PENDING_INVITATIONS = (
     .select_from(users)
     .where(
         users.c.seller_id == bindparam("seller"),
-        users.c.invitation_state == "pending",
+        PENDING,
         users.c.invitation_expires_at > bindparam("now"),
-        users.c.deleted.is_(False),
     )
 )
 _EXPIRED_INVITATIONS = (
     select(users)
     .where(
-        users.c.invitation_state == "pending",
+        PENDING,
         users.c.invitation_expires_at <= bindparam("now"),
         users.c.last_login_at.is_(None),
         users.c.active.is_(True),
-        users.c.deleted.is_(False),
     )
     .order_by(users.c.invitation_expires_at)
     .limit(bindparam("limit"))

@@ -20,6 +20,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    literal_column,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -106,7 +108,6 @@ class UserRow(Base):
         UniqueConstraint("seller_id", "user_name_key"),
         Index("ix_users_seller_listing", "seller_id", "deleted", "id"),
         Index("ix_users_seller_external_id", "seller_id", "external_id"),
-        Index("ix_users_invitations", "seller_id", "invitation_state", "invitation_expires_at"),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     seller_id: Mapped[str] = mapped_column(ForeignKey("sellers.id"))
@@ -131,6 +132,28 @@ class UserRow(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
     version: Mapped[int] = mapped_column(Integer, default=1)
+
+
+# Pending invitations are counted on every SCIM create (the per-seller cap) and swept by the
+# worker: partial indexes hold only those rows, so neither reads a user row. The queries
+# repeat PENDING literally (constants, not parameters), which lets both databases use them.
+PENDING = (UserRow.invitation_state == literal_column("'pending'")) & (UserRow.deleted == false())
+Index(
+    "ix_users_pending",
+    UserRow.seller_id,
+    UserRow.invitation_expires_at,
+    # Repeated so that SQLite counts from the index alone (it re-checks the predicate's terms).
+    UserRow.invitation_state,
+    UserRow.deleted,
+    sqlite_where=PENDING,
+    postgresql_where=PENDING,
+)
+Index(
+    "ix_users_pending_expiry",
+    UserRow.invitation_expires_at,
+    sqlite_where=PENDING,
+    postgresql_where=PENDING,
+)
 
 
 class EmailRow(Base):

@@ -32,12 +32,18 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_auth_failures_client_token_at", ["client", "token_id", "at"], unique=False
         )
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_users_invitations",
-            ["seller_id", "invitation_state", "invitation_expires_at"],
-            unique=False,
-        )
+    # Partial: only pending invitations (counted per seller on each create, swept by expiry).
+    pending = {
+        "sqlite_where": sa.text("users.invitation_state = 'pending' AND users.deleted = 0"),
+        "postgresql_where": sa.text(
+            "users.invitation_state = 'pending' AND users.deleted = false"
+        ),
+    }
+    op.create_index(
+        "ix_users_pending", "users", ["seller_id", "invitation_expires_at", "invitation_state", "deleted"],
+        **pending,
+    )
+    op.create_index("ix_users_pending_expiry", "users", ["invitation_expires_at"], **pending)
     with op.batch_alter_table("reserved_emails", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -88,8 +94,8 @@ def _canonical_keys() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("reserved_emails", schema=None) as batch_op:
         batch_op.drop_column("released_at")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_index("ix_users_invitations")
+    op.drop_index("ix_users_pending_expiry", "users")
+    op.drop_index("ix_users_pending", "users")
     with op.batch_alter_table("auth_failures", schema=None) as batch_op:
         batch_op.drop_index("ix_auth_failures_client_token_at")
         batch_op.drop_index("ix_auth_failures_client_at")
