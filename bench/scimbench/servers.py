@@ -108,7 +108,11 @@ class Server:
 
 
 def start_ours(
-    home: Path, workers: int | None, threads: int | None, database_url: str | None = None
+    home: Path,
+    workers: int | None,
+    threads: int | None,
+    database_url: str | None = None,
+    worker_class: str | None = None,
 ) -> Server:
     """``seller-connector serve`` on a free port, with its state folder ``home`` (and its
     store there in SQLite, unless ``database_url`` names another)."""
@@ -130,13 +134,15 @@ def start_ours(
         command += ["--workers", str(workers)]
     if threads:
         command += ["--threads", str(threads)]
+    if worker_class:
+        command += ["--worker-class", worker_class]
     log_path = home / "server.log"
     log = log_path.open("wb")
     process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
     server = Server("seller-connector", port, "/scim/v2", process, log, log_path, "/healthz")
     server.wait_ready()
     server.workers = len(child_pids(process.pid))
-    server.threads = threads or _default_threads()
+    server.threads = 1 if worker_class == "sync" else threads or _default_threads()
     return server
 
 

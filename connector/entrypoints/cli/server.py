@@ -59,9 +59,20 @@ class _Gunicorn:
     type=int,
     help="gunicorn worker processes.",
 )
-@click.option("--threads", default=4, show_default=True, type=int, help="Threads per worker.")
+@click.option(
+    "--threads", default=4, show_default=True, type=int, help="Threads per worker (gthread)."
+)
+@click.option(
+    "--worker-class",
+    type=click.Choice(["gthread", "sync"]),
+    default="gthread",
+    show_default=True,
+    help="gunicorn worker class: gthread keeps connections alive; sync serves one at a time.",
+)
 @pass_context
-def serve(ctx: CliContext, host: str, port: int, workers: int, threads: int) -> None:
+def serve(
+    ctx: CliContext, host: str, port: int, workers: int, threads: int, worker_class: str
+) -> None:
     """Serve SCIM at /scim/v2 with gunicorn (migrating the database first).
 
     When Keycloak is configured (SELLER_CONNECTOR_KEYCLOAK_URL...), one outbox worker runs
@@ -76,7 +87,7 @@ def serve(ctx: CliContext, host: str, port: int, workers: int, threads: int) -> 
             "bind": f"{host}:{port}",
             "workers": workers,
             "threads": threads,
-            "worker_class": "gthread",
+            "worker_class": worker_class,
             "timeout": 60,
             "graceful_timeout": 20,
             "accesslog": None,
