@@ -8,6 +8,8 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from connector.domain.model import DEFAULT_INVITATION_LIFESPAN
+
 
 def _read_secret(name: str) -> str | None:
     """A secret from VAR, or from the file named by VAR_FILE."""
@@ -31,7 +33,7 @@ class Settings:
     database_url: str
     public_url: str = "http://127.0.0.1:8080"
     secret_key: str = field(default="", repr=False)
-    invitation_lifespan: dt.timedelta = dt.timedelta(days=7)
+    invitation_lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN
     max_body_bytes: int = 2 * 1024 * 1024
     auth_failures_per_minute: int = 20
     """Failed authentications per (client address, token id) a minute before 429."""
@@ -55,7 +57,7 @@ class Settings:
             "SELLER_CONNECTOR_DATABASE_URL", f"sqlite:///{home / 'seller-connector.sqlite3'}"
         )
         secret = _read_secret("SELLER_CONNECTOR_SECRET_KEY") or _local_secret(home)
-        days = _int("SELLER_CONNECTOR_INVITATION_DAYS", 7)
+        days = _int("SELLER_CONNECTOR_INVITATION_DAYS", DEFAULT_INVITATION_LIFESPAN.days)
         return cls(
             database_url=database_url,
             public_url=os.environ.get(

@@ -51,7 +51,7 @@ from scim2_server.errors import UnsupportedMediaTypeException
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
-from scim2_server.routing import Operation
+from scim2_server.routing import Operation, Target
 from scim2_server.service import ScimService
 from scim2_server.storage import search_page
 from sqlalchemy.exc import DataError, OperationalError
@@ -616,18 +616,14 @@ class SellerScimHandler(ScimHandler):
                 self.context.requested_role = _role_in(request.body)
             conditions = self.service.read_conditions(request)
             resource_id = cast(str, target.resource_id)
-            with self.storage.operation():
-                document = self._retrying(
-                    conditions,
-                    lambda: self._replace(resource_type, resource_id, replacement, conditions),
-                )
-            if self._projects(parameters):
-                response = self._projected(
-                    resource_type, document, parameters, Context.RESOURCE_REPLACEMENT_RESPONSE
-                )
-            else:
-                response = self._answer(document)
-            return self.service.me_response(request, target, response)
+            return self._write_and_answer(
+                request,
+                target,
+                resource_type,
+                parameters,
+                conditions,
+                lambda: self._replace(resource_type, resource_id, replacement, conditions),
+            )
 
     def patch(self, request: ScimRequest) -> ScimResponse:
         """PATCH a resource: answered 200 with it (Okta and Entra read it back)."""
@@ -645,18 +641,14 @@ class SellerScimHandler(ScimHandler):
                 raise self._role_refusal(error, resource_type, resource_id) from error
             _refuse_removals(patch_op)
             conditions = self.service.read_conditions(request)
-            with self.storage.operation():
-                document = self._retrying(
-                    conditions,
-                    lambda: self._patch(resource_type, resource_id, patch_op, conditions),
-                )
-            if self._projects(parameters):
-                response = self._projected(
-                    resource_type, document, parameters, Context.RESOURCE_REPLACEMENT_RESPONSE
-                )
-            else:
-                response = self._answer(document)
-            return self.service.me_response(request, target, response)
+            return self._write_and_answer(
+                request,
+                target,
+                resource_type,
+                parameters,
+                conditions,
+                lambda: self._patch(resource_type, resource_id, patch_op, conditions),
+            )
 
     def delete(self, request: ScimRequest) -> ScimResponse:
         """DELETE a resource (a user is deactivated and hidden, never destroyed)."""
@@ -668,6 +660,27 @@ class SellerScimHandler(ScimHandler):
             with self.storage.operation():
                 self.delete_resource(resource_type, cast(str, target.resource_id), conditions)
             return self.service.me_response(request, target, self.service.deletion_response())
+
+    def _write_and_answer(
+        self,
+        request: ScimRequest,
+        target: Target,
+        resource_type: ResourceType,
+        parameters: ResponseParameters[Any],
+        conditions: Conditions,
+        write: Callable[[], dict[str, Any]],
+    ) -> ScimResponse:
+        """Write (retried on a concurrent change) and answer 200 with the resource as the
+        client asked to see it (PUT and PATCH)."""
+        with self.storage.operation():
+            document = self._retrying(conditions, write)
+        if self._projects(parameters):
+            response = self._projected(
+                resource_type, document, parameters, Context.RESOURCE_REPLACEMENT_RESPONSE
+            )
+        else:
+            response = self._answer(document)
+        return self.service.me_response(request, target, response)
 
     def _retrying(self, conditions: Conditions, write: Callable[[], T]) -> T:
         """Run a read-then-write again when the resource changed in between, unless the

@@ -131,6 +131,17 @@ class Renderer:
         """The URL of a resource (``kind``: ``Users`` or ``Groups``)."""
         return f"{self.base_url}/{kind}/{resource_id}"
 
+    def _meta(
+        self, resource_type: str, resource_id: str, entity: SellerUser | PermissionSet
+    ) -> dict[str, str]:
+        return {
+            "resourceType": resource_type,
+            "created": timestamp(entity.created_at),
+            "lastModified": timestamp(entity.updated_at),
+            "location": self.location(f"{resource_type}s", resource_id),
+            "version": etag(entity.version),
+        }
+
     def user(
         self, user: SellerUser, groups: list[PermissionSet], now: dt.datetime | None = None
     ) -> dict[str, Any]:
@@ -147,13 +158,7 @@ class Renderer:
         body: dict[str, Any] = {
             "schemas": schemas,
             "id": user.id,
-            "meta": {
-                "resourceType": "User",
-                "created": timestamp(user.created_at),
-                "lastModified": timestamp(user.updated_at),
-                "location": self.location("Users", user.id),
-                "version": etag(user.version),
-            },
+            "meta": self._meta("User", user.id, user),
         }
         if user.external_id is not None:
             body["externalId"] = user.external_id
@@ -227,13 +232,7 @@ class Renderer:
         body: dict[str, Any] = {
             "schemas": schemas,
             "id": permission_set.id,
-            "meta": {
-                "resourceType": "Group",
-                "created": timestamp(permission_set.created_at),
-                "lastModified": timestamp(permission_set.updated_at),
-                "location": self.location("Groups", permission_set.id),
-                "version": etag(permission_set.version),
-            },
+            "meta": self._meta("Group", permission_set.id, permission_set),
         }
         if permission_set.external_id is not None:
             body["externalId"] = permission_set.external_id

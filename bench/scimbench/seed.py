@@ -32,6 +32,7 @@ from connector.adapters.sql.tables import (
 from connector.bootstrap import Connector, bootstrap
 from connector.domain.drafts import Actor
 from connector.domain.model import (
+    DEFAULT_INVITATION_LIFESPAN,
     Email,
     Invitation,
     InvitationState,
@@ -43,7 +44,7 @@ from connector.domain.model import (
     utcnow,
 )
 from connector.services import sellers as seller_cases
-from connector.services.users import DEFAULT_INVITATION_LIFESPAN, new_id
+from connector.services.users import new_id
 from connector.settings import Settings
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"

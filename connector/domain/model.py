@@ -121,6 +121,10 @@ def check_profile(profile: dict[str, Any]) -> None:
         )
 
 
+DEFAULT_INVITATION_LIFESPAN = dt.timedelta(days=7)
+"""How long an invitation may wait for its first sign-in, unless the operator says otherwise."""
+
+
 @dataclass
 class Invitation:
     """The invitation a secondary user gets to set a password and verify its email."""

@@ -16,6 +16,7 @@ from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, UserDraft
 from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
+    DEFAULT_INVITATION_LIFESPAN,
     InvitationState,
     Role,
     SellerAccount,
@@ -27,8 +28,6 @@ from connector.domain.model import (
 )
 from connector.ports.outbox import USER_INVITE, USER_SYNC
 from connector.ports.store import AuditEvent, EmailOwner, OutboxEntry, UnitOfWork
-
-DEFAULT_INVITATION_LIFESPAN = dt.timedelta(days=7)
 
 
 def new_id() -> str:

@@ -355,12 +355,7 @@ class KeycloakSso:
         flow = self.ensure_flow()
         org = self._organization(seller_id)
         org_id = str(org["id"])
-
-        current = {str(d.get("name", "")).lower() for d in org.get("domains") or []}
-        missing = [d for d in wanted if d not in current]
-        if missing:
-            org["domains"] = [*(org.get("domains") or []), *({"name": d} for d in missing)]
-            self.api.request("PUT", f"organizations/{org_id}", body=org)
+        self._add_domains(org, wanted)
 
         path = f"identity-provider/instances/{_seg(alias)}"
         existing = self.api.get(path)
@@ -368,45 +363,52 @@ class KeycloakSso:
             raise IdentityProviderRejected(
                 f"Identity provider {alias!r} belongs to another organization"
             )
-        rep: dict[str, Any] = dict(existing or {})
-        rep.update(
-            {
-                "alias": alias,
-                "displayName": display_name or f"{org.get('name', seller_id)} corporate login",
-                "providerId": "oidc",
-                "enabled": True,
-                "trustEmail": True,
-                "storeToken": False,
-                "linkOnly": False,
-                "hideOnLogin": True,
-                "firstBrokerLoginFlowAlias": flow,
-            }
+        rep = _provider(
+            existing,
+            alias=alias,
+            display_name=display_name or f"{org.get('name', seller_id)} corporate login",
+            flow=flow,
+            discovered=config,
+            client_id=client_id,
+            client_secret=client_secret,
         )
-        rep["config"] = {
-            **(rep.get("config") or {}),
-            "issuer": str(config["issuer"]),
-            "authorizationUrl": str(config["authorization_endpoint"]),
-            "tokenUrl": str(config["token_endpoint"]),
-            "jwksUrl": str(config["jwks_uri"]),
-            "userInfoUrl": str(config.get("userinfo_endpoint") or ""),
-            "logoutUrl": str(config.get("end_session_endpoint") or ""),
-            "useJwksUrl": "true",
-            "validateSignature": "true",
-            "clientId": client_id,
-            "clientSecret": client_secret,
-            "clientAuthMethod": "client_secret_post",
-            "defaultScope": "openid email profile",
-            "pkceEnabled": "true",
-            "pkceMethod": "S256",
-            "syncMode": "IMPORT",
-        }
-        # The domain is set once the provider is linked (Keycloak checks it against the
-        # organization's domains then); ANY stands for every domain of the organization.
-        rep["config"].pop("kc.org.domain", None)
         if existing is None:
             self.api.request("POST", "identity-provider/instances", body=rep, ok=(201,))
         else:
             self.api.request("PUT", path, body=rep)
+        self._attach(org_id, alias, path, rep, client_secret, wanted)
+        c = self.api.credentials
+        return SsoLinkResult(
+            alias=alias,
+            organization_id=org_id,
+            domains=wanted,
+            flow_alias=flow,
+            created=existing is None,
+            redirect_uri=f"{c.url}/realms/{_seg(c.realm)}/broker/{_seg(alias)}/endpoint",
+        )
+
+    def _add_domains(self, org: dict[str, Any], wanted: list[str]) -> None:
+        """Give the organization the seller's email domains it lacks."""
+        current = {str(d.get("name", "")).lower() for d in org.get("domains") or []}
+        missing = [d for d in wanted if d not in current]
+        if missing:
+            org["domains"] = [*(org.get("domains") or []), *({"name": d} for d in missing)]
+            self.api.request("PUT", f"organizations/{org['id']}", body=org)
+
+    def _attach(
+        self,
+        org_id: str,
+        alias: str,
+        path: str,
+        rep: dict[str, Any],
+        client_secret: str,
+        wanted: list[str],
+    ) -> None:
+        """Link the provider to the organization, then route the seller's domains to it.
+
+        The domain is set only once linked: Keycloak checks it against the organization's
+        domains then. ANY stands for every domain of the organization.
+        """
         self.api.request(
             "POST",
             f"organizations/{org_id}/identity-providers",
@@ -421,15 +423,53 @@ class KeycloakSso:
             "kc.org.broker.redirect.mode.email-matches": "true",
         }
         self.api.request("PUT", path, body=linked)
-        c = self.api.credentials
-        return SsoLinkResult(
-            alias=alias,
-            organization_id=org_id,
-            domains=wanted,
-            flow_alias=flow,
-            created=existing is None,
-            redirect_uri=f"{c.url}/realms/{_seg(c.realm)}/broker/{_seg(alias)}/endpoint",
-        )
+
+
+def _provider(
+    existing: dict[str, Any] | None,
+    *,
+    alias: str,
+    display_name: str,
+    flow: str,
+    discovered: dict[str, Any],
+    client_id: str,
+    client_secret: str,
+) -> dict[str, Any]:
+    """The OIDC identity provider's representation: the existing one, brought up to date."""
+    rep: dict[str, Any] = dict(existing or {})
+    rep.update(
+        {
+            "alias": alias,
+            "displayName": display_name,
+            "providerId": "oidc",
+            "enabled": True,
+            "trustEmail": True,
+            "storeToken": False,
+            "linkOnly": False,
+            "hideOnLogin": True,
+            "firstBrokerLoginFlowAlias": flow,
+        }
+    )
+    rep["config"] = {
+        **(rep.get("config") or {}),
+        "issuer": str(discovered["issuer"]),
+        "authorizationUrl": str(discovered["authorization_endpoint"]),
+        "tokenUrl": str(discovered["token_endpoint"]),
+        "jwksUrl": str(discovered["jwks_uri"]),
+        "userInfoUrl": str(discovered.get("userinfo_endpoint") or ""),
+        "logoutUrl": str(discovered.get("end_session_endpoint") or ""),
+        "useJwksUrl": "true",
+        "validateSignature": "true",
+        "clientId": client_id,
+        "clientSecret": client_secret,
+        "clientAuthMethod": "client_secret_post",
+        "defaultScope": "openid email profile",
+        "pkceEnabled": "true",
+        "pkceMethod": "S256",
+        "syncMode": "IMPORT",
+    }
+    rep["config"].pop("kc.org.domain", None)  # set by _attach, once linked
+    return rep
 
 
 def describe(result: SsoLinkResult) -> str:

@@ -28,6 +28,7 @@ from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, PermissionSetDraft, UserDraft
 from connector.domain.errors import DomainError, Forbidden, InvalidValue, NotFound, Uniqueness
 from connector.domain.model import (
+    DEFAULT_INVITATION_LIFESPAN,
     Email,
     PermissionSet,
     SellerAccount,
@@ -49,7 +50,6 @@ from connector.services.directory.plan import (
 from connector.services.permission_sets import change_permission_set
 from connector.services.sellers import find_seller
 from connector.services.users import (
-    DEFAULT_INVITATION_LIFESPAN,
     add_user,
     change_active,
     change_user,
