@@ -53,7 +53,6 @@ from connector.domain.model import (
     Role,
     SellerAccount,
     SellerUser,
-    effective_permissions,
     is_administrator,
     utcnow,
 )
@@ -197,13 +196,12 @@ class Renderer:
                 body[urn] = self._extension(urn, profile[urn])
         if not self.seller_extension:
             return body
-        grants = effective_permissions(self.catalogue, user, groups)
         extension: dict[str, Any] = {"role": user.role.value}
         if user.permissions:
             extension["permissions"] = permissions_out(user.permissions)
         if user.notifications:
             extension["notifications"] = list(user.notifications)
-        extension["administrator"] = is_administrator(self.catalogue, user, grants)
+        extension["administrator"] = is_administrator(self.catalogue, user, groups)
         if user.invitation is not None:
             state = user.invitation.current_state(now or utcnow())
             extension["invitationState"] = state.value

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -647,10 +648,15 @@ def effective_permissions(
     return grants
 
 
-def is_administrator(catalogue: Catalogue, user: SellerUser, grants: list[Grant]) -> bool:
+def is_administrator(
+    catalogue: Catalogue, user: SellerUser, groups: Iterable[PermissionSet]
+) -> bool:
     """Whether a user can manage other users: the primary, or admin on the catalogue's
     administrator category (``user-permissions``), directly or through a permission set.
     The one place this is decided: SCIM, the access review and the audit all ask it."""
-    return user.is_primary or any(
-        g.category == catalogue.administrator_category and g.level is Level.admin for g in grants
+    if user.is_primary:
+        return True
+    category = catalogue.administrator_category
+    return user.permissions.get(category) is Level.admin or any(
+        g.permissions.get(category) is Level.admin for g in groups
     )

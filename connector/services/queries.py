@@ -63,8 +63,9 @@ def access_review(
         groups = uow.permission_sets.of_users([u.id for u in users])
     lines = []
     for user in users:
-        grants = effective_permissions(catalogue, user, groups.get(user.id, []))
-        admin = is_administrator(catalogue, user, grants)
+        sets = groups.get(user.id, [])
+        grants = effective_permissions(catalogue, user, sets)
+        admin = is_administrator(catalogue, user, sets)
         last_seen = max(t for t in (user.updated_at, user.last_login_at, user.created_at) if t)
         lines.append(ReviewLine(user, grants, admin, now - last_seen > STALE_AFTER))
     lines.sort(key=lambda line: (not line.user.is_primary, line.user.user_name.casefold()))

@@ -385,7 +385,7 @@ def test_a_user_reserves_its_emails_and_its_address_user_name() -> None:
 
 def test_administrator_is_the_primary_or_admin_on_user_permissions() -> None:
     def admin(u: SellerUser, *groups: PermissionSet) -> bool:
-        return is_administrator(CATALOGUE, u, effective_permissions(CATALOGUE, u, list(groups)))
+        return is_administrator(CATALOGUE, u, list(groups))
 
     assert admin(user(Role.primary))
     assert admin(user(user_permissions=Level.admin))
