@@ -84,10 +84,14 @@ MAX_PAGE = 1000
 
 def audit_page(
     uow: UnitOfWork, seller: SellerAccount, after: int | None = None, limit: int = 100
-) -> list[AuditEvent]:
+) -> tuple[list[AuditEvent], int | None]:
     """One page of a seller's audit trail, oldest first: the events after the event id
-    ``after`` (pass the last id of a page to get the next)."""
+    ``after``, and the ``after`` of the next page (None when this page is the last)."""
     if not 1 <= limit <= MAX_PAGE:
         raise InvalidValue(f"limit must be between 1 and {MAX_PAGE}.")
     with uow:
-        return uow.audit.list(seller.id, limit=limit, after=after)
+        events = uow.audit.list(seller.id, limit=limit + 1, after=after)
+    if len(events) <= limit:
+        return events, None
+    events = events[:limit]
+    return events, events[-1].id

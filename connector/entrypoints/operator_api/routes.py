@@ -246,9 +246,7 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
     def audit_trail(seller: str, query: s.AuditQuery) -> Any:
         """One page of the seller's audit trail, oldest first (after= the last id you have)."""
         account = seller_of(seller)
-        events = queries.audit_page(connector.uow(), account, query.after, query.limit + 1)
-        more = len(events) > query.limit
-        events = events[: query.limit]
+        events, next_after = queries.audit_page(connector.uow(), account, query.after, query.limit)
         viewed(account, "audit")
         return s.AuditPage(
             events=[
@@ -262,7 +260,7 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
                 )
                 for e in events
             ],
-            next=str(events[-1].id) if more and events else None,
+            next=None if next_after is None else str(next_after),
         )
 
     # -- Change of primary user ------------------------------------------------------------------
