@@ -974,23 +974,23 @@ class SqlOperators:
 
 
 def recipient_rows(user: SellerUser) -> list[dict[str, Any]]:
-    """The rows of the recipient index a user stands for (README, rule 7): the primary
-    receives every category; an active secondary user the categories it subscribes to; a
-    deactivated or deleted user none. A user without an address receives nothing."""
-    address = user.primary_email
-    if user.deleted or not address or not (user.is_primary or user.active):
+    """The rows of the recipient index a user stands for, as the seller rules say who
+    receives what (:meth:`SellerUser.receives`): the primary one row for every category, an
+    active secondary user one per category it subscribes to, anyone else none."""
+    if not user.receives_notifications or user.primary_email is None:
         return []
     if user.is_primary:
         categories, sort_key = [EVERY_CATEGORY], "0:" + identity_key(user.user_name)
     else:
-        categories, sort_key = list(user.notifications), "1:" + identity_key(user.user_name)
+        categories = [c for c in user.notifications if user.receives(c)]
+        sort_key = "1:" + identity_key(user.user_name)
     return [
         {
             "seller_id": user.seller_id,
             "category": category,
             "sort_key": sort_key[:320],
             "user_id": user.id,
-            "email": address,
+            "email": user.primary_email,
             "role": user.role.value,
         }
         for category in dict.fromkeys(categories)
