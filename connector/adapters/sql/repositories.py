@@ -315,6 +315,9 @@ def _claim_statement(dialect: str) -> Any:
 class SqlUsers:
     def __init__(self, uow: Statements) -> None:
         self.uow = uow
+        # Users whose recipient rows this unit of work already wrote (its staged writes are
+        # not in what it reads: their rows are rewritten whatever the read says).
+        self._indexed: set[str] = set()
 
     def add(self, user: SellerUser) -> None:
         self.uow.write(
@@ -332,6 +335,7 @@ class SqlUsers:
         )
         self._reserve_emails(user, held={})
         write_recipients(self.uow, user, new=True)
+        self._indexed.add(user.id)
 
     def _reserve_emails(
         self, user: SellerUser, held: dict[str, tuple[bool, bool]] | None = None
@@ -421,7 +425,8 @@ class SqlUsers:
         )
         user.version = current + 1
         self._reserve_emails(user)
-        write_recipients(self.uow, user)
+        write_recipients(self.uow, user, rewrite=user.id in self._indexed)
+        self._indexed.add(user.id)
 
     def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> None:
         """Set ``last_login_at`` to ``at`` when it is later, WITHOUT bumping the version: a
@@ -1008,11 +1013,31 @@ _RECIPIENTS_OF = (
 )
 
 
-def write_recipients(uow: Statements, user: SellerUser, *, new: bool = False) -> None:
-    """Rewrite a user's rows of the recipient index (in the transaction that saves it)."""
-    if not new:
-        uow.write(_DELETE_RECIPIENT, {"w_user": user.id})
+_RECIPIENT_ROWS_OF_USER = select(
+    recipients.c.seller_id,
+    recipients.c.category,
+    recipients.c.sort_key,
+    recipients.c.user_id,
+    recipients.c.email,
+    recipients.c.role,
+).where(recipients.c.user_id == bindparam("user"))
+
+
+def write_recipients(
+    uow: Statements, user: SellerUser, *, new: bool = False, rewrite: bool = False
+) -> None:
+    """Make a user's rows of the recipient index what its state says (in the transaction that
+    saves it). Most saves change no recipient (a name, a phone number): those write nothing,
+    so the short write transaction stays as short as before. ``rewrite`` writes them
+    whatever is stored (the unit of work already staged rows of this user)."""
     rows = recipient_rows(user)
+    if not new:
+        if not rewrite:
+            stored = {tuple(r) for r in uow.read(_RECIPIENT_ROWS_OF_USER, {"user": user.id})}
+            columns = [c.name for c in _RECIPIENT_ROWS_OF_USER.selected_columns]
+            if stored == {tuple(row[c] for c in columns) for row in rows}:
+                return
+        uow.write(_DELETE_RECIPIENT, {"w_user": user.id})
     if rows:
         uow.write(insert(recipients), rows)
 

@@ -308,3 +308,27 @@ def test_a_console_deactivation_emails_each_recipient_once(
     with connector.uow() as uow:
         stored = uow.users.get(team.handle.seller.id, team.leaver["id"])
     assert stored is not None and not stored.active
+
+
+def test_the_recipient_index_follows_every_save_even_twice_in_one_unit_of_work(
+    connector: Connector, client: Any, make_seller: Callable[..., SellerHandle]
+) -> None:
+    """A user deactivated and reactivated in one unit of work (a directory batch does that)
+    ends as a recipient again: a save never trusts rows the same unit of work rewrote."""
+    from connector.services.queries import notification_recipients
+    from connector.services.users import change_active
+
+    team = Team(client, make_seller())
+    seller = team.handle.seller
+    with connector.uow() as uow:
+        user = uow.users.get(seller.id, team.watcher["id"])
+        assert user is not None
+        change_active(uow, seller, user, False, Actor("test"))
+        change_active(uow, seller, user, True, Actor("test"))
+        uow.commit()
+    found = notification_recipients(connector.uow(), connector.catalogue, seller, "orders")
+    assert [r.user_id for r in found] == [
+        team.handle.primary.id,
+        team.quiet["id"],
+        team.watcher["id"],
+    ]
