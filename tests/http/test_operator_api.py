@@ -143,6 +143,7 @@ def test_the_openapi_document_validates_and_describes_every_route(app: Any, clie
         for method, operation in operations.items():
             assert operation["summary"], (method, path)
             assert {"401", "403"} <= set(operation["responses"]), (method, path)
+            assert set(operation["responses"]["401"]["content"]) == {PROBLEM}
     assert document["components"]["securitySchemes"]["operator"]["scheme"] == "bearer"
     schemas = document["components"]["schemas"]
     assert schemas["SellerCreate"]["additionalProperties"] is False

@@ -11,6 +11,7 @@ Every call is logged with the operator's name; what it changes or looks at is au
 
 from __future__ import annotations
 
+import copy
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ from connector.bootstrap import Connector
 from connector.entrypoints.operator_api import schemas
 from connector.entrypoints.operator_api.auth import WRITE_METHODS, OperatorAuthenticator
 from connector.entrypoints.operator_api.problems import (
+    PROBLEM,
     ProblemError,
     as_problem,
     problem,
@@ -140,12 +142,29 @@ def create_blueprint(connector: Connector) -> Blueprint:
     register_routes(blueprint, spec, connector)
     spec.register(blueprint)
 
+    document: dict[str, Any] = {}
+
     @blueprint.get("/openapi.json")
     def openapi() -> Response:
         """The OpenAPI document of this API (no credential needed)."""
-        return jsonify(spec.spec)
+        if not document:
+            document.update(with_problem_media_type(spec.spec))
+        return jsonify(document)
 
     return blueprint
+
+
+def with_problem_media_type(generated: dict[str, Any]) -> dict[str, Any]:
+    """The generated document, its error answers declared as ``application/problem+json``
+    (what they are sent as; spectree writes every body as ``application/json``)."""
+    document = copy.deepcopy(generated)
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            for status, answer in operation.get("responses", {}).items():
+                content = answer.get("content", {})
+                if int(status) >= 400 and "application/json" in content:
+                    content[PROBLEM] = content.pop("application/json")
+    return document
 
 
 def _call() -> str:
