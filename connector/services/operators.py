@@ -198,4 +198,4 @@ def operator_audit(uow: UnitOfWork, after: int | None = None, limit: int = 100) 
     """The operator audit: what concerned no seller (credentials issued and revoked, calls
     across sellers), oldest first."""
     with uow:
-        return uow.change_feed.operator_events(after, limit)
+        return uow.operators.audit(after, limit)

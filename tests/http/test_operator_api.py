@@ -180,9 +180,7 @@ def test_authorization_on_every_endpoint(
         k: v for k, v in before.items() if k not in bookkeeping
     }
     with connector.uow() as uow:
-        refused = [
-            e for e in uow.change_feed.operator_events(None, 1000) if e.action == "operator.refused"
-        ]
+        refused = [e for e in uow.operators.audit(None, 1000) if e.action == "operator.refused"]
     assert len(refused) == sum(1 for m, _, _ in operations if m != "GET")
     assert {e.actor for e in refused} == {"operator:bob"}
     # The SCIM token still works where it belongs.
@@ -332,9 +330,7 @@ def test_sellers_plan_partners_and_tokens(
     }
     assert {"seller", "tokens"} <= looked
     with connector.uow() as uow:
-        across = [
-            e for e in uow.change_feed.operator_events(None, 1000) if e.action == "operator.viewed"
-        ]
+        across = [e for e in uow.operators.audit(None, 1000) if e.action == "operator.viewed"]
     assert ("operator:bob", "sellers") in {(e.actor, e.changes["what"]) for e in across}
 
 

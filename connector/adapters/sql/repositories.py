@@ -977,6 +977,15 @@ class SqlOperators:
             .values(scope=operator.scope, revoked_at=operator.revoked_at)
         )
 
+    def audit(self, after: int | None, limit: int) -> list[AuditEvent]:
+        query = (
+            select(audit)
+            .where(audit.c.seller_id.is_(None), audit.c.id > (after or 0))
+            .order_by(audit.c.id)
+            .limit(limit)
+        )
+        return [_audit_event(r) for r in self.uow.read(query)]
+
 
 def recipient_rows(user: SellerUser) -> list[dict[str, Any]]:
     """The rows of the recipient index a user stands for, as the seller rules say who
@@ -1117,12 +1126,3 @@ class SqlChangeFeed:
         if seller_id is not None:
             query = query.where(change_feed.c.seller_id == seller_id)
         return [FeedEntry(int(r.position), _audit_event(r)) for r in self.uow.read(query)]
-
-    def operator_events(self, after: int | None, limit: int) -> list[AuditEvent]:
-        query = (
-            select(audit)
-            .where(audit.c.seller_id.is_(None), audit.c.id > (after or 0))
-            .order_by(audit.c.id)
-            .limit(limit)
-        )
-        return [_audit_event(r) for r in self.uow.read(query)]
