@@ -323,7 +323,8 @@ MAX_INDEX = 2**31 - 1
 """The largest startIndex or count a search may give."""
 WRITE_ATTEMPTS = 12
 """Reads and writes of one resource before a write that keeps meeting concurrent changes
-gives up with 412 (each attempt reads the newest version)."""
+gives up with 412 (each attempt reads the newest version); the waits between add up to
+0.63 s at most."""
 
 _ENTERPRISE = ENTERPRISE_SCHEMA.lower()
 _MANAGER_PATH = f"{_ENTERPRISE}:manager"
@@ -691,8 +692,9 @@ class SellerScimHandler(ScimHandler):
             except ConcurrentChange:
                 if conditions.if_match or attempt == WRITE_ATTEMPTS - 1:
                     raise
-                # Writers that met head-on try again a little apart (jitter), not in lockstep.
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+                # Writers that met head-on try again apart (full jitter, growing to 100 ms):
+                # in lockstep, the same ones would meet again.
+                time.sleep(random.uniform(0, min(0.1, 0.002 * 2**attempt)))
         raise AssertionError("unreachable")
 
     def _patch(

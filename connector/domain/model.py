@@ -350,6 +350,19 @@ class SellerUser:
         return self.user_name if is_email(self.user_name) else None
 
     @property
+    def receives_notifications(self) -> bool:
+        """Whether notifications reach this user at all (README, rule 7): the primary always,
+        a secondary user while active; never a deleted user, nor one without an address."""
+        return (
+            not self.deleted and self.primary_email is not None and (self.is_primary or self.active)
+        )
+
+    def receives(self, category: str) -> bool:
+        """Whether this user receives a notification category: the primary every one, an
+        active secondary user the ones it subscribes to (README, rule 7)."""
+        return self.receives_notifications and (self.is_primary or category in self.notifications)
+
+    @property
     def never_signed_in(self) -> bool:
         """Whether the user never accepted its invitation nor logged in: its addresses are
         not yet its own, and are released when it goes (see the README's rules)."""

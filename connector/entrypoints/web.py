@@ -1,4 +1,5 @@
-"""The web application: SCIM at /scim/v2, the Keycloak plugin's webhook, health at /healthz.
+"""The web application: SCIM at /scim/v2, the operator API at /operator/v1, the Keycloak
+plugin's webhook, health at /healthz.
 
 ``create_app`` is the gunicorn entry point (``connector.entrypoints.web:create_app()``); it
 asks the composition root for everything it serves.
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.bootstrap import Connector, bootstrap
-from connector.entrypoints import confirm_primary, webhook
+from connector.entrypoints import confirm_primary, operator_api, webhook
 from scim.app import error_response, http_detail, register_scim
 from scim.logs import configure_logging, log
 
@@ -48,6 +49,7 @@ def create_app(connector: Connector | None = None) -> Flask:
     register_scim(app, connector)
     app.register_blueprint(webhook.create_blueprint(connector, connector.change_push()))
     app.register_blueprint(confirm_primary.create_blueprint(connector))
+    app.register_blueprint(operator_api.create_blueprint(connector))
 
     @app.before_request
     def _start() -> None:
@@ -83,6 +85,9 @@ def create_app(connector: Connector | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
+        if operator_api.is_operator_path(request.path):
+            # Routing errors (404, 405) under /operator/v1 are problems, as its other errors.
+            return operator_api.problem_for(error, settings.max_body_bytes)
         response = error_response(error.code or 500, http_detail(error, settings.max_body_bytes))
         for key, value in error.get_headers():
             if key.lower() == "allow":

@@ -212,6 +212,9 @@ class UnitOfWork(Protocol):
     primary_changes: PrimaryChanges
     search: Search
     auth_failures: AuthFailures
+    operators: OperatorRepository
+    recipients: RecipientIndex
+    change_feed: ChangeFeedStore
 
     def __enter__(self) -> UnitOfWork: ...
     def __exit__(self, *exc: object) -> None: ...
@@ -224,3 +227,79 @@ class UnitOfWork(Protocol):
 
 UnitOfWorkFactory = Callable[..., UnitOfWork]
 """Makes a fresh unit of work; ``immediate=True`` for batch writers that read their writes."""
+
+
+# -- The marketplace's side: operators, notification recipients, the feed of changes ----------
+
+
+@dataclass
+class OperatorCredential:
+    """A marketplace operator's credential for the operator API, known only by its hash.
+
+    ``scope`` is ``read`` (look only) or ``admin`` (may also change sellers and tokens).
+    """
+
+    id: str
+    name: str
+    scope: str
+    secret_hash: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+class OperatorRepository(Protocol):
+    def add(self, operator: OperatorCredential) -> None: ...
+    def get(self, operator_id: str) -> OperatorCredential | None: ...
+    def by_name(self, name: str) -> OperatorCredential | None: ...
+    def list(self) -> list[OperatorCredential]: ...
+    def save(self, operator: OperatorCredential) -> None: ...
+    def audit(self, after: int | None, limit: int) -> list[AuditEvent]:
+        """The operator audit: events that concern no seller, oldest first."""
+        ...
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """Who receives a notification category of a seller: one row of the recipient index."""
+
+    user_id: str
+    email: str
+    role: str
+
+
+class RecipientIndex(Protocol):
+    """The notification recipients of every seller, kept with the users (each save of a user
+    rewrites its rows in the same transaction), so a lookup is one indexed read."""
+
+    def of(self, seller_id: str, category: str) -> list[Recipient]:
+        """The primary first, then the active subscribers by userName."""
+        ...
+
+
+@dataclass(frozen=True)
+class FeedEntry:
+    """An audit event as the feed of changes carries it, at its feed position."""
+
+    position: int
+    event: AuditEvent
+
+
+class ChangeFeedStore(Protocol):
+    """User and permission changes in the order they were committed.
+
+    Audit event ids are handed out when a change is written, not when it commits: on a store
+    with concurrent writers an event with a lower id can become visible after one with a
+    higher id. ``sequence`` gives committed events their feed positions, one sequencer at a
+    time, so that a reader who passed a position never misses an event behind it.
+    """
+
+    def sequence(self, wanted: Callable[[AuditEvent], bool]) -> int:
+        """Give feed positions to the committed events ``wanted`` accepts that have none.
+
+        :returns: how many were added.
+        """
+        ...
+
+    def page(self, after: int, limit: int, seller_id: str | None = None) -> list[FeedEntry]:
+        """The entries after position ``after``, in order (of one seller, or of all)."""
+        ...

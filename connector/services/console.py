@@ -470,7 +470,8 @@ def _login(
         return UNCHANGED, "deleted user"
     if user.last_login_at is not None and user.last_login_at >= change.at:
         return UNCHANGED, "an equal or later login is recorded"
-    user_cases.record_login(uow, seller, user.id, change.at)
+    # The first login of a user who never signed in is told to the "Secondary users" recipients.
+    user_cases.sign_in(uow, seller, user, change.at, CONSOLE_ACTOR)
     return APPLIED, "login recorded"
 
 

@@ -15,28 +15,27 @@ from connector.domain.model import (
     is_administrator,
     utcnow,
 )
-from connector.ports.store import AuditEvent, UnitOfWork
+from connector.ports.store import AuditEvent, Recipient, UnitOfWork
 
 STALE_AFTER = dt.timedelta(days=90)
 
 
 def notification_recipients(
     uow: UnitOfWork, catalogue: Catalogue, seller: SellerAccount, category: str
-) -> list[SellerUser]:
-    """Who receives a notification category: the primary always, active secondaries that subscribed."""
+) -> list[Recipient]:
+    """Who receives a notification category: the primary always, active secondaries that
+    subscribed (README, rule 7); the primary first, then by userName.
+
+    The marketplace asks this at send time: it is one read of the recipient index, which each
+    save of a user keeps up to date in the same transaction.
+    """
     if catalogue.notification(category) is None:
         raise InvalidValue(
             f"Unknown notification category {category!r}. Known categories: "
             + ", ".join(catalogue.notification_ids)
         )
     with uow:
-        users = uow.users.list(seller.id)
-    recipients = []
-    for user in users:
-        if user.is_primary or (user.active and category in user.notifications):
-            recipients.append(user)
-    recipients.sort(key=lambda u: (not u.is_primary, u.user_name.casefold()))
-    return recipients
+        return uow.recipients.of(seller.id, category)
 
 
 @dataclass
@@ -78,3 +77,22 @@ def audit_trail(
     """Every recorded change of a seller account, oldest first."""
     with uow:
         return uow.audit.list(seller.id, limit=limit)
+
+
+MAX_PAGE = 1000
+"""The most events one page of the audit trail or of the feed of changes holds."""
+
+
+def audit_page(
+    uow: UnitOfWork, seller: SellerAccount, after: int | None = None, limit: int = 100
+) -> tuple[list[AuditEvent], int | None]:
+    """One page of a seller's audit trail, oldest first: the events after the event id
+    ``after``, and the ``after`` of the next page (None when this page is the last)."""
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidValue(f"limit must be between 1 and {MAX_PAGE}.")
+    with uow:
+        events = uow.audit.list(seller.id, limit=limit + 1, after=after)
+    if len(events) <= limit:
+        return events, None
+    events = events[:limit]
+    return events, events[-1].id

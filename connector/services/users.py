@@ -28,6 +28,7 @@ from connector.domain.model import (
 )
 from connector.ports.outbox import USER_INVITE, USER_SYNC
 from connector.ports.store import AuditEvent, EmailOwner, OutboxEntry, UnitOfWork
+from connector.services.notifications import SecondaryUserEvent, tell_secondary_users
 
 
 def new_id() -> str:
@@ -178,6 +179,8 @@ def add_user(
         user.updated_at = now
         uow.users.save(user)
         action = "user.restored"
+        # Deleted means deactivated: coming back is a reactivation, told as such.
+        tell_secondary_users(uow, seller, user, SecondaryUserEvent.reactivated, actor)
     else:
         if by_name is not None:
             raise Uniqueness(
@@ -231,13 +234,16 @@ def change_user(
     _reinvite_if_lapsed(uow, user)
     uow.users.save(user, expected_version=expected_version)
     action = "user.updated"
-    if was_active and not user.active:
-        action = "user.deactivated"
-    elif not was_active and user.active:
-        action = "user.reactivated"
+    if was_active != user.active:
+        action = "user.reactivated" if user.active else "user.deactivated"
+        tell_secondary_users(uow, seller, user, _activity(user.active), actor)
     _audit(uow, seller, actor, action, user, changes)
     enqueue_user_sync(uow, user)
     return user
+
+
+def _activity(active: bool) -> SecondaryUserEvent:
+    return SecondaryUserEvent.reactivated if active else SecondaryUserEvent.deactivated
 
 
 def _reinvite_if_lapsed(
@@ -270,6 +276,7 @@ def change_active(
         user,
         {"active": {"from": not active, "to": active}},
     )
+    tell_secondary_users(uow, seller, user, _activity(active), actor)
     enqueue_user_sync(uow, user)
     return user
 
@@ -284,6 +291,7 @@ def remove_user(
 ) -> None:
     """SCIM DELETE: the user is deactivated and hidden, never destroyed; its emails stay
     reserved (see the README's rules for addresses never signed in with)."""
+    was_active = user.active
     user.delete()
     groups = uow.permission_sets.of_user(user.id)
     for group in groups:
@@ -306,17 +314,23 @@ def remove_user(
         uow.users.release_addresses(user.id, now)
         changes["addressesReleased"] = sorted(user.email_keys)
     _audit(uow, seller, actor, "user.deleted", user, changes)
+    if was_active:
+        tell_secondary_users(uow, seller, user, SecondaryUserEvent.deactivated, actor)
     enqueue_user_sync(uow, user)
 
 
 def accept_invitation(
     uow: UnitOfWork, seller: SellerAccount, user: SellerUser, actor: Actor
 ) -> bool:
-    """The user set its password and verified its email in the identity provider."""
+    """The user set its password and verified its email in the identity provider (its first
+    sign-in, unless it logged in before: then that login was)."""
+    first = user.never_signed_in
     if not user.accept_invitation():
         return False
     uow.users.save(user)
     _audit(uow, seller, actor, "user.invitation-accepted", user, {})
+    if first:
+        tell_secondary_users(uow, seller, user, SecondaryUserEvent.first_sign_in, actor)
     return True
 
 
@@ -327,6 +341,18 @@ def record_login(uow: UnitOfWork, seller: SellerAccount, user_id: str, at: dt.da
     client's If-Match fail nor race with its writes.
     """
     uow.users.record_login(seller.id, user_id, at)
+
+
+def sign_in(
+    uow: UnitOfWork, seller: SellerAccount, user: SellerUser, at: dt.datetime, actor: Actor
+) -> None:
+    """A login seen in the identity provider: recorded (see :func:`record_login`), and, when
+    the user never signed in before (no login, no invitation accepted), told as its first."""
+    first = user.never_signed_in and user.active and not user.deleted
+    record_login(uow, seller, user.id, at)
+    user.last_login_at = at if user.last_login_at is None else max(user.last_login_at, at)
+    if first:
+        tell_secondary_users(uow, seller, user, SecondaryUserEvent.first_sign_in, actor)
 
 
 def lapse_invitations(
@@ -350,6 +376,9 @@ def lapse_invitations(
             "user.invitation-expired",
             user,
             {"active": {"from": True, "to": False}, "addressesReleased": sorted(user.email_keys)},
+        )
+        tell_secondary_users(
+            uow, seller, user, SecondaryUserEvent.deactivated, Actor("invitation-expired")
         )
         enqueue_user_sync(uow, user)
         lapsed.append(user)

@@ -292,6 +292,9 @@ class SqlUnitOfWork:
         self.primary_changes = r.SqlPrimaryChanges(self)
         self.search = SqlSearch(self)
         self.auth_failures = r.SqlAuthFailures(self)
+        self.operators = r.SqlOperators(self)
+        self.recipients = r.SqlRecipients(self)
+        self.change_feed = r.SqlChangeFeed(self)
         if self.immediate:
             begin(self.connection, immediate=True)
         return self

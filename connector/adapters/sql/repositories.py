@@ -13,16 +13,19 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from sqlalchemy import Result, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Result, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.adapters.sql.tables import (
     PENDING,
     AuditRow,
     AuthFailureRow,
+    ChangeFeedRow,
     EmailRow,
     MarkerRow,
     MembershipRow,
+    NotificationRecipientRow,
+    OperatorRow,
     OutboxRow,
     PermissionSetRow,
     PrimaryChangeRow,
@@ -45,7 +48,16 @@ from connector.domain.model import (
     identity_key,
     utcnow,
 )
-from connector.ports.store import ApiToken, AuditEvent, EmailOwner, OutboxEntry, PrimaryChange
+from connector.ports.store import (
+    ApiToken,
+    AuditEvent,
+    EmailOwner,
+    FeedEntry,
+    OperatorCredential,
+    OutboxEntry,
+    PrimaryChange,
+    Recipient,
+)
 
 
 class Statements(Protocol):
@@ -302,6 +314,9 @@ def _claim_statement(dialect: str) -> Any:
 class SqlUsers:
     def __init__(self, uow: Statements) -> None:
         self.uow = uow
+        # Users whose recipient rows this unit of work already wrote (its staged writes are
+        # not in what it reads: their rows are rewritten whatever the read says).
+        self._indexed: set[str] = set()
 
     def add(self, user: SellerUser) -> None:
         self.uow.write(
@@ -318,6 +333,8 @@ class SqlUsers:
             },
         )
         self._reserve_emails(user, held={})
+        write_recipients(self.uow, user, new=True)
+        self._indexed.add(user.id)
 
     def _reserve_emails(
         self, user: SellerUser, held: dict[str, tuple[bool, bool]] | None = None
@@ -407,6 +424,8 @@ class SqlUsers:
         )
         user.version = current + 1
         self._reserve_emails(user)
+        write_recipients(self.uow, user, rewrite=user.id in self._indexed)
+        self._indexed.add(user.id)
 
     def record_login(self, seller_id: str, user_id: str, at: dt.datetime) -> None:
         """Set ``last_login_at`` to ``at`` when it is later, WITHOUT bumping the version: a
@@ -894,3 +913,215 @@ class SqlAuthFailures:
 
     def prune(self, before: dt.datetime) -> None:
         self.uow.write(delete(auth_failures).where(auth_failures.c.at <= before))
+
+
+# -- Operators, notification recipients, the feed of changes -------------------------------------
+
+operators = OperatorRow.__table__
+recipients = NotificationRecipientRow.__table__
+change_feed = ChangeFeedRow.__table__
+
+EVERY_CATEGORY = "*"
+"""The recipient index's category for the primary user, who receives every category."""
+
+
+def _operator(row: Any) -> OperatorCredential:
+    return OperatorCredential(
+        id=row.id,
+        name=row.name,
+        scope=row.scope,
+        secret_hash=row.secret_hash,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+class SqlOperators:
+    """Operator credentials (hashed secrets, unique names compared case-insensitively)."""
+
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
+
+    def add(self, operator: OperatorCredential) -> None:
+        self.uow.write(
+            insert(operators).values(
+                id=operator.id,
+                name=operator.name,
+                name_key=identity_key(operator.name),
+                scope=operator.scope,
+                secret_hash=operator.secret_hash,
+                created_at=operator.created_at,
+                revoked_at=operator.revoked_at,
+            )
+        )
+
+    def get(self, operator_id: str) -> OperatorCredential | None:
+        row = self.uow.read(select(operators).where(operators.c.id == operator_id)).first()
+        return _operator(row) if row else None
+
+    def by_name(self, name: str) -> OperatorCredential | None:
+        row = self.uow.read(
+            select(operators).where(operators.c.name_key == identity_key(name))
+        ).first()
+        return _operator(row) if row else None
+
+    def list(self) -> list[OperatorCredential]:
+        rows = self.uow.read(select(operators).order_by(operators.c.name_key))
+        return [_operator(r) for r in rows]
+
+    def save(self, operator: OperatorCredential) -> None:
+        self.uow.write(
+            update(operators)
+            .where(operators.c.id == operator.id)
+            .values(scope=operator.scope, revoked_at=operator.revoked_at)
+        )
+
+    def audit(self, after: int | None, limit: int) -> list[AuditEvent]:
+        query = (
+            select(audit)
+            .where(audit.c.seller_id.is_(None), audit.c.id > (after or 0))
+            .order_by(audit.c.id)
+            .limit(limit)
+        )
+        return [_audit_event(r) for r in self.uow.read(query)]
+
+
+def recipient_rows(user: SellerUser) -> list[dict[str, Any]]:
+    """The rows of the recipient index a user stands for, as the seller rules say who
+    receives what (:meth:`SellerUser.receives`): the primary one row for every category, an
+    active secondary user one per category it subscribes to, anyone else none."""
+    if not user.receives_notifications or user.primary_email is None:
+        return []
+    if user.is_primary:
+        categories, sort_key = [EVERY_CATEGORY], "0:" + identity_key(user.user_name)
+    else:
+        categories = [c for c in user.notifications if user.receives(c)]
+        sort_key = "1:" + identity_key(user.user_name)
+    return [
+        {
+            "seller_id": user.seller_id,
+            "category": category,
+            "sort_key": sort_key[:320],
+            "user_id": user.id,
+            "email": user.primary_email,
+            "role": user.role.value,
+        }
+        for category in dict.fromkeys(categories)
+    ]
+
+
+_DELETE_RECIPIENT = delete(recipients).where(recipients.c.user_id == bindparam("w_user"))
+_RECIPIENTS_OF = (
+    select(recipients.c.user_id, recipients.c.email, recipients.c.role)
+    .where(
+        recipients.c.seller_id == bindparam("seller"),
+        recipients.c.category.in_([bindparam("category"), EVERY_CATEGORY]),
+    )
+    .order_by(recipients.c.sort_key, recipients.c.user_id)
+)
+
+
+_RECIPIENT_ROWS_OF_USER = select(
+    recipients.c.seller_id,
+    recipients.c.category,
+    recipients.c.sort_key,
+    recipients.c.user_id,
+    recipients.c.email,
+    recipients.c.role,
+).where(recipients.c.user_id == bindparam("user"))
+
+
+def write_recipients(
+    uow: Statements, user: SellerUser, *, new: bool = False, rewrite: bool = False
+) -> None:
+    """Make a user's rows of the recipient index what its state says (in the transaction that
+    saves it). Most saves change no recipient (a name, a phone number): those write nothing,
+    so the short write transaction stays as short as before. ``rewrite`` writes them
+    whatever is stored (the unit of work already staged rows of this user)."""
+    rows = recipient_rows(user)
+    if not new:
+        if not rewrite:
+            stored = {tuple(r) for r in uow.read(_RECIPIENT_ROWS_OF_USER, {"user": user.id})}
+            columns = [c.name for c in _RECIPIENT_ROWS_OF_USER.selected_columns]
+            if stored == {tuple(row[c] for c in columns) for row in rows}:
+                return
+        uow.write(_DELETE_RECIPIENT, {"w_user": user.id})
+    if rows:
+        uow.write(insert(recipients), rows)
+
+
+class SqlRecipients:
+    """The notification recipient index: one read of its primary key's range per lookup."""
+
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
+
+    def of(self, seller_id: str, category: str) -> list[Recipient]:
+        rows = self.uow.read(_RECIPIENTS_OF, {"seller": seller_id, "category": category})
+        return [Recipient(r.user_id, r.email, r.role) for r in rows]
+
+
+FEED_LOOKBACK = 1000
+"""How many audit ids behind the newest one scanned the sequencer looks again for events
+that committed late (PostgreSQL hands out ids before commit; SQLite commits in id order)."""
+FEED_SCANNED = "change-feed:scanned"
+"""The marker holding the newest audit id the sequencer scanned."""
+
+
+class SqlChangeFeed:
+    """The feed of changes: committed audit events given positions by one sequencer at a time."""
+
+    def __init__(self, uow: Statements) -> None:
+        self.uow = uow
+
+    def _scanned(self) -> int:
+        row = self.uow.read(select(markers.c.marker).where(markers.c.source == FEED_SCANNED))
+        value = row.scalar()
+        return int(value) if value else 0
+
+    def pending(self) -> bool:
+        """Whether events may be waiting for a position (always, where commits come late)."""
+        if self.uow.dialect != "sqlite":
+            return True
+        newest = self.uow.read(select(func.max(audit.c.id))).scalar() or 0
+        return int(newest) > self._scanned()
+
+    def sequence(self, actions: Iterable[str], wanted: Callable[[AuditEvent], bool]) -> int:
+        """Give positions, in id order, to the committed events of ``actions`` that ``wanted``
+        accepts and that have none. Run it in an immediate unit of work: on PostgreSQL the
+        table lock makes sequencers take turns; SQLite's write lock does it there."""
+        if self.uow.dialect == "postgresql":
+            self.uow.write(text("LOCK TABLE change_feed IN EXCLUSIVE MODE"))
+        scanned = self._scanned()
+        placed = select(change_feed.c.audit_id).where(change_feed.c.audit_id == audit.c.id)
+        rows = self.uow.read(
+            select(audit)
+            .where(
+                audit.c.id > max(scanned - FEED_LOOKBACK, 0),
+                audit.c.action.in_(sorted(set(actions))),
+                ~placed.exists(),
+            )
+            .order_by(audit.c.id)
+        )
+        events = [e for e in (_audit_event(r) for r in rows) if wanted(e)]
+        if events:
+            self.uow.write(
+                insert(change_feed),
+                [{"audit_id": e.id, "seller_id": e.seller_id} for e in events],
+            )
+        newest = self.uow.read(select(func.max(audit.c.id))).scalar() or 0
+        if int(newest) > scanned:
+            SqlMarkers(self.uow).set(FEED_SCANNED, str(newest))
+        return len(events)
+
+    def page(self, after: int, limit: int, seller_id: str | None = None) -> list[FeedEntry]:
+        query = (
+            select(change_feed.c.position, audit)
+            .join(audit, audit.c.id == change_feed.c.audit_id)
+            .where(change_feed.c.position > after)
+            .order_by(change_feed.c.position)
+            .limit(limit)
+        )
+        if seller_id is not None:
+            query = query.where(change_feed.c.seller_id == seller_id)
+        return [FeedEntry(int(r.position), _audit_event(r)) for r in self.uow.read(query)]

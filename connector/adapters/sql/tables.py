@@ -275,3 +275,43 @@ class AuthFailureRow(Base):
     client: Mapped[str] = mapped_column(String(64))
     token_id: Mapped[str] = mapped_column(String(32))
     at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+
+
+class OperatorRow(Base):
+    """A marketplace operator's credential for the operator API (its secret only hashed)."""
+
+    __tablename__ = "operators"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    name_key: Mapped[str] = mapped_column(String(100), unique=True)
+    scope: Mapped[str] = mapped_column(String(10))
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UtcDateTime)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UtcDateTime)
+
+
+class NotificationRecipientRow(Base):
+    """Who receives which notification category: rewritten with each save of a user, so the
+    marketplace's lookup at send time is one read of this key's range.
+
+    ``category`` is ``*`` for the primary user, who receives every category.
+    """
+
+    __tablename__ = "notification_recipients"
+    seller_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    category: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The primary first ("0"), then secondary users by userName: the key's own order.
+    sort_key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(32), primary_key=True, index=True)
+    email: Mapped[str] = mapped_column(String(320))
+    role: Mapped[str] = mapped_column(String(20))
+
+
+class ChangeFeedRow(Base):
+    """The feed of user and permission changes: committed audit events in feed order."""
+
+    __tablename__ = "change_feed"
+    __table_args__ = (Index("ix_change_feed_seller", "seller_id", "position"),)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audit_id: Mapped[int] = mapped_column(Integer, unique=True)
+    seller_id: Mapped[str | None] = mapped_column(String(32))

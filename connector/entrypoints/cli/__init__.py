@@ -6,6 +6,7 @@ import importlib
 
 import click
 
+from connector.entrypoints.cli.operators import events, operators
 from connector.entrypoints.cli.reports import access_review, audit, notifications
 from connector.entrypoints.cli.sellers import sellers
 from connector.entrypoints.cli.server import db, demo, serve
@@ -29,7 +30,18 @@ def main() -> None:
     """
 
 
-for command in (sellers, users, notifications, access_review, audit, db, serve, demo):
+for command in (
+    sellers,
+    users,
+    notifications,
+    access_review,
+    audit,
+    operators,
+    events,
+    db,
+    serve,
+    demo,
+):
     main.add_command(command)
 
 for module_name in _OPTIONAL:

@@ -24,10 +24,10 @@ def recipients(ctx: CliContext, seller: str, category: str, output_format: str) 
     with ctx.uow() as uow:
         account = ctx.seller(uow, seller)
         found = queries.notification_recipients(uow, ctx.connector.catalogue, account, category)
-    rows = [[u.id, u.primary_email or "", u.role.value] for u in found]
+    rows = [[r.user_id, r.email, r.role] for r in found]
     data = {
         "category": category,
-        "recipients": [{"id": u.id, "email": u.primary_email, "role": u.role.value} for u in found],
+        "recipients": [{"id": r.user_id, "email": r.email, "role": r.role} for r in found],
     }
     emit(output_format, ["id", "email", "role"], rows, data)
 

@@ -7,6 +7,7 @@ Every test makes its own sellers, so the shared Keycloak needs no cleaning betwe
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -55,10 +56,17 @@ def idp(keycloak_server: KeycloakServer) -> KeycloakIdentityProvider:
 
 @pytest.fixture
 def make_worker(
-    connector: Connector, keycloak_server: KeycloakServer, smtp: SmtpSink
+    connector: Connector,
+    keycloak_server: KeycloakServer,
+    smtp: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Callable[..., OutboxWorker]:
     """A worker on the test's store and the session Keycloak (with the console poll); the
-    realm's mail goes to the test's SMTP sink, so that invitations can be sent."""
+    realm's mail goes to the test's SMTP sink, so that invitations can be sent, and so do the
+    connector's own emails (notices) unless the test named another mail server first."""
+    if not os.environ.get("SELLER_CONNECTOR_SMTP_HOST"):
+        monkeypatch.setenv("SELLER_CONNECTOR_SMTP_HOST", smtp.host)
+        monkeypatch.setenv("SELLER_CONNECTOR_SMTP_PORT", str(smtp.port))
 
     def make(policy: OutboxPolicy = FAST, **settings: Any) -> OutboxWorker:
         wired = dataclasses.replace(

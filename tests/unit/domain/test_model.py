@@ -394,3 +394,28 @@ def test_administrator_is_the_primary_or_admin_on_user_permissions() -> None:
     # Through a permission set too: the one rule SCIM, the access review and the audit share.
     assert admin(user(), group("Admins", user_permissions=Level.admin))
     assert not admin(user(), group("Editors", user_permissions=Level.edit))
+
+
+def test_who_receives_notifications() -> None:
+    """README, rule 7: the primary every category; an active secondary user its subscriptions;
+    a deactivated or deleted user, or one without an address, nothing."""
+    from connector.domain.model import Email, Role, SellerUser
+
+    primary = SellerUser("p", "s", "owner@x.example.com", Role.primary, notifications=[])
+    staff = SellerUser(
+        "a",
+        "s",
+        "sam",
+        Role.secondary,
+        emails=[Email("sam@x.example.com")],
+        notifications=["orders"],
+    )
+    assert primary.receives("deals") and primary.receives("orders")
+    assert staff.receives("orders") and not staff.receives("deals")
+    staff.deactivate()
+    assert not staff.receives_notifications and not staff.receives("orders")
+    staff.reactivate()
+    staff.delete()
+    assert not staff.receives("orders")
+    nameless = SellerUser("b", "s", "bob", Role.secondary, notifications=["orders"])
+    assert not nameless.receives("orders")
