@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from connector.domain.errors import InvalidValue, NotFound, Uniqueness
 from connector.domain.model import Role, email_key
 from connector.ports.directory import KnownUser
+from connector.services.directory.plan import ListedKnownUsers
 
 
 class Crash(RuntimeError):
@@ -105,6 +106,9 @@ class MemoryTarget:
         if seller_id != self.seller_id:
             raise NotFound(f"no seller {seller_id}")
         return list(self.users.values())
+
+    def known(self, seller_id: str) -> ListedKnownUsers:
+        return ListedKnownUsers(self.known_users(seller_id))
 
     def create_user(
         self,
