@@ -467,7 +467,7 @@ class DirectoryReader:
             if kind != "searchResEntry":
                 continue
             raw = item.get("raw_attributes") or {}
-            yield item, item["dn"], {k.lower(): list(v) for k, v in raw.items()}
+            yield item, item["dn"], {k.lower(): list(v or ()) for k, v in raw.items()}
 
     def search(
         self,
