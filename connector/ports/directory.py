@@ -10,7 +10,7 @@ The LDAP adapter (``connector.adapters.ldap``) reads; the SQL adapter keeps the 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -102,9 +102,16 @@ class DirectoryScan:
     notes: list[str] = field(default_factory=list)
     """What the run should tell the operator about how it read (e.g. the change tracking
     it fell back to)."""
+    group_members: Iterable[tuple[str, frozenset[str]]] | None = None
+    """(group key, member keys) to store with the new marker, read before the users:
+    every group of the index after a full read, the changed groups after a delta. None
+    when the reader keeps no lists (DirSync)."""
 
 
 # -- The ports ------------------------------------------------------------------------
+
+PreviousMembers = Callable[[Sequence[str]], Mapping[str, frozenset[str]]]
+"""group keys (normalized DNs) -> the member lists stored with the marker (absent: none)."""
 
 
 class DirectorySource(Protocol):
@@ -114,8 +121,13 @@ class DirectorySource(Protocol):
         """Every user in scope, streamed, with the marker taken before reading."""
         ...
 
-    def read_changes(self, since_marker: str) -> DirectoryScan:
-        """Users changed since the marker, and members of changed mapped groups."""
+    def read_changes(
+        self, since_marker: str, previous_members: PreviousMembers | None = None
+    ) -> DirectoryScan:
+        """Users changed since the marker, and the people who joined or left a changed
+        group. ``previous_members`` gives the groups' member lists stored with the
+        marker: without them (or for a group without one), every current member of a
+        changed group is read, and its permission sets are affected."""
         ...
 
     def read_users_by_id(self, stable_ids: Iterable[str]) -> DirectoryScan:
@@ -345,6 +357,24 @@ class DirectoryStore(Protocol):
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
     def add_outbox(self, entries: Sequence[OutboxEntry]) -> None:
         """Append entries in this order (the worker keeps it per aggregate)."""
+        ...
+
+    # -- the groups' members as of the source's marker -----------------------------------
+
+    def group_members(self, source_id: str, group_keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The stored member lists of these groups (normalized DNs); a group never
+        stored is absent."""
+        ...
+
+    def replace_group_members(
+        self,
+        source_id: str,
+        lists: Iterable[tuple[str, frozenset[str]]],
+        *,
+        every_group: bool,
+    ) -> None:
+        """Store these groups' member lists in place of the stored ones (with
+        ``every_group``, in place of every stored list of the source)."""
         ...
 
 

@@ -353,6 +353,11 @@ class DirectoryConfig(_Strict):
         return self.attributes.stable_id or ("objectGUID" if self.is_ad else "entryUUID")
 
     @property
+    def dn_attribute(self) -> str:
+        """The attribute a filter matches an entry's own DN with."""
+        return "distinguishedName" if self.is_ad else "entryDN"
+
+    @property
     def member_of_attribute(self) -> str:
         return self.attributes.member_of or "memberOf"
 

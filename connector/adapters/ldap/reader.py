@@ -19,11 +19,13 @@ import base64
 import contextlib
 import hashlib
 import json
+import pickle
 import ssl
+import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from itertools import islice
+from itertools import chain, islice
 from types import TracebackType
 from typing import Any
 
@@ -60,6 +62,7 @@ from connector.ports.directory import (
     DirectoryUnreachable,
     DirectoryUser,
     MarkerError,
+    PreviousMembers,
     Problem,
 )
 
@@ -140,6 +143,29 @@ class Marker:
             raise MarkerError(
                 f"unreadable directory marker {text[:80]!r}: run a full sync"
             ) from exc
+
+
+class MemberLists:
+    """(group key, member keys) pairs, pickled to an unnamed temporary file as they come:
+    a full read keeps every group's members until the run stores them with its marker,
+    and a directory's memberships must not all sit in memory."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(prefix="seller-connector-groups-")  # noqa: SIM115
+        self._count = 0
+
+    def append(self, pair: tuple[str, frozenset[str]]) -> None:
+        self._file.seek(0, 2)
+        pickle.dump(pair, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._count += 1
+
+    def __bool__(self) -> bool:
+        return self._count > 0
+
+    def __iter__(self) -> Iterator[tuple[str, frozenset[str]]]:
+        self._file.seek(0)
+        for _ in range(self._count):
+            yield pickle.load(self._file)  # noqa: S301 (our own file)
 
 
 def group_digests(group_sets: dict[str, frozenset[str]]) -> dict[str, str]:
@@ -564,11 +590,37 @@ class DirectoryReader:
             )
         }
 
-    def group_index(self) -> dict[str, frozenset[str]]:
+    def _member_keys(self, attrs: dict[str, list[bytes]]) -> frozenset[str]:
+        """A group entry's members, as normalized DNs (values that are no DN skipped)."""
+        keys = set()
+        for raw in attrs.get(self.config.groups.member_attribute.lower(), []):
+            text = _text(raw)
+            if text is None:
+                continue
+            try:
+                keys.add(normalize_dn(text))
+            except ValueError:
+                continue
+        return frozenset(keys)
+
+    def _member_lists(self, index: dict[str, frozenset[str]]) -> MemberLists:
+        """Every indexed group's members, kept on disk past a few groups (flat memory)."""
+        cfg = self.config
+        lists = MemberLists()
+        for dn, attrs in self.search(
+            cfg.group_base_dn, cfg.group_filter, [cfg.groups.member_attribute], what="group members"
+        ):
+            key = normalize_dn(dn)
+            if key in index:
+                lists.append((key, self._member_keys(attrs)))
+        return lists
+
+    def group_index(self, lists: MemberLists | None = None) -> dict[str, frozenset[str]]:
         """Normalized group DN -> the permission sets membership of that group grants.
 
         A group nested (at any depth) inside a mapped group grants the mapped group's
         sets. Nested groups are walked with a visited set, so membership loops end.
+        ``lists`` (flattening only) receives every group's members as it is read.
 
         :raises DirectoryBaseNotFound: when a mapped group does not exist.
         """
@@ -584,17 +636,10 @@ class DirectoryReader:
             for dn, attrs in self.search(
                 cfg.group_base_dn, cfg.group_filter, [attr], what="group members"
             ):
-                subgroups = set()
-                for raw in attrs.get(attr.lower(), []):
-                    text = _text(raw)
-                    if text is None:
-                        continue
-                    try:
-                        member = normalize_dn(text)
-                    except ValueError:
-                        continue
-                    if member in groups:
-                        subgroups.add(member)
+                members = self._member_keys(attrs)
+                if lists is not None:
+                    lists.append((normalize_dn(dn), members))
+                subgroups = {m for m in members if m in groups}
                 if subgroups:
                     children[normalize_dn(dn)] = subgroups
             missing = [dn for dn in mapping if dn not in groups]
@@ -989,16 +1034,26 @@ class DirectoryReader:
         missing group raises here, before any user is planned.
         """
         marker = self.current_marker()
-        group_sets = self.group_index()
+        read = MemberLists()
+        group_sets = self.group_index(read)
         digests = group_digests(group_sets)
         tracking_ts = self.tracking() is ChangeTracking.modify_timestamp
         if tracking_ts:
             marker = Marker(ChangeTracking.modify_timestamp, "")
+        lists = None
+        if self.tracking() is not ChangeTracking.dirsync and group_sets:
+            # Read before the users, as the marker: a later change shows in the next delta.
+            lists = (
+                ((g, m) for g, m in read if g in group_sets)
+                if read
+                else iter(self._member_lists(group_sets))
+            )
         scan = DirectoryScan(
             users=iter(()),
             marker=replace(marker, groups=digests).dump() if marker else None,
             absent_left=True,
             notes=self.notes,
+            group_members=lists,
         )
         if tracking_ts:
             self._raise_marker_from_groups(scan)
@@ -1007,12 +1062,17 @@ class DirectoryReader:
         )
         return scan
 
-    def read_changes(self, since_marker: str) -> DirectoryScan:
+    def read_changes(
+        self, since_marker: str, previous_members: PreviousMembers | None = None
+    ) -> DirectoryScan:
         """A delta scan: users changed since ``since_marker``, and every current member
         of a mapped group that changed (membership changes touch the group, not the user).
 
-        ``affected_permission_sets`` names the sets whose groups changed (or whose
-        nested groups came or went): users who hold one must be read again
+        A changed group's members are compared with the list ``previous_members``
+        gives (stored with the marker): the people who joined or left it are read
+        again, by DN. ``affected_permission_sets`` names the sets of changed groups
+        without a stored list, and of nested groups that came or went: every current
+        member of their groups is read, and the users who hold one must be read again
         (:meth:`read_users_by_id`), since who left a group no longer shows among its
         members. With syncrepl and dirsync tracking, ``departed`` names the entries
         deleted or moved out of scope since the marker (or, in a syncrepl present
@@ -1050,15 +1110,26 @@ class DirectoryReader:
             marker=replace(now or since, groups=digests).dump(),
             notes=self.notes,
         )
+        changed_groups: dict[str, frozenset[str]] = {}
         for dn, attrs in self.search(
             cfg.group_base_dn,
             f"(&{cfg.group_filter}{changed_filter})",
-            ["modifyTimestamp"] if tracking_ts else [],
+            [cfg.groups.member_attribute, *(["modifyTimestamp"] if tracking_ts else [])],
             what="changed groups",
         ):
             if tracking_ts:
                 _raise_marker(scan, attrs)
-            affected |= group_sets.get(normalize_dn(dn), frozenset())
+            key = normalize_dn(dn)
+            if key in group_sets:
+                changed_groups[key] = self._member_keys(attrs)
+        before = previous_members(sorted(changed_groups)) if previous_members else {}
+        moved: set[str] = set()  # DNs that joined or left a changed group
+        for key, members in changed_groups.items():
+            if key in before:
+                moved |= members ^ before[key]
+            else:
+                affected |= group_sets[key]
+        scan.group_members = list(changed_groups.items())
         scan.affected_permission_sets = frozenset(affected)
         changed: Iterator[DirectoryUser]
         if tracking is ChangeTracking.syncrepl:
@@ -1072,7 +1143,10 @@ class DirectoryReader:
                 scan,
                 track_timestamp=tracking_ts,
             )
-        scan.users = self._with_members_of(changed, group_sets, affected, scan)
+        joined_or_left = self.read_users_by_dn(sorted(moved - group_sets.keys()), group_sets)
+        scan.users = self._with_members_of(
+            chain(changed, joined_or_left.users), group_sets, affected, scan
+        )
         return scan
 
     def _with_members_of(
@@ -1163,6 +1237,28 @@ class DirectoryReader:
                 if sets is None:
                     sets = self.group_index()
                 terms = "".join(f"({attr}={stable_id_filter_value(attr, i)})" for i in batch)
+                yield from self._users(
+                    f"(&{self.config.effective_user_filter}(|{terms}))", sets, scan
+                )
+
+        scan.users = users()
+        return scan
+
+    def read_users_by_dn(
+        self, dns: Iterable[str], group_sets: dict[str, frozenset[str]] | None = None
+    ) -> DirectoryScan:
+        """Read the users with these DNs that are in scope (base DN and user filter),
+        ``_ID_BATCH`` at a time (OpenLDAP: entryDN; AD: distinguishedName)."""
+        scan = DirectoryScan(users=iter(()))
+        attr = self.config.dn_attribute
+
+        def users() -> Iterator[DirectoryUser]:
+            wanted = iter(dns)
+            sets = group_sets if group_sets is not None else self._group_sets
+            while batch := list(islice(wanted, _ID_BATCH)):
+                if sets is None:
+                    sets = self.group_index()
+                terms = "".join(f"({attr}={escape_filter_chars(dn)})" for dn in batch)
                 yield from self._users(
                     f"(&{self.config.effective_user_filter}(|{terms}))", sets, scan
                 )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Result, and_, bindparam, delete, func, insert, select, update
@@ -35,7 +35,7 @@ from connector.adapters.sql.repositories import (
     user_to_domain,
     users,
 )
-from connector.adapters.sql.tables import DirectoryLinkRow
+from connector.adapters.sql.tables import DirectoryGroupMemberRow, DirectoryLinkRow
 from connector.domain.errors import Uniqueness, VersionMismatch
 from connector.domain.model import PermissionSet, Role, SellerUser, utcnow
 from connector.ports.directory import (
@@ -48,6 +48,7 @@ from connector.ports.directory import (
 from connector.ports.store import AuditEvent, OutboxEntry
 
 links = DirectoryLinkRow.__table__
+group_members = DirectoryGroupMemberRow.__table__
 
 CHUNK = 500
 """Values per IN list (SQLite accepts 32,766 bound parameters per statement)."""
@@ -171,6 +172,16 @@ _TOUCH_SETS = (
     .where(permission_sets.c.id == bindparam("w_id"))
     .values(version=permission_sets.c.version + 1, updated_at=bindparam("w_at"))
 )
+_GROUP_MEMBERS = select(group_members.c.group_key, group_members.c.member_key).where(
+    group_members.c.source_id == bindparam("source"),
+    group_members.c.group_key.in_(bindparam("keys", expanding=True)),
+)
+_FORGET_GROUP = delete(group_members).where(
+    group_members.c.source_id == bindparam("w_source"),
+    group_members.c.group_key == bindparam("w_group"),
+)
+_FORGET_GROUPS = delete(group_members).where(group_members.c.source_id == bindparam("source"))
+_INSERT_GROUP_MEMBERS = insert(group_members)
 _INSERT_AUDIT = insert(audit)
 _INSERT_OUTBOX = insert(outbox)
 
@@ -554,3 +565,41 @@ class SqlDirectoryStore:
                     for e in entries
                 ],
             )
+
+    # -- the groups' members as of the source's marker ------------------------------------
+
+    def group_members(self, source_id: str, group_keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        found: dict[str, set[str]] = {}
+        for chunk in chunks(sorted(set(group_keys)), CHUNK):
+            for group, member in self.uow.read(
+                _GROUP_MEMBERS, {"source": source_id, "keys": chunk}
+            ):
+                members = found.setdefault(group, set())
+                if member:
+                    members.add(member)
+        return {group: frozenset(members) for group, members in found.items()}
+
+    def replace_group_members(
+        self,
+        source_id: str,
+        lists: Iterable[tuple[str, frozenset[str]]],
+        *,
+        every_group: bool,
+    ) -> None:
+        if every_group:
+            self.uow.write(_FORGET_GROUPS, {"source": source_id})
+        else:
+            lists = list(lists)  # a delta's changed groups: a few
+            if lists:
+                self.uow.write(
+                    _FORGET_GROUP, [{"w_source": source_id, "w_group": g} for g, _ in lists]
+                )
+        rows: list[dict[str, str]] = []
+        for group, members in lists:
+            rows.append({"source_id": source_id, "group_key": group, "member_key": ""})
+            rows += [{"source_id": source_id, "group_key": group, "member_key": m} for m in members]
+            if len(rows) >= 5 * CHUNK:
+                self.uow.write(_INSERT_GROUP_MEMBERS, rows)
+                rows = []
+        if rows:
+            self.uow.write(_INSERT_GROUP_MEMBERS, rows)

@@ -123,9 +123,21 @@ class DirectoryTarget(Protocol):
         """The state ``set_marker`` stored for this directory source, or None."""
         ...
 
-    def set_marker(self, source_id: str, marker: str) -> None:
-        """Store the source's sync state (an opaque string of at most a few hundred
-        characters) after a successful run."""
+    def set_marker(
+        self,
+        source_id: str,
+        marker: str,
+        group_members: Iterable[tuple[str, frozenset[str]]] | None = None,
+        *,
+        every_group: bool = False,
+    ) -> None:
+        """Store the source's sync state (an opaque string of at most a few thousand
+        characters) after a successful run and, in the same transaction, the groups'
+        member lists read with it (``every_group``: in place of all stored lists)."""
+        ...
+
+    def group_members(self, source_id: str, group_keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The groups' member lists stored with the source's marker (absent: none)."""
         ...
 
 
@@ -279,7 +291,10 @@ def run_sync(
     if not run_full:
         assert state is not None and state.marker is not None
         try:
-            delta = reader.read_changes(state.marker)
+            delta = reader.read_changes(
+                state.marker,
+                previous_members=lambda keys: target.group_members(config.id, keys),
+            )
         except MarkerError as exc:
             say(f"{config.id}: {exc}: full run")
             run_full = True
@@ -339,7 +354,7 @@ def run_sync(
         full_at=started if run_full else state.full_at,  # type: ignore[union-attr]
         runs_since_full=0 if run_full else state.runs_since_full + 1,  # type: ignore[union-attr]
     )
-    target.set_marker(config.id, new_state.dump())
+    target.set_marker(config.id, new_state.dump(), scans[0].group_members, every_group=run_full)
     result.marker_stored = True
     say(f"{config.id}: done, {len(result.applied)} changes applied")
     return result

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from connector.domain.catalogue import Catalogue
@@ -224,10 +224,29 @@ class StoreDirectoryTarget:
 
     # -- writing -----------------------------------------------------------------------
 
-    def set_marker(self, source_id: str, marker: str) -> None:
-        with self.uow_factory() as uow:
+    def set_marker(
+        self,
+        source_id: str,
+        marker: str,
+        group_members: Iterable[tuple[str, frozenset[str]]] | None = None,
+        *,
+        every_group: bool = False,
+    ) -> None:
+        """Store the source's state and, in the same transaction, the groups' member
+        lists read with it (a full run's: all of them, streamed, so the transaction
+        writes as it reads)."""
+        with self.uow_factory(immediate=group_members is not None and every_group) as uow:
+            if group_members is not None:
+                self.store(uow).replace_group_members(
+                    source_id, group_members, every_group=every_group
+                )
             uow.markers.set(MARKER_PREFIX + source_id, marker)
             uow.commit()
+
+    def group_members(self, source_id: str, group_keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The groups' member lists stored with the source's marker."""
+        with self.uow_factory() as uow:
+            return self.store(uow).group_members(source_id, group_keys)
 
     def create_user(
         self,

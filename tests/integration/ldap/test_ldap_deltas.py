@@ -175,3 +175,51 @@ def test_syncrepl_asked_for_on_a_server_without_it_is_an_error(no_syncprov: Slap
         pytest.raises(DirectoryError, match=r"does not offer syncrepl.*syncprov"),
     ):
         reader.read_all()
+
+
+def test_a_delta_reads_only_who_joined_or_left_a_changed_group(syncprov: Slapd) -> None:
+    target = MemoryTarget()
+    assert sync(syncprov, target).full
+    assert gdn("catalog").lower() in target.groups["corp-openldap"]  # stored with the marker
+    bob = by_email(target, "bob@example.com")
+    syncprov.modify(member_change(gdn("catalog"), "delete", dn("bob")))
+    syncprov.modify(member_change(gdn("orders"), "add", dn("bob")))
+    delta = sync(syncprov, target)
+    # bob alone is read again, not every member of both sets.
+    assert delta.plan.directory_users == 1
+    [change] = delta.plan.permission_changes
+    assert (change.user_id, change.added, change.removed) == (
+        bob.id,
+        {"Order handlers"},
+        {"Catalog editors"},
+    )
+    assert sync(syncprov, target, full=True).plan.is_empty
+
+
+def test_without_stored_member_lists_a_delta_reads_every_member(syncprov: Slapd) -> None:
+    """The first delta after the lists were introduced (or lost): as before them."""
+    target = MemoryTarget()
+    assert sync(syncprov, target).full
+    target.groups.clear()
+    bob = by_email(target, "bob@example.com")
+    syncprov.modify(member_change(gdn("catalog"), "delete", dn("bob")))
+    syncprov.modify(member_change(gdn("orders"), "add", dn("bob")))
+    delta = sync(syncprov, target)
+    assert delta.plan.directory_users > 1
+    assert [c.user_id for c in delta.plan.permission_changes] == [bob.id]
+    assert sync(syncprov, target).plan.directory_users <= 1  # the lists are back
+
+
+def test_a_failed_delta_keeps_the_lists_of_its_marker(syncprov: Slapd) -> None:
+    target = MemoryTarget()
+    assert sync(syncprov, target).full
+    stored_lists = dict(target.groups["corp-openldap"])
+    syncprov.add(user_ldif("hank", mail="taken@example.com"))
+    syncprov.modify(member_change(gdn("orders"), "add", dn("hank")))
+    target.used_emails.add("taken@example.com")  # the create will be refused
+    failed = sync(syncprov, target)
+    assert failed.failures and not failed.marker_stored
+    assert target.groups["corp-openldap"] == stored_lists
+    target.used_emails.discard("taken@example.com")
+    again = sync(syncprov, target)  # the same change, found again from the same lists
+    assert [c.email for c in again.plan.creates] == ["taken@example.com"] and again.ok
