@@ -88,12 +88,13 @@ class NestedGroups(StrEnum):
 _PLAIN_DN = re.compile(r"^[^\\\"+<>;#]+$")  # no escapes, quotes or multi-valued RDNs
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def normalize_dn(dn: str) -> str:
     """A DN in the form used to compare DNs: attribute types and values lower-cased,
     no spaces around separators. (Values of cn/ou/dc/uid compare case-insensitively.)
 
-    Cached: a scan compares the same few group DNs thousands of times.
+    Cached: a scan compares the same few group DNs thousands of times. The cache is
+    small, since the member DNs of large groups pass through it too (memory stays flat).
 
     :raises ValueError: when ``dn`` is not a DN.
     """

@@ -99,6 +99,9 @@ _INCOMPLETE = {
 }
 
 _ID_BATCH = 50
+GROUP_PAGE = 16
+"""Groups per page when reading their members: a page holds every member value of each
+(ldap3 keeps a page whole, bytes and text), so a page of large groups must stay small."""
 
 
 @dataclass(frozen=True)
@@ -445,6 +448,7 @@ class DirectoryReader:
         controls: list[Any] | None,
         paged_cookie: bytes | None = None,
         paged: bool = False,
+        page_size: int | None = None,
         deref: str | None = None,
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         """One search request: (the response items, the result), connection errors said."""
@@ -459,7 +463,7 @@ class DirectoryReader:
                 search_filter,
                 search_scope=scope,
                 attributes=attributes or ["1.1"],
-                paged_size=cfg.page_size if paged else None,
+                paged_size=(page_size or cfg.page_size) if paged else None,
                 paged_cookie=paged_cookie,
                 time_limit=cfg.time_limit,
                 controls=controls,
@@ -503,10 +507,12 @@ class DirectoryReader:
         *,
         scope: str = SUBTREE,
         what: str = "entries",
+        page_size: int | None = None,
     ) -> Iterator[tuple[str, dict[str, list[bytes]]]]:
         """Stream ``(dn, raw attributes with lower-cased names)`` with paged searches.
 
-        Checks the result code of every page.
+        Checks the result code of every page. ``page_size`` overrides the source's
+        (groups: a page of groups holds every member value of each).
 
         :raises DirectoryIncomplete: on a size/time/admin limit, a referral, a partial
             answer, or a continuation reference.
@@ -524,6 +530,7 @@ class DirectoryReader:
                 controls=controls,
                 paged_cookie=cookie,
                 paged=scope != BASE,
+                page_size=page_size,
             )
             code = result.get("result")
             for _, dn, attrs in self._entries(response, base):
@@ -608,7 +615,11 @@ class DirectoryReader:
         cfg = self.config
         lists = MemberLists()
         for dn, attrs in self.search(
-            cfg.group_base_dn, cfg.group_filter, [cfg.groups.member_attribute], what="group members"
+            cfg.group_base_dn,
+            cfg.group_filter,
+            [cfg.groups.member_attribute],
+            what="group members",
+            page_size=GROUP_PAGE,
         ):
             key = normalize_dn(dn)
             if key in index:
@@ -634,7 +645,11 @@ class DirectoryReader:
         if mode is NestedGroups.flatten:
             groups = self._group_dns()
             for dn, attrs in self.search(
-                cfg.group_base_dn, cfg.group_filter, [attr], what="group members"
+                cfg.group_base_dn,
+                cfg.group_filter,
+                [attr],
+                what="group members",
+                page_size=GROUP_PAGE,
             ):
                 members = self._member_keys(attrs)
                 if lists is not None:
@@ -1116,6 +1131,7 @@ class DirectoryReader:
             f"(&{cfg.group_filter}{changed_filter})",
             [cfg.groups.member_attribute, *(["modifyTimestamp"] if tracking_ts else [])],
             what="changed groups",
+            page_size=GROUP_PAGE,
         ):
             if tracking_ts:
                 _raise_marker(scan, attrs)
