@@ -463,7 +463,8 @@ class DirectoryReader:
                 search_filter,
                 search_scope=scope,
                 attributes=attributes or ["1.1"],
-                paged_size=(page_size or cfg.page_size) if paged else None,
+                # Never more than the source's page size: the server may cap it.
+                paged_size=min(page_size or cfg.page_size, cfg.page_size) if paged else None,
                 paged_cookie=paged_cookie,
                 time_limit=cfg.time_limit,
                 controls=controls,
