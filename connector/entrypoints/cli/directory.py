@@ -218,13 +218,22 @@ def _check_directory(ctx: CliContext, config: DirectoryConfig, *, count: bool) -
         checks.append(_Check("bind", True, f"bound as {config.bind_dn}"))
         list(reader.search(config.base_dn, "(objectClass=*)", [], scope="BASE", what="base_dn"))
         checks.append(_Check("base_dn", True, f"{config.base_dn} exists"))
-        marker = reader.current_marker()
+        tracking = reader.tracking()
+        # DirSync's mark is a pass over the whole domain: left to the first run.
+        marker = reader.current_marker() if tracking.value != "dirsync" else None
+        sees = tracking.value in ("syncrepl", "dirsync")
         checks.append(
             _Check(
                 "change tracking",
                 True,
-                f"{config.tracking.value}"
-                + (f": the server's mark is {marker.value}" if marker else ""),
+                f"{tracking.value}"
+                + (f": the server's mark is {marker.value}" if marker and marker.value else "")
+                + (
+                    "; deltas see deleted and moved-out users"
+                    if sees
+                    else "; deleted users are seen by full runs only"
+                )
+                + "".join(f"; {note}" for note in reader.notes),
             )
         )
         index = reader.group_index()
