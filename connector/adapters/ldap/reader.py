@@ -99,7 +99,7 @@ _INCOMPLETE = {
 }
 
 _ID_BATCH = 50
-GROUP_PAGE = 16
+GROUP_PAGE = 8
 """Groups per page when reading their members: a page holds every member value of each
 (ldap3 keeps a page whole, bytes and text), so a page of large groups must stay small."""
 
@@ -1126,7 +1126,22 @@ class DirectoryReader:
             marker=replace(now or since, groups=digests).dump(),
             notes=self.notes,
         )
-        changed_groups: dict[str, frozenset[str]] = {}
+        # A page of changed groups at a time: compared with their stored lists, then
+        # spilled to disk until the marker stores them (memory flat in group sizes).
+        lists = MemberLists()
+        moved: set[str] = set()  # DNs that joined or left a changed group
+        page: dict[str, frozenset[str]] = {}
+
+        def compare() -> None:
+            before = previous_members(sorted(page)) if previous_members else {}
+            for key, members in page.items():
+                if key in before:
+                    moved.update(members ^ before[key])
+                else:
+                    affected.update(group_sets[key])
+                lists.append((key, members))
+            page.clear()
+
         for dn, attrs in self.search(
             cfg.group_base_dn,
             f"(&{cfg.group_filter}{changed_filter})",
@@ -1138,15 +1153,11 @@ class DirectoryReader:
                 _raise_marker(scan, attrs)
             key = normalize_dn(dn)
             if key in group_sets:
-                changed_groups[key] = self._member_keys(attrs)
-        before = previous_members(sorted(changed_groups)) if previous_members else {}
-        moved: set[str] = set()  # DNs that joined or left a changed group
-        for key, members in changed_groups.items():
-            if key in before:
-                moved |= members ^ before[key]
-            else:
-                affected |= group_sets[key]
-        scan.group_members = list(changed_groups.items())
+                page[key] = self._member_keys(attrs)
+                if len(page) >= GROUP_PAGE:
+                    compare()
+        compare()
+        scan.group_members = lists
         scan.affected_permission_sets = frozenset(affected)
         changed: Iterator[DirectoryUser]
         if tracking is ChangeTracking.syncrepl:
