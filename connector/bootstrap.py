@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from connector.adapters.sql.bulk import SqlDirectoryStore
 from connector.adapters.sql.database import (
     SqlUnitOfWork,
     database_reachable,
@@ -25,7 +26,7 @@ from connector.adapters.sql.directory_links import SqlDirectoryLinks
 from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.domain.catalogue import Catalogue
 from connector.mappings import load_catalogue
-from connector.ports.directory import DirectoryLinks, SyncSettings
+from connector.ports.directory import DirectoryLinks, DirectoryStore, SyncSettings
 from connector.ports.identity import ChangeFeed, ChangePush, IdentityProvider, ProviderInspector
 from connector.ports.mail import Mailer
 from connector.ports.outbox import OutboxQueue
@@ -76,6 +77,10 @@ class Connector:
     def directory_links(self, uow: UnitOfWork) -> DirectoryLinks:
         """The directory link table, inside ``uow``'s transaction."""
         return SqlDirectoryLinks(uow)  # type: ignore[arg-type]
+
+    def directory_store(self, uow: UnitOfWork) -> DirectoryStore:
+        """The store's set operations for directory runs, inside ``uow``."""
+        return SqlDirectoryStore(uow)  # type: ignore[arg-type]
 
     # -- Keycloak --------------------------------------------------------------------
 
@@ -189,6 +194,7 @@ class Connector:
             source_id=source.id,
             managed_permission_sets=source.managed_permission_sets,
             links=self.directory_links,
+            store=self.directory_store,
             invitation_lifespan=self.settings.invitation_lifespan,
         )
 

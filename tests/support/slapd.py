@@ -13,6 +13,13 @@ Accounts created by :meth:`Slapd.seed_base`:
   limits (``olcLimits``), read access to everything but passwords.
 * ``limited_dn`` / ``limited_password``: a read account capped at
   ``limited_size`` entries, to test that truncated searches are refused.
+
+The database runs the memberof, refint and syncprov overlays. syncprov answers the
+content synchronization (RFC 4533) that delta runs use to see deleted and moved
+entries; ``sessionlog`` sizes its session log (``olcSpSessionlog``: with it, a delta
+gets the deleted entries' ids; without it, ``sessionlog=None``, the ids of every entry
+still present). ``syncprov=False`` leaves the overlay out, as on a server that offers
+no content synchronization (and publishes no contextCSN).
 """
 
 from __future__ import annotations
@@ -76,6 +83,8 @@ class Slapd:
         workdir: Path | None = None,
         tls: bool = False,
         tls_names: tuple[str, ...] = ("127.0.0.1", "localhost"),
+        syncprov: bool = True,
+        sessionlog: int | None = 10_000,
     ) -> None:
         if not slapd_available():
             raise SlapdUnavailable(
@@ -96,6 +105,8 @@ class Slapd:
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="slapd-"))
         self.tls = tls
         self.tls_names = tls_names
+        self.syncprov = syncprov
+        self.sessionlog = sessionlog
         self.port = 0
         self.tls_port = 0
         self.process: subprocess.Popen[bytes] | None = None
@@ -196,16 +207,28 @@ class Slapd:
             olcOverlay: {{1}}refint
             olcRefintAttribute: member
 
-            dn: olcOverlay={{2}}syncprov,olcDatabase={{1}}mdb,cn=config
-            objectClass: olcOverlayConfig
-            objectClass: olcSyncProvConfig
-            olcOverlay: {{2}}syncprov
-            olcSpCheckpoint: 100 1
-            """
+            @SYNCPROV@"""
             )
             .replace("@INCLUDES@", includes)
             .replace("@TLS@\n", self._tls_config())
+            .replace("@SYNCPROV@", self._syncprov_config())
+            # A server without content synchronization does not even load the module.
+            .replace("olcModuleLoad: syncprov\n", "olcModuleLoad: syncprov\n" * self.syncprov)
         )
+
+    def _syncprov_config(self) -> str:
+        if not self.syncprov:
+            return ""
+        lines = [
+            "dn: olcOverlay={2}syncprov,olcDatabase={1}mdb,cn=config",
+            "objectClass: olcOverlayConfig",
+            "objectClass: olcSyncProvConfig",
+            "olcOverlay: {2}syncprov",
+            "olcSpCheckpoint: 100 1",
+        ]
+        if self.sessionlog:
+            lines.append(f"olcSpSessionlog: {self.sessionlog}")
+        return "\n".join(lines) + "\n"
 
     def _tls_config(self) -> str:
         if not self.tls:

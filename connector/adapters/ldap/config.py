@@ -49,14 +49,29 @@ class TlsMode(StrEnum):
 
 
 class ChangeTracking(StrEnum):
-    """What an incremental (delta) run compares to find changed entries."""
+    """What an incremental (delta) run asks the directory to find changed entries.
 
+    ``syncrepl`` and ``dirsync`` also see entries that were deleted or moved out of the
+    base DN, so a delta run deactivates them; the others see only changed entries, and
+    who left shows at the next full run.
+    """
+
+    syncrepl = "syncrepl"
+    """OpenLDAP with the syncprov overlay: the content synchronization (RFC 4533),
+    refreshOnly, from a stored cookie. Sees deletions and moves."""
+    dirsync = "dirsync"
+    """Active Directory: the DirSync control (1.2.840.113556.1.4.841) from a stored
+    cookie. Sees deletions and moves; needs the Replicating Directory Changes right."""
     entry_csn = "entry_csn"
     """OpenLDAP: ``entryCSN`` against the suffix's ``contextCSN`` (microsecond order)."""
     usn_changed = "usn_changed"
     """Active Directory: ``uSNChanged`` against the DC's ``highestCommittedUSN``."""
     modify_timestamp = "modify_timestamp"
     """Any server: ``modifyTimestamp`` (one-second resolution, re-reads that second)."""
+
+
+SEES_DEPARTURES = frozenset({ChangeTracking.syncrepl, ChangeTracking.dirsync})
+"""The change tracking kinds whose deltas see deleted and moved-out entries."""
 
 
 class NestedGroups(StrEnum):
@@ -73,12 +88,13 @@ class NestedGroups(StrEnum):
 _PLAIN_DN = re.compile(r"^[^\\\"+<>;#]+$")  # no escapes, quotes or multi-valued RDNs
 
 
-@functools.lru_cache(maxsize=16384)
+@functools.lru_cache(maxsize=4096)
 def normalize_dn(dn: str) -> str:
     """A DN in the form used to compare DNs: attribute types and values lower-cased,
     no spaces around separators. (Values of cn/ou/dc/uid compare case-insensitively.)
 
-    Cached: a scan compares the same few group DNs thousands of times.
+    Cached: a scan compares the same few group DNs thousands of times. The cache is
+    small, since the member DNs of large groups pass through it too (memory stays flat).
 
     :raises ValueError: when ``dn`` is not a DN.
     """
@@ -263,6 +279,7 @@ class DirectoryConfig(_Strict):
     receive_timeout: int = Field(default=120, gt=0)
     """Seconds to wait for any answer (whole seconds: ldap3 sets SO_RCVTIMEO)."""
     change_tracking: ChangeTracking | None = None
+    """Unset: the best the server offers (see :attr:`tracking`)."""
     deactivation_threshold: float = Field(default=0.10, ge=0, le=1)
     """Refuse a run that would deactivate more than this share of the active users."""
     deactivation_floor: int = Field(default=0, ge=0)
@@ -307,6 +324,17 @@ class DirectoryConfig(_Strict):
             raise ValueError("tls.mode ldaps needs an ldaps:// url")
         if self.tls.mode is not TlsMode.ldaps and scheme == "ldaps":
             raise ValueError("an ldaps:// url needs tls.mode: ldaps")
+        tracking = self.change_tracking
+        if tracking is ChangeTracking.syncrepl and self.stable_id_attribute.lower() != "entryuuid":
+            raise ValueError(
+                "change_tracking syncrepl names entries by entryUUID: set "
+                "attributes.stable_id to entryUUID, or choose another change_tracking"
+            )
+        if tracking is ChangeTracking.dirsync and self.stable_id_attribute.lower() != "objectguid":
+            raise ValueError(
+                "change_tracking dirsync names entries by objectGUID: set "
+                "attributes.stable_id to objectGUID, or choose another change_tracking"
+            )
         if self.groups.require_mapped_group and not self.groups.map:
             # Nobody would be in scope: a first run would deactivate everyone.
             raise ValueError(
@@ -324,6 +352,11 @@ class DirectoryConfig(_Strict):
     @property
     def stable_id_attribute(self) -> str:
         return self.attributes.stable_id or ("objectGUID" if self.is_ad else "entryUUID")
+
+    @property
+    def dn_attribute(self) -> str:
+        """The attribute a filter matches an entry's own DN with."""
+        return "distinguishedName" if self.is_ad else "entryDN"
 
     @property
     def member_of_attribute(self) -> str:
@@ -365,8 +398,23 @@ class DirectoryConfig(_Strict):
 
     @property
     def tracking(self) -> ChangeTracking:
+        """The change tracking asked for, or the preset's preferred one: ``syncrepl``
+        (OpenLDAP) or ``dirsync`` (AD), when the stable id allows it. The reader falls
+        back to :attr:`fallback_tracking` when the server does not offer it and the
+        file did not ask for it explicitly."""
         if self.change_tracking is not None:
             return self.change_tracking
+        stable = self.stable_id_attribute.lower()
+        if self.is_ad:
+            return ChangeTracking.dirsync if stable == "objectguid" else ChangeTracking.usn_changed
+        return ChangeTracking.syncrepl if stable == "entryuuid" else ChangeTracking.entry_csn
+
+    @property
+    def fallback_tracking(self) -> ChangeTracking | None:
+        """What an unset ``change_tracking`` falls back to when the server does not offer
+        :attr:`tracking` (None: nothing to fall back to, the file asked for it)."""
+        if self.change_tracking is not None or self.tracking not in SEES_DEPARTURES:
+            return None
         return ChangeTracking.usn_changed if self.is_ad else ChangeTracking.entry_csn
 
     @property
@@ -456,6 +504,7 @@ def load_directory_config(path: Path) -> DirectoryConfig:
 
 
 __all__ = [
+    "SEES_DEPARTURES",
     "AttributeMap",
     "ChangeTracking",
     "DirectoryConfig",

@@ -315,3 +315,21 @@ class ChangeFeedRow(Base):
     position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     audit_id: Mapped[int] = mapped_column(Integer, unique=True)
     seller_id: Mapped[str | None] = mapped_column(String(32))
+
+
+class DirectoryGroupMemberRow(Base):
+    """The members of a directory group as the last successful run of a source read them.
+
+    A delta compares a changed group's members with these to find who joined or left it,
+    and reads only those people again (not every holder of the group's permission sets).
+    Each stored group has a row with an empty ``member_key``, so that a group stored with
+    no members is told from a group never stored. Written with the source's marker, in
+    one transaction: the lists always describe the directory as of the stored marker.
+    """
+
+    __tablename__ = "directory_group_members"
+    source_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    group_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    """The group's DN, normalized (``normalize_dn``)."""
+    member_key: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    """A member's DN, normalized; empty for the group's own row."""

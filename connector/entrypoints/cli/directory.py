@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -217,13 +218,22 @@ def _check_directory(ctx: CliContext, config: DirectoryConfig, *, count: bool) -
         checks.append(_Check("bind", True, f"bound as {config.bind_dn}"))
         list(reader.search(config.base_dn, "(objectClass=*)", [], scope="BASE", what="base_dn"))
         checks.append(_Check("base_dn", True, f"{config.base_dn} exists"))
-        marker = reader.current_marker()
+        tracking = reader.tracking()
+        # DirSync's mark is a pass over the whole domain: left to the first run.
+        marker = reader.current_marker() if tracking.value != "dirsync" else None
+        sees = tracking.value in ("syncrepl", "dirsync")
         checks.append(
             _Check(
                 "change tracking",
                 True,
-                f"{config.tracking.value}"
-                + (f": the server's mark is {marker.value}" if marker else ""),
+                f"{tracking.value}"
+                + (f": the server's mark is {marker.value}" if marker and marker.value else "")
+                + (
+                    "; deltas see deleted and moved-out users"
+                    if sees
+                    else "; deleted users are seen by full runs only"
+                )
+                + "".join(f"; {note}" for note in reader.notes),
             )
         )
         index = reader.group_index()
@@ -389,7 +399,10 @@ def sync(
         _fail(exc, output_format, source=config.id if config else None, dry_run=dry_run)
         return
     seller_name = _seller_name(target, result.plan.seller_id)
-    report = _report(config, result, seller_name, duration)
+    # A table lists the first SHOWN changes: a plan of 100,000 is never held as rows.
+    report = _report(
+        config, result, seller_name, duration, shown=None if output_format == "json" else SHOWN
+    )
     if output_format == "json":
         emit_json(report)
     else:
@@ -453,9 +466,17 @@ _KINDS = (
 
 
 def _report(
-    config: DirectoryConfig, result: SyncResult, seller_name: str, duration: float
+    config: DirectoryConfig,
+    result: SyncResult,
+    seller_name: str,
+    duration: float,
+    *,
+    shown: int | None = None,
 ) -> dict[str, Any]:
-    """What a run did, as data (the JSON output; the table is made from it)."""
+    """What a run did, as data (the JSON output; the table is made from it).
+
+    ``shown``: list only the first so many changes (None: all of them).
+    """
     plan = result.plan
     applied = Counter(_action_json(a)["kind"] for a in result.applied)
     failed = Counter(_action_json(f.action)["kind"] for f in result.failures)
@@ -484,7 +505,8 @@ def _report(
         "failures": [
             {"change": _action_json(f.action), "message": f.message} for f in result.failures
         ],
-        "changes": [_action_json(a) for a in plan.actions()],
+        "changes": [_action_json(a) for a in islice(plan.actions(), shown)],
+        "changes_total": len(plan.actions()),
         "blocked": result.blocked,
     }
 
@@ -526,14 +548,14 @@ def _report_table(report: dict[str, Any], result: SyncResult) -> str:
     rows.append(["problems (skipped entries)", len(report["problems"]), "", ""])
     lines.append(table(["change", "planned", "applied", "refused"], rows))
 
-    changes = report["changes"]
-    if changes and (report["dry_run"] or len(changes) <= SHOWN):
+    changes, total = report["changes"], report["changes_total"]
+    if changes and (report["dry_run"] or total <= SHOWN):
         lines.append("")
         lines.append("Changes" + (" (planned)" if report["dry_run"] else "") + ":")
         shown = [_describe_short(c) for c in changes[:SHOWN]]
         lines.append(table(["change", "user", "detail"], shown))
-        if len(changes) > SHOWN:
-            lines.append(f"... and {len(changes) - SHOWN} more (--format json lists them all)")
+        if total > SHOWN:
+            lines.append(f"... and {total - SHOWN} more (--format json lists them all)")
 
     if report["failures"]:
         lines.append("")

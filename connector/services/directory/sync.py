@@ -3,21 +3,28 @@
 The order of a run:
 
 1. Read the stored state (high-water marker, last full run) and decide full or delta.
-2. Read the directory (streamed) and plan against the store's users. A read that
-   cannot be complete raises before anything is planned, so nothing changes.
-3. Check the deactivation threshold (``force`` overrides).
-4. Dry run: report the plan and stop. Otherwise apply it, least privilege first.
+2. Read the directory (streamed) and plan against the store's users, a chunk of
+   entries at a time. A read that cannot be complete raises before anything is
+   planned, so nothing changes.
+3. Check the deactivation threshold (``force`` overrides), deltas included.
+4. Dry run: report the plan and stop. Otherwise apply it, least privilege first, in
+   batches (``BatchDirectoryTarget``).
 5. Store the new marker only when every action succeeded: a failed or interrupted
    run is read again from the old marker, and since each action sets a state
    (rather than toggling one), the re-run converges to the same result.
+
+Memory stays flat in the directory's size: the reader streams, the plan asks the
+store about one chunk at a time and spools its changes, and the changes are applied
+a bounded batch at a time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Protocol, runtime_checkable
 
 from connector.domain.errors import DomainError
@@ -25,7 +32,6 @@ from connector.ports.directory import (
     DirectoryScan,
     DirectorySource,
     DirectoryUser,
-    KnownUser,
     MarkerError,
     Problem,
     SyncSettings,
@@ -35,12 +41,14 @@ from connector.services.directory.plan import (
     Action,
     CreateUser,
     Deactivate,
+    KnownUsers,
+    Planner,
     Reactivate,
     SetPermissionSets,
     SyncPlan,
     UpdateUser,
-    plan_sync,
 )
+from connector.services.directory.spool import IdSet, Spool
 
 Progress = Callable[[str], None]
 
@@ -62,10 +70,9 @@ class DirectoryTarget(Protocol):
         """
         ...
 
-    def known_users(self, seller_id: str) -> list[KnownUser]:
-        """Every user of the seller, active or not, primary included, with
-        ``external_id`` set for the users linked to a directory entry (None otherwise).
-        """
+    def known(self, seller_id: str) -> KnownUsers:
+        """The store's users of the seller, as the plan asks about them: a chunk of
+        entries at a time (``external_id`` set for the users linked to this source)."""
         ...
 
     def create_user(
@@ -116,9 +123,21 @@ class DirectoryTarget(Protocol):
         """The state ``set_marker`` stored for this directory source, or None."""
         ...
 
-    def set_marker(self, source_id: str, marker: str) -> None:
-        """Store the source's sync state (an opaque string of at most a few hundred
-        characters) after a successful run."""
+    def set_marker(
+        self,
+        source_id: str,
+        marker: str,
+        group_members: Iterable[tuple[str, frozenset[str]]] | None = None,
+        *,
+        every_group: bool = False,
+    ) -> None:
+        """Store the source's sync state (an opaque string of at most a few thousand
+        characters) after a successful run and, in the same transaction, the groups'
+        member lists read with it (``every_group``: in place of all stored lists)."""
+        ...
+
+    def group_members(self, source_id: str, group_keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        """The groups' member lists stored with the source's marker (absent: none)."""
         ...
 
 
@@ -196,8 +215,8 @@ class SyncResult:
     plan: SyncPlan
     full: bool
     dry_run: bool
-    applied: list[Action] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
+    applied: Spool[Action] = field(default_factory=Spool)
+    failures: Spool[Failure] = field(default_factory=Spool)
     marker_stored: bool = False
     blocked: str | None = None
     """Dry run over the threshold: the error a real run would raise."""
@@ -237,11 +256,13 @@ def run_sync(
 ) -> SyncResult:
     """Sync one directory source into its seller account.
 
-    ``full`` forces a full run (deltas cannot see deleted entries; a full run is also
-    made when there is no stored state, or ``full_reconcile_every`` is due). ``force``
-    lets a run exceed the deactivation threshold. ``progress`` gets one line at a
-    time (the plan included). Directory errors (``DirectoryError``) and
-    ``ThresholdExceeded`` raise before anything is changed.
+    ``full`` forces a full run (a full run is also made when there is no stored state,
+    or ``full_reconcile_every`` is due). A delta run deactivates the entries the
+    directory reports as gone (deleted, moved out of the base DN), when it can tell
+    (``DirectoryScan.departed``). ``force`` lets a run exceed the deactivation
+    threshold. ``progress`` gets one line at a time (the plan included). Directory
+    errors (``DirectoryError``) and ``ThresholdExceeded`` raise before anything is
+    changed.
 
     ``progress_every``: a line every so many entries read and changes applied (0:
     none). ``describe``: say every planned change, not only the summary.
@@ -252,7 +273,7 @@ def run_sync(
     started = now or dt.datetime.now(dt.UTC)
     seller_id = target.resolve_seller(config.seller_id, config.seller_name)
     state = SyncState.load(target.get_marker(config.id))
-    known = target.known_users(seller_id)
+    known = target.known(seller_id)
 
     run_full = full
     if not run_full:
@@ -270,32 +291,42 @@ def run_sync(
     if not run_full:
         assert state is not None and state.marker is not None
         try:
-            delta = reader.read_changes(state.marker)
+            delta = reader.read_changes(
+                state.marker,
+                previous_members=lambda keys: target.group_members(config.id, keys),
+            )
         except MarkerError as exc:
             say(f"{config.id}: {exc}: full run")
             run_full = True
         else:
             scans.append(delta)
-            users = _delta_users(reader, delta, known, scans)
-    if run_full:
-        scan = reader.read_all()
-        scans.append(scan)
-        users = scan.users
-
-    if progress_every > 0:
-        users = _counted(users, progress_every, say)
-    plan = plan_sync(
-        users,
+    planner = Planner(
         known,
         seller_id=seller_id,
         full=run_full,
         managed_sets=config.managed_permission_sets,
         require_mapped_group=config.require_mapped_group,
     )
-    # The users are consumed: every scan's problems and final marker are known now.
+    if run_full:
+        scan = reader.read_all()
+        scans.append(scan)
+        users = scan.users
+    else:
+        users = _delta_users(reader, scans[0], known, planner.seen, scans)
+    for note in scans[0].notes:
+        say(f"{config.id}: {note}")
+
+    if progress_every > 0:
+        users = _counted(users, progress_every, say)
+    planner.read(users)
+    # The users are consumed: every scan's problems, departures and final marker are known.
+    for scan in scans:
+        planner.depart(scan.departed)
+        planner.present(scan.present_ids)
+    plan = planner.finish(absent_left=run_full or scans[0].absent_left)
     plan.problems[:0] = [p for s in scans for p in s.problems]
     result = SyncResult(plan=plan, full=run_full, dry_run=dry_run)
-    for line in plan.describe() if describe else [plan.summary()]:
+    for line in plan.lines() if describe else [plan.summary()]:
         say(line)
 
     try:
@@ -323,7 +354,7 @@ def run_sync(
         full_at=started if run_full else state.full_at,  # type: ignore[union-attr]
         runs_since_full=0 if run_full else state.runs_since_full + 1,  # type: ignore[union-attr]
     )
-    target.set_marker(config.id, new_state.dump())
+    target.set_marker(config.id, new_state.dump(), scans[0].group_members, every_group=run_full)
     result.marker_stored = True
     say(f"{config.id}: done, {len(result.applied)} changes applied")
     return result
@@ -332,28 +363,25 @@ def run_sync(
 def _delta_users(
     reader: DirectorySource,
     delta: DirectoryScan,
-    known: list[KnownUser],
+    known: KnownUsers,
+    planned: IdSet,
     scans: list[DirectoryScan],
 ) -> Iterator[DirectoryUser]:
     """The changed users and the current members of changed groups' permission sets,
     then, read again by id, every known holder of such a set that was not among them:
     one who left a group no longer shows among its members."""
-    seen: set[str] = set()
+    seen = IdSet()
     for user in delta.users:
         seen.add(user.stable_id)
         yield user
     affected = delta.affected_permission_sets
     if not affected:
         return
-    ids = [
-        k.external_id
-        for k in known
-        if k.external_id and k.external_id not in seen and k.permission_sets & affected
-    ]
-    if ids:
-        again = reader.read_users_by_id(ids)
-        scans.append(again)
-        yield from again.users
+    again = reader.read_users_by_id(
+        s for s in known.holders(affected) if s not in seen and s not in planned
+    )
+    scans.append(again)
+    yield from again.users
 
 
 def _counted(users: Iterator[DirectoryUser], every: int, say: Progress) -> Iterator[DirectoryUser]:
@@ -388,18 +416,22 @@ def _apply(
             say(f"applied {done}/{total} changes")
 
     if batch_size > 1 and isinstance(target, BatchDirectoryTarget):
-        start = 0
-        while start < total:
-            chunk = actions[start : start + batch_size]
-            errors = target.apply_batch(seller_id, chunk)
-            if not errors or len(errors) > len(chunk):
+        # Streamed from the plan's spools, a batch at a time; a batch that took fewer
+        # (its time ran out) is given the rest again.
+        pending: list[Action] = []
+        stream: Iterable[Action] = iter(actions)
+        while True:
+            pending.extend(islice(stream, batch_size - len(pending)))
+            if not pending:
+                return
+            errors = target.apply_batch(seller_id, pending)
+            if not errors or len(errors) > len(pending):
                 raise RuntimeError(
-                    f"apply_batch returned {len(errors)} results for {len(chunk)} changes"
+                    f"apply_batch returned {len(errors)} results for {len(pending)} changes"
                 )
-            for action, error in zip(chunk, errors, strict=False):
+            for action, error in zip(pending, errors, strict=False):
                 record(action, error)
-            start += len(errors)
-        return
+            pending = pending[len(errors) :]
     for action in actions:
         try:
             _apply_one(action, target, seller_id)

@@ -156,13 +156,16 @@ def test_nested_group_membership_change(synced: tuple[Slapd, MemoryTarget]) -> N
     assert [c.user_id for c in result.plan.permission_changes] == [dave.id]
 
 
-def test_removal_is_deactivated_by_a_full_run_only(synced: tuple[Slapd, MemoryTarget]) -> None:
-    server, target = synced
+def test_removal_is_deactivated_by_a_full_run_only_without_syncprov(corp: Slapd) -> None:
+    """entryCSN deltas cannot see deleted entries: the next full run deactivates them."""
+    config = make_config(corp, change_tracking="entry_csn")
+    server, target = corp, MemoryTarget()
+    assert sync(server, target, config).ok
     erin = by_email(target, "erin@example.com")
     server.delete(dn("erin"))
-    delta = sync(server, target)
+    delta = sync(server, target, config)
     assert not delta.full and delta.plan.is_empty and target.users[erin.id].active
-    full = sync(server, target, full=True)
+    full = sync(server, target, config, full=True)
     assert [(d.user_id, d.reason) for d in full.plan.deactivations] == [
         (erin.id, DeactivationReason.left_directory)
     ]

@@ -6,11 +6,13 @@ unknown permission sets are refused."""
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from connector.domain.errors import InvalidValue, NotFound, Uniqueness
 from connector.domain.model import Role, email_key
 from connector.ports.directory import KnownUser
+from connector.services.directory.plan import ListedKnownUsers
 
 
 class Crash(RuntimeError):
@@ -32,6 +34,8 @@ class MemoryTarget:
     fail_after: int | None = None
     """Raise :class:`Crash` on the call after this many writes (None: never)."""
     used_emails: set[str] = field(default_factory=set)
+    groups: dict[str, dict[str, frozenset[str]]] = field(default_factory=dict)
+    """source id -> the groups' member lists stored with its marker."""
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
 
     # -- setup helpers -------------------------------------------------------------
@@ -105,6 +109,9 @@ class MemoryTarget:
         if seller_id != self.seller_id:
             raise NotFound(f"no seller {seller_id}")
         return list(self.users.values())
+
+    def known(self, seller_id: str) -> ListedKnownUsers:
+        return ListedKnownUsers(self.known_users(seller_id))
 
     def create_user(
         self,
@@ -185,6 +192,22 @@ class MemoryTarget:
     def get_marker(self, source_id: str) -> str | None:
         return self.markers.get(source_id)
 
-    def set_marker(self, source_id: str, marker: str) -> None:
+    def set_marker(
+        self,
+        source_id: str,
+        marker: str,
+        group_members: Iterable[tuple[str, frozenset[str]]] | None = None,
+        *,
+        every_group: bool = False,
+    ) -> None:
         self._write("marker", source_id)
         self.markers[source_id] = marker
+        if group_members is not None:
+            lists = self.groups.setdefault(source_id, {})
+            if every_group:
+                lists.clear()
+            lists.update(group_members)
+
+    def group_members(self, source_id: str, group_keys: Sequence[str]) -> dict[str, frozenset[str]]:
+        lists = self.groups.get(source_id, {})
+        return {k: lists[k] for k in group_keys if k in lists}

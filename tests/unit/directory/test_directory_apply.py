@@ -84,7 +84,7 @@ class FakeSource:
         problems = [Problem("uid=broken,dc=example,dc=com", "skipped: no mail (email)")]
         return DirectoryScan(self._stream(list(self.users.values())), problems, f"v{self.version}")
 
-    def read_changes(self, since_marker: str) -> DirectoryScan:
+    def read_changes(self, since_marker: str, previous_members: object = None) -> DirectoryScan:
         self.calls.append(f"changes:{since_marker}")
         if not since_marker.startswith("v"):
             raise MarkerError("unreadable")

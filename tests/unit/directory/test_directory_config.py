@@ -57,7 +57,9 @@ def test_openldap_preset_defaults(tmp_path: Path) -> None:
     c = load_directory_config(write(tmp_path, MINIMAL.format(preset="openldap")))
     assert c.stable_id_attribute == "entryUUID"
     assert c.member_of_attribute == "memberOf"
-    assert c.tracking is ChangeTracking.entry_csn
+    # syncprov's content synchronization when the server offers it, else entryCSN.
+    assert c.tracking is ChangeTracking.syncrepl
+    assert c.fallback_tracking is ChangeTracking.entry_csn
     assert c.nested_groups is NestedGroups.flatten
     assert c.disabled_flag is None
     assert c.effective_user_filter == "(objectClass=inetOrgPerson)"
@@ -68,7 +70,9 @@ def test_openldap_preset_defaults(tmp_path: Path) -> None:
 def test_active_directory_preset_defaults(tmp_path: Path) -> None:
     c = load_directory_config(write(tmp_path, MINIMAL.format(preset="active_directory")))
     assert c.stable_id_attribute == "objectGUID"
-    assert c.tracking is ChangeTracking.usn_changed
+    # DirSync when the DC offers it to the sync account, else uSNChanged.
+    assert c.tracking is ChangeTracking.dirsync
+    assert c.fallback_tracking is ChangeTracking.usn_changed
     assert c.nested_groups is NestedGroups.in_chain
     assert c.disabled_flag is not None and c.disabled_flag.bitmask == 2
     assert c.disabled_flag.attribute == "userAccountControl"
