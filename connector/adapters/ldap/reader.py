@@ -367,12 +367,20 @@ class DirectoryReader:
             )
         except LDAPException as exc:
             raise DirectoryConfigError(f"{self._where()}: cannot be used: {exc}") from exc
+        self._open(conn)
+        if cfg.tls.mode is TlsMode.starttls:
+            self._start_tls(conn)
+        self._bind(conn)
+        self._conn = conn
+
+    def _open(self, conn: Connection) -> None:
+        """Reach the server (and shake hands, with ldaps)."""
         try:
             conn.open()
         except LDAPCertificateError as exc:
             raise self._tls_error(exc) from exc
         except LDAPSocketOpenError as exc:
-            if cfg.tls.mode is TlsMode.ldaps and "ssl" in str(exc).lower():
+            if self.config.tls.mode is TlsMode.ldaps and "ssl" in str(exc).lower():
                 raise self._tls_error(exc) from exc
             raise DirectoryUnreachable(
                 f"cannot reach the {self._where()}: {exc}. Check the url (host and port), "
@@ -380,47 +388,51 @@ class DirectoryReader:
             ) from exc
         except LDAPCommunicationError as exc:
             raise DirectoryUnreachable(f"cannot reach the {self._where()}: {exc}") from exc
-        if cfg.tls.mode is TlsMode.starttls:
-            try:
-                started = conn.start_tls()
-            except (
-                LDAPStartTLSError,
-                LDAPCertificateError,
-                LDAPCommunicationError,
-                ssl.SSLError,
-            ) as exc:
-                raise self._tls_error(exc) from exc
-            if not started:
-                raise self._tls_error(conn.result.get("description") or conn.result)
+
+    def _start_tls(self, conn: Connection) -> None:
+        try:
+            started = conn.start_tls()
+        except (
+            LDAPStartTLSError,
+            LDAPCertificateError,
+            LDAPCommunicationError,
+            ssl.SSLError,
+        ) as exc:
+            raise self._tls_error(exc) from exc
+        if not started:
+            raise self._tls_error(conn.result.get("description") or conn.result)
+
+    def _bind(self, conn: Connection) -> None:
+        """Bind as the sync account; a refusal says what to check."""
+        cfg = self.config
         try:
             bound = conn.bind()
         except LDAPCommunicationError as exc:
             raise DirectoryUnreachable(
                 f"the {self._where()} dropped the connection during bind: {exc}"
             ) from exc
-        if not bound:
-            code = conn.result.get("result")
-            secret = (
-                f"the environment variable {cfg.bind_password_env}"
-                if cfg.bind_password_env
-                else f"the file {cfg.bind_password_file}"
-            )
-            if code == INVALID_CREDENTIALS:
-                raise DirectoryAuthFailed(
-                    f"the {self._where()} refused the bind as {cfg.bind_dn}: invalid "
-                    f"credentials. Check bind_dn and the password in {secret} (and that "
-                    "the account is not locked or expired)."
-                )
-            if code == 13:  # confidentialityRequired
-                raise DirectoryTlsError(
-                    f"the {self._where()} requires TLS before bind: set tls.mode to "
-                    "starttls or ldaps"
-                )
+        if bound:
+            return
+        code = conn.result.get("result")
+        secret = (
+            f"the environment variable {cfg.bind_password_env}"
+            if cfg.bind_password_env
+            else f"the file {cfg.bind_password_file}"
+        )
+        if code == INVALID_CREDENTIALS:
             raise DirectoryAuthFailed(
-                f"the {self._where()} refused the bind as {cfg.bind_dn}: "
-                f"{conn.result.get('description')} ({code}) {conn.result.get('message', '')}"
+                f"the {self._where()} refused the bind as {cfg.bind_dn}: invalid "
+                f"credentials. Check bind_dn and the password in {secret} (and that "
+                "the account is not locked or expired)."
             )
-        self._conn = conn
+        if code == 13:  # confidentialityRequired
+            raise DirectoryTlsError(
+                f"the {self._where()} requires TLS before bind: set tls.mode to starttls or ldaps"
+            )
+        raise DirectoryAuthFailed(
+            f"the {self._where()} refused the bind as {cfg.bind_dn}: "
+            f"{conn.result.get('description')} ({code}) {conn.result.get('message', '')}"
+        )
 
     def _tls_error(self, exc: object) -> DirectoryTlsError:
         return DirectoryTlsError(
@@ -1100,17 +1112,8 @@ class DirectoryReader:
             kind than the reader uses, or can no longer be resumed from (run a full sync).
         """
         cfg = self.config
-        since = Marker.load(since_marker)
-        tracking = self.tracking()
-        if since.tracking is not tracking:
-            raise MarkerError(
-                f"the stored marker tracks {since.tracking.value}, the source "
-                f"{cfg.id!r} now uses {tracking.value}: run a full sync"
-            )
-        if tracking in SEES_DEPARTURES and since.cookie is None:
-            raise MarkerError(f"the stored {tracking.value} marker has no cookie: run a full sync")
-        if tracking is ChangeTracking.modify_timestamp and not since.value:
-            raise MarkerError("the stored modifyTimestamp marker is empty: run a full sync")
+        since = self._resumable(since_marker)
+        tracking = since.tracking
         if tracking is ChangeTracking.dirsync:
             return self._dirsync_changes(since)
         now = self.current_marker() if tracking is not ChangeTracking.syncrepl else None
@@ -1176,6 +1179,24 @@ class DirectoryReader:
             chain(changed, joined_or_left.users), group_sets, affected, scan
         )
         return scan
+
+    def _resumable(self, since_marker: str) -> Marker:
+        """The stored marker, if this reader can go on from it.
+
+        :raises MarkerError: saying why not (then a full run is made).
+        """
+        since = Marker.load(since_marker)
+        tracking = self.tracking()
+        if since.tracking is not tracking:
+            raise MarkerError(
+                f"the stored marker tracks {since.tracking.value}, the source "
+                f"{self.config.id!r} now uses {tracking.value}: run a full sync"
+            )
+        if tracking in SEES_DEPARTURES and since.cookie is None:
+            raise MarkerError(f"the stored {tracking.value} marker has no cookie: run a full sync")
+        if tracking is ChangeTracking.modify_timestamp and not since.value:
+            raise MarkerError("the stored modifyTimestamp marker is empty: run a full sync")
+        return since
 
     def _with_members_of(
         self,

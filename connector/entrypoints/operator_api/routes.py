@@ -40,16 +40,20 @@ def _responses(ok: int, model: Any, *errors: int) -> Responses:
     return Responses(**codes)
 
 
-def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) -> None:
-    """Add every operator API route to ``blueprint``, documented in ``spec``."""
-    catalogue = connector.catalogue
-    public_url = connector.settings.public_url
-    scim_url = f"{public_url}/scim/v2"
+class Handlers:
+    """What every handler shares: the composition root, and how a seller is found, shown
+    and audited."""
 
-    def operator() -> Operator:
+    def __init__(self, connector: Connector) -> None:
+        self.connector = connector
+        self.catalogue = connector.catalogue
+        self.public_url = connector.settings.public_url
+        self.scim_url = f"{self.public_url}/scim/v2"
+
+    def operator(self) -> Operator:
         return g.operator  # type: ignore[no-any-return]
 
-    def seller_of(ref: str) -> SellerAccount:
+    def seller_of(self, ref: str) -> SellerAccount:
         """A seller by id or unique name; what cannot be one is simply not found."""
         try:
             check_visible("seller", ref)
@@ -57,18 +61,18 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
             ref = ""
         if not ref or len(ref) > MAX_REF:
             raise NotFound("No such seller account: give its id or its unique name.")
-        found = seller_cases.find_seller(connector.uow(), ref)
+        found = seller_cases.find_seller(self.connector.uow(), ref)
         g.seller_id = found.id
         return found
 
-    def viewed(seller: SellerAccount | None, what: str) -> None:
+    def viewed(self, seller: SellerAccount | None, what: str) -> None:
         """A look at a seller's data, audited under the operator's name."""
         record_operator_call(
-            connector.uow(), operator(), seller.id if seller else None, VIEWED, what
+            self.connector.uow(), self.operator(), seller.id if seller else None, VIEWED, what
         )
 
-    def seller_out(seller: SellerAccount) -> s.Seller:
-        with connector.uow() as uow:
+    def seller_out(self, seller: SellerAccount) -> s.Seller:
+        with self.connector.uow() as uow:
             primary = uow.users.get(seller.id, seller.primary_user_id or "")
             count = uow.users.count(seller.id)
         return s.Seller(
@@ -81,9 +85,10 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
             else None,
             users=count,
             created_at=seller.created_at.isoformat(),
-            scim_url=scim_url,
+            scim_url=self.scim_url,
         )
 
+    @staticmethod
     def summary(seller: SellerAccount) -> s.SellerSummary:
         return s.SellerSummary(
             id=seller.id,
@@ -92,6 +97,7 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
             created_at=seller.created_at.isoformat(),
         )
 
+    @staticmethod
     def token_out(token: ApiToken) -> s.Token:
         return s.Token(
             id=token.id,
@@ -100,7 +106,28 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
             revoked_at=_iso(token.revoked_at),
         )
 
-    # -- Sellers -------------------------------------------------------------------------------
+
+def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) -> None:
+    """Add every operator API route to ``blueprint``, documented in ``spec``."""
+    handlers = Handlers(connector)
+    _sellers_routes(blueprint, spec, handlers)
+    _tokens_routes(blueprint, spec, handlers)
+    _reads_routes(blueprint, spec, handlers)
+    _primary_change_routes(blueprint, spec, handlers)
+    _feed_routes(blueprint, spec, handlers)
+
+
+def _sellers_routes(blueprint: Blueprint, spec: SpecTree, h: Handlers) -> None:
+    """Create, list, read sellers; their plan and partner domains."""
+    connector = h.connector
+    catalogue = h.catalogue
+    scim_url = h.scim_url
+    operator = h.operator
+    seller_of = h.seller_of
+    viewed = h.viewed
+    seller_out = h.seller_out
+    summary = h.summary
+    token_out = h.token_out
 
     @blueprint.post("/sellers")
     @spec.validate(resp=_responses(201, s.CreatedSeller, 400, 409), tags=["sellers"])
@@ -159,7 +186,15 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
         seller_cases.set_partner_domains(connector.uow(), account, json.domains, operator().actor)
         return seller_out(account)
 
-    # -- SCIM tokens ---------------------------------------------------------------------------
+
+def _tokens_routes(blueprint: Blueprint, spec: SpecTree, h: Handlers) -> None:
+    """Issue, list and revoke a seller's SCIM tokens."""
+    connector = h.connector
+    scim_url = h.scim_url
+    operator = h.operator
+    seller_of = h.seller_of
+    viewed = h.viewed
+    token_out = h.token_out
 
     @blueprint.post("/sellers/<seller>/tokens")
     @spec.validate(resp=_responses(201, s.IssuedToken, 400, 404), tags=["tokens"])
@@ -191,7 +226,14 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
         token = seller_cases.revoke_token(connector.uow(), account, token_id, operator().actor)
         return token_out(token)
 
-    # -- What the marketplace reads ------------------------------------------------------------
+
+def _reads_routes(blueprint: Blueprint, spec: SpecTree, h: Handlers) -> None:
+    """Notification recipients, the access review and the audit trail."""
+    connector = h.connector
+    catalogue = h.catalogue
+    seller_of = h.seller_of
+    viewed = h.viewed
+    summary = h.summary
 
     @blueprint.get("/sellers/<seller>/notifications/<category>/recipients")
     @spec.validate(resp=_responses(200, s.Recipients, 400, 404), tags=["notifications"])
@@ -263,7 +305,13 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
             next=None if next_after is None else str(next_after),
         )
 
-    # -- Change of primary user ------------------------------------------------------------------
+
+def _primary_change_routes(blueprint: Blueprint, spec: SpecTree, h: Handlers) -> None:
+    """Start the change of a seller's primary user."""
+    connector = h.connector
+    public_url = h.public_url
+    operator = h.operator
+    seller_of = h.seller_of
 
     @blueprint.post("/sellers/<seller>/primary-change")
     @spec.validate(resp=_responses(202, s.PrimaryChangeStarted, 400, 404, 409), tags=["sellers"])
@@ -288,7 +336,10 @@ def register_routes(blueprint: Blueprint, spec: SpecTree, connector: Connector) 
             expires_at=expires.isoformat(),
         ), 202
 
-    # -- The feed of changes ---------------------------------------------------------------------
+
+def _feed_routes(blueprint: Blueprint, spec: SpecTree, h: Handlers) -> None:
+    """The feed of changes."""
+    connector = h.connector
 
     @blueprint.get("/events")
     @spec.validate(resp=_responses(200, s.ChangePage, 400), tags=["events"])

@@ -275,28 +275,13 @@ def run_sync(
     state = SyncState.load(target.get_marker(config.id))
     known = target.known(seller_id)
 
-    run_full = full
-    if not run_full:
-        if state is None or state.marker is None:
-            run_full = True
-            say(f"{config.id}: no stored sync state: full run")
-        else:
-            due = _full_due(config, state, started)
-            if due:
-                run_full = True
-                say(f"{config.id}: full run ({due})")
-
+    run_full = full or _full_run_due(config, state, started, say)
     scans: list[DirectoryScan] = []
     users: Iterator[DirectoryUser]
     if not run_full:
         assert state is not None and state.marker is not None
-        try:
-            delta = reader.read_changes(
-                state.marker,
-                previous_members=lambda keys: target.group_members(config.id, keys),
-            )
-        except MarkerError as exc:
-            say(f"{config.id}: {exc}: full run")
+        delta = _read_delta(config, reader, target, state.marker, say)
+        if delta is None:
             run_full = True
         else:
             scans.append(delta)
@@ -348,9 +333,8 @@ def run_sync(
             "the next run tries them again"
         )
         return result
-    marker = scans[0].marker
     new_state = SyncState(
-        marker=marker,
+        marker=scans[0].marker,
         full_at=started if run_full else state.full_at,  # type: ignore[union-attr]
         runs_since_full=0 if run_full else state.runs_since_full + 1,  # type: ignore[union-attr]
     )
@@ -358,6 +342,36 @@ def run_sync(
     result.marker_stored = True
     say(f"{config.id}: done, {len(result.applied)} changes applied")
     return result
+
+
+def _full_run_due(
+    config: SyncSettings, state: SyncState | None, started: dt.datetime, say: Progress
+) -> bool:
+    """Whether this run must read everything: no stored state, or a full run is due."""
+    if state is None or state.marker is None:
+        say(f"{config.id}: no stored sync state: full run")
+        return True
+    due = _full_due(config, state, started)
+    if due:
+        say(f"{config.id}: full run ({due})")
+    return bool(due)
+
+
+def _read_delta(
+    config: SyncSettings,
+    reader: DirectorySource,
+    target: DirectoryTarget,
+    marker: str,
+    say: Progress,
+) -> DirectoryScan | None:
+    """What changed since ``marker``; None when the directory cannot resume from it."""
+    try:
+        return reader.read_changes(
+            marker, previous_members=lambda keys: target.group_members(config.id, keys)
+        )
+    except MarkerError as exc:
+        say(f"{config.id}: {exc}: full run")
+        return None
 
 
 def _delta_users(
