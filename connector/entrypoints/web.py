@@ -1,4 +1,5 @@
-"""The web application: SCIM at /scim/v2, the Keycloak plugin's webhook, health at /healthz.
+"""The web application: SCIM at /scim/v2, the Keycloak plugin's webhook, health at /healthz,
+Prometheus metrics at /metrics.
 
 ``create_app`` is the gunicorn entry point (``connector.entrypoints.web:create_app()``); it
 asks the composition root for everything it serves.
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.bootstrap import Connector, bootstrap
-from connector.entrypoints import confirm_primary, webhook
+from connector.entrypoints import confirm_primary, metrics, webhook
 from scim.app import error_response, http_detail, register_scim
 from scim.logs import configure_logging, log
 
@@ -48,6 +49,7 @@ def create_app(connector: Connector | None = None) -> Flask:
     register_scim(app, connector)
     app.register_blueprint(webhook.create_blueprint(connector, connector.change_push()))
     app.register_blueprint(confirm_primary.create_blueprint(connector))
+    app.register_blueprint(metrics.create_blueprint(connector))
 
     @app.before_request
     def _start() -> None:
