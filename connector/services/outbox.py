@@ -187,6 +187,8 @@ class RoundReport:
     """Calls made to the provider (a collapsed group of entries is one call)."""
     released: int = 0
     """Entries given back untried: their lease was about to end, or another worker took them."""
+    bulk: int = 0
+    """Users synced through the provider's bulk path (``bulk_sync_users``)."""
     unavailable: bool = False
     errors: list[dict[str, Any]] = field(default_factory=list)
 
@@ -201,6 +203,7 @@ class RoundReport:
             "skipped",
             "calls",
             "released",
+            "bulk",
         ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unavailable = self.unavailable or other.unavailable
@@ -217,6 +220,7 @@ class RoundReport:
             "skipped": self.skipped,
             "calls": self.calls,
             "released": self.released,
+            "bulk": self.bulk,
             "unavailable": self.unavailable,
             "errors": self.errors,
         }
@@ -265,6 +269,8 @@ class OutboxWorker:
         self._outage = False
         self._last_poll: float | None = None
         self._last_housekeeping: float | None = None
+        self.totals = RoundReport()
+        """Everything this worker did since it was made (its rounds folded together)."""
 
     # ------------------------------------------------------------------ loop
 
@@ -373,6 +379,8 @@ class OutboxWorker:
                 results = list(pool.map(lambda unit: unit(), units))
         for result in results:
             report.add(result)
+        self.totals.add(report)
+        del self.totals.errors[:-100]  # keep the latest few, not every error since start
         # No outage is inferred from here: one entry's 500 (say, the realm's SMTP server is
         # down for an invitation) is not Keycloak being down, and must keep its own backoff.
         return report
@@ -690,11 +698,20 @@ class OutboxWorker:
         failure: Exception | None = None
         result: Any = None
         if seller is not None and items:
+            started = time.monotonic()
             try:
                 result = bulk(seller, items)
             except Exception as exc:  # the whole batch failed (organization, catalogue)
                 failure = exc
             report.calls += 1
+            report.bulk += len(items)
+            log.info(
+                "outbox: %d users of seller %s synced in bulk in %.2f s (%d failed)",
+                len(items),
+                seller_id,
+                time.monotonic() - started,
+                len(items) if failure else len(result.errors),
+            )
         synced: list[tuple[Claim, list[int], str]] = []  # (claim, sync ids, "done"|"skipped")
         provider_ids: dict[str, str] = {}
         follow: list[tuple[Claim, list[Step]]] = []
