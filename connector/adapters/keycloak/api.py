@@ -255,6 +255,11 @@ class AdminApi:
             raise IdentityProviderUnavailable(
                 message, retry_after=retry_after_seconds(response.headers.get("Retry-After"))
             )
+        if status == 400 and method == "GET":
+            # The adapter's reads carry no body and well-formed parameters: a 400 to one is the
+            # server's fault. Keycloak shutting down was seen answering "Cannot parse the JSON"
+            # to a GET; retried like an outage (and poison after max_attempts if it persists).
+            raise IdentityProviderUnavailable(message)
         if status == 404:
             raise NotFoundInKeycloak(message, status)
         if status == 409:
