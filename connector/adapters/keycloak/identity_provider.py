@@ -642,7 +642,10 @@ class KeycloakIdentityProvider:
             }
         )
         if self.bulk_endpoint() is not None:
-            # One request instead of about ten, through the same code as the bulk path.
+            # One request instead of about ten, through the same code as the bulk path. The
+            # roles are checked against the catalogue (created in Keycloak when missing) first:
+            # the endpoint names roles, it does not create them.
+            self._role_reps(self._user_roles(user))
             result = BulkSyncResult()
             if not self._bulk_via_endpoint(seller, org_id, [(user, group_ids)], 1, result):
                 if user.id in result.errors:
@@ -1219,6 +1222,8 @@ class KeycloakIdentityProvider:
                 if status >= 500:
                     result.errors[user.id] = IdentityProviderUnavailable(message)
                 elif status == 404:
+                    # A role or group vanished since it was read: read them again next time.
+                    self._roles = None
                     result.errors[user.id] = NotFoundInKeycloak(message, status)
                 elif status == 409:
                     result.errors[user.id] = ConflictInKeycloak(message, status)

@@ -207,8 +207,9 @@ def test_it_refuses_what_would_widen_the_connectors_reach(
     )
     assert response.status_code in (400, 404)
 
-    # A group outside the sellers' root, a role of another client (an administrator role),
-    # and a role that does not exist: each refused for its user alone, nothing of it written.
+    # A group outside the sellers' root (403), a role of another client (an administrator
+    # role: not a role of seller-portal, 404) and a role that does not exist (404): each
+    # refused for its user alone, nothing of it written.
     outside = (
         keycloak_server.admin_request(
             "POST", "groups", json={"name": f"outside-{uuid.uuid4().hex[:8]}"}
@@ -233,8 +234,9 @@ def test_it_refuses_what_would_widen_the_connectors_reach(
     assert response.status_code == 200, response.text
     results = {r["connectorId"]: r for r in response.json()["results"]}
     assert results[fine.id]["outcome"] == "created"
-    for user in (wrong_group, admin_role, unknown_role):
-        assert results[user.id]["status"] == 400, results[user.id]
+    assert results[wrong_group.id]["status"] == 403, results[wrong_group.id]
+    for user in (admin_role, unknown_role):
+        assert results[user.id]["status"] == 404, results[user.id]
     tagged = keycloak_server.admin_json(
         "GET", "users", params={"q": f"seller_id:{seller.id}", "exact": "true"}
     )

@@ -525,3 +525,30 @@ def test_failures_map_to_the_port_exceptions(keycloak_server: KeycloakServer) ->
         KeycloakIdentityProvider(wrong).ensure_catalogue()
     assert "not-the-secret" not in str(caught.value)
     assert "not-the-secret" not in repr(wrong)
+
+
+def test_a_missing_catalogue_role_is_created_before_a_user_needs_it(
+    keycloak_server: KeycloakServer,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    """The bulk endpoint names roles, it does not create them: the adapter makes the catalogue
+    exist first (a fresh Keycloak's first sync is a primary user's, which needs every admin
+    role), and reads it again when one vanished since (a 404 for that user, then a retry)."""
+    portal = keycloak_server.admin_json("GET", "clients", params={"clientId": "seller-portal"})[0]
+    roles = f"clients/{portal['id']}/roles"
+    keycloak_server.admin_json("DELETE", f"{roles}/advertising:admin")
+    fresh = KeycloakIdentityProvider(keycloak_server.connector_settings())
+    primary = make_user(role=Role.primary)
+    user_id = fresh.sync_user(seller, primary, [])
+    assert "advertising:admin" in portal_roles(keycloak_server, f"users/{user_id}")
+
+    # Deleted again behind the adapter's back (it holds the catalogue it read): this sync
+    # fails for this user alone, and the next one heals.
+    keycloak_server.admin_json("DELETE", f"{roles}/advertising:admin")
+    other = make_user(role=Role.primary)
+    with pytest.raises(IdentityProviderRejected) as caught:
+        fresh.sync_user(seller, other, [])
+    assert getattr(caught.value, "status", None) == 404
+    other_id = fresh.sync_user(seller, other, [])
+    assert "advertising:admin" in portal_roles(keycloak_server, f"users/{other_id}")

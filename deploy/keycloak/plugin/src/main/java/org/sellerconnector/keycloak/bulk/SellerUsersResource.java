@@ -57,9 +57,10 @@ import org.sellerconnector.keycloak.SellerNames;
  * an unchanged user costs reads only; each changed one gets an admin event, as through the
  * admin API. Answers 200 with one result per user, in order:
  * {@code {"connectorId", "id", "outcome": "created|updated|unchanged"}}, or
- * {@code {"connectorId", "status": 400|409, "error"}} for a user refused before anything of it
- * was written (a username or email held by another user, a profile validation error, a role or
- * group it may not have). Anything else fails the whole chunk and nothing of it is kept.
+ * {@code {"connectorId", "status", "error"}} for a user refused before anything of it was
+ * written: 409 a username or email another user holds, 400 a profile validation error, 404 a
+ * role of the portal client or a group that does not exist, 403 a group outside the root group.
+ * Any other failure of a user is that user's alone too (500): each user is one transaction.
  *
  * <p><b>Who may call it.</b> The caller's bearer token is checked as the admin API checks it,
  * for this realm; then the caller must be the service account of the connector's own client
@@ -262,15 +263,21 @@ public final class SellerUsersResource {
             String roleId = chunk.roleIds().get(name);
             RoleModel role = roleId == null ? null : realm.getRoleById(roleId);
             if (role == null) {
-                throw new Refused(400, "No client role " + name + " on " + names.portalClientId());
+                // Not found: the connector creates its catalogue's roles before it sends them, so
+                // one missing was deleted meanwhile (it reloads its catalogue and retries).
+                throw new Refused(404, "No client role " + name + " on " + names.portalClientId());
             }
             wantedRoles.add(role);
         }
         Map<String, GroupModel> groups = new HashMap<>();
         for (String id : wanted.groups == null ? List.<String>of() : wanted.groups) {
-            GroupModel group = chunk.groupIds().contains(id) ? realm.getGroupById(id) : null;
+            GroupModel group = realm.getGroupById(id);
             if (group == null) {
-                throw new Refused(400, "No group " + id + " under /" + names.groupRoot());
+                throw new Refused(404, "No group " + id);
+            }
+            if (!chunk.groupIds().contains(id)) {
+                // A group outside the connector's reach: never joined through this endpoint.
+                throw new Refused(403, "The group " + id + " is not under /" + names.groupRoot());
             }
             groups.put(id, group);
         }
