@@ -23,12 +23,14 @@ from connector.adapters.sql.database import (
     upgrade,
 )
 from connector.adapters.sql.directory_links import SqlDirectoryLinks
+from connector.adapters.sql.monitoring import SqlMonitoring
 from connector.adapters.sql.outbox_queue import SqlOutboxQueue
 from connector.domain.catalogue import Catalogue
 from connector.mappings import load_catalogue
 from connector.ports.directory import DirectoryLinks, DirectoryStore, SyncSettings
 from connector.ports.identity import ChangeFeed, ChangePush, IdentityProvider, ProviderInspector
 from connector.ports.mail import Mailer
+from connector.ports.monitoring import MonitoringReader
 from connector.ports.outbox import OutboxQueue
 from connector.ports.store import UnitOfWork
 from connector.services.console import PollReport, poll_console
@@ -73,6 +75,10 @@ class Connector:
     def outbox_queue(self) -> OutboxQueue:
         """The outbox as a work queue, on this store."""
         return SqlOutboxQueue(self.engine)
+
+    def monitoring(self) -> MonitoringReader:
+        """What ``/metrics`` reads from the store at scrape time."""
+        return SqlMonitoring(self.engine)
 
     def directory_links(self, uow: UnitOfWork) -> DirectoryLinks:
         """The directory link table, inside ``uow``'s transaction."""

@@ -26,8 +26,9 @@ loglevel = "warning"
 forwarded_allow_ips = "127.0.0.1"
 
 
-# One outbox worker process beside the request workers (when Keycloak is configured),
-# started once the master listens and stopped with it: the same as `seller-connector serve`.
+# The shared metrics folder (PROMETHEUS_MULTIPROC_DIR, emptied at start) and one outbox worker
+# process beside the request workers (when Keycloak is configured), started once the master
+# listens and stopped with it: the same as `seller-connector serve`.
 _hooks: dict = {}
 
 
@@ -38,6 +39,10 @@ def _worker_hooks() -> dict:
 
         _hooks.update(gunicorn_hooks(bootstrap(migrate=False)))
     return _hooks
+
+
+def on_starting(server) -> None:
+    _worker_hooks()["on_starting"](server)
 
 
 def when_ready(server) -> None:

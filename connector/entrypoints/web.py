@@ -1,5 +1,5 @@
 """The web application: SCIM at /scim/v2, the operator API at /operator/v1, the Keycloak
-plugin's webhook, health at /healthz.
+plugin's webhook, health at /healthz, Prometheus metrics at /metrics.
 
 ``create_app`` is the gunicorn entry point (``connector.entrypoints.web:create_app()``); it
 asks the composition root for everything it serves.
@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from connector.bootstrap import Connector, bootstrap
-from connector.entrypoints import confirm_primary, operator_api, webhook
+from connector.entrypoints import confirm_primary, metrics, operator_api, webhook
 from scim.app import error_response, http_detail, register_scim
 from scim.logs import configure_logging, log
 
@@ -50,6 +50,7 @@ def create_app(connector: Connector | None = None) -> Flask:
     app.register_blueprint(webhook.create_blueprint(connector, connector.change_push()))
     app.register_blueprint(confirm_primary.create_blueprint(connector))
     app.register_blueprint(operator_api.create_blueprint(connector))
+    app.register_blueprint(metrics.create_blueprint(connector))
 
     @app.before_request
     def _start() -> None:

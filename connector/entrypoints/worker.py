@@ -1,17 +1,27 @@
 """Hosting the outbox worker: a thread of this process, or a child process beside gunicorn.
 
 The worker itself (what it claims and applies) is ``connector.services.outbox``; the composition
-root builds it (``Connector.outbox_worker``). This module only decides where it runs.
+root builds it (``Connector.outbox_worker``). This module only decides where it runs, and
+prepares what the processes of one ``serve`` share: the metrics folder.
+
+**Several machines.** Each machine runs ``serve`` (and so one outbox worker) on the same
+PostgreSQL: the queue's claims skip each other's rows (``FOR UPDATE SKIP LOCKED``), an
+aggregate's entries are applied one claim at a time in id order whichever machine claims
+them, and a machine that dies leaves its claims to the others once their lease
+(``SELLER_CONNECTOR_OUTBOX_LEASE_SECONDS``, 300 s) ends. Every machine needs the same
+``SELLER_CONNECTOR_SECRET_KEY``; SQLite is for one machine only.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from connector.bootstrap import Connector, keycloak_configured
@@ -138,14 +148,51 @@ def start_background_worker(
     return WorkerProcess(process)
 
 
-def gunicorn_hooks(connector: Connector) -> dict[str, Callable[[Any], None]]:
-    """gunicorn server hooks that run ONE outbox worker process beside the service.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-    ``when_ready`` runs once in the master when it listens (before it forks the request
-    workers): it starts the worker process; ``on_exit`` stops it when gunicorn shuts down.
-    Pass them with the other settings: ``{"bind": ..., **gunicorn_hooks(connector)}``.
+
+def prepare_multiprocess_dir(home: Path) -> Path:
+    """Give the processes of one ``serve`` a shared metrics folder, empty.
+
+    Points ``PROMETHEUS_MULTIPROC_DIR`` at ``home/prometheus`` (unless the environment names a
+    folder already: then that one, which must be this service's alone) and empties it, so that
+    a previous run's values (and reused pids) are not added in. Call it in the gunicorn master
+    before it forks (``on_starting``): request workers and the outbox worker process inherit
+    the variable, and prometheus_client, imported afterwards in each of them, writes its values
+    there; ``/metrics`` adds them up (``connector.entrypoints.metrics``). This module does not
+    import prometheus_client: the master must not choose its value class before the variable
+    is set.
+    """
+    path = Path(os.environ.get(MULTIPROC_ENV) or home / "prometheus")
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    for entry in path.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    os.environ[MULTIPROC_ENV] = str(path)
+    if "prometheus_client" in sys.modules:
+        log.warning(
+            "prometheus_client was imported before %s was set: this process's metrics stay its own",
+            MULTIPROC_ENV,
+        )
+    return path
+
+
+def gunicorn_hooks(connector: Connector) -> dict[str, Callable[[Any], None]]:
+    """gunicorn server hooks: the shared metrics folder, and ONE outbox worker process beside
+    the service.
+
+    ``on_starting`` runs once in the master before anything is forked: it prepares the
+    metrics folder (:func:`prepare_multiprocess_dir`). ``when_ready`` runs once in the master
+    when it listens (before it forks the request workers): it starts the worker process;
+    ``on_exit`` stops it when gunicorn shuts down. Pass them with the other settings:
+    ``{"bind": ..., **gunicorn_hooks(connector)}``.
     """
     running: list[BackgroundWorker | WorkerProcess] = []
+
+    def on_starting(_server: Any) -> None:
+        prepare_multiprocess_dir(connector.settings.home)
 
     def when_ready(_server: Any) -> None:
         handle = start_background_worker(connector)
@@ -156,4 +203,4 @@ def gunicorn_hooks(connector: Connector) -> dict[str, Callable[[Any], None]]:
         while running:
             running.pop().stop()
 
-    return {"when_ready": when_ready, "on_exit": on_exit}
+    return {"on_starting": on_starting, "when_ready": when_ready, "on_exit": on_exit}

@@ -106,8 +106,10 @@ class BulkSyncResult:
 
     provider_ids: dict[str, str] = field(default_factory=dict)
     errors: dict[str, Exception] = field(default_factory=dict)
-    imported: int = 0
-    """How many users ``partialImport`` created in one call (0 when it was not used)."""
+    created: int = 0
+    """How many of them the provider created (the others existed already)."""
+    requests: int = 0
+    """How many bulk requests carried them (0 on the one-user-at-a-time path)."""
 
 
 @dataclass(frozen=True)

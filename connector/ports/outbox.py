@@ -8,7 +8,7 @@ transaction as its change; the worker (``connector.services.outbox``) claims the
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -51,6 +51,22 @@ class Claim:
     entries: list[OutboxEntry]
     state: Any = None
     """The object as read from the store once for the whole claim (set by the worker)."""
+    lease_until: dt.datetime | None = None
+    """When the claim's lease ends: another worker may take the entries over after that. Also
+    the claim's fencing token: an outcome passed with ``lease=lease_until`` applies only to the
+    entries this claim still holds (see :class:`OutboxQueue`)."""
+
+
+@dataclass
+class OutboxBacklog:
+    """What waits, read cheaply enough for every metrics scrape (no count of done entries)."""
+
+    pending: int
+    in_progress: int
+    poison: int
+    waiting_for_retry: int
+    oldest_age: float | None
+    """Seconds since the oldest pending or in-progress entry was written (None: none)."""
 
 
 @dataclass
@@ -65,20 +81,34 @@ class OutboxStats:
 
 
 class OutboxQueue(Protocol):
-    """The outbox as a work queue (``connector.adapters.sql.outbox_queue``)."""
+    """The outbox as a work queue (``connector.adapters.sql.outbox_queue``).
+
+    The outcome methods (``complete``, ``retry_later``, ``poison``, ``release``) take the
+    claim's ``lease`` (:attr:`Claim.lease_until`): they then change only the entries that
+    claim still holds, and return the ids it lost (its lease ended and another worker claimed
+    them again), so that the worker can tell that another one may have applied newer state.
+    """
 
     def claim(self, now: dt.datetime, limit: int, lease: dt.timedelta) -> list[Claim]:
         """Claim aggregates whose first live entry is due, with all their pending entries."""
         ...
 
-    def complete(self, ids: Sequence[int]) -> None: ...
-    def retry_later(self, ids: Sequence[int], when: dt.datetime, error: str) -> None: ...
-    def poison(self, ids: Sequence[int], error: str) -> None: ...
-    def release(self, ids: Sequence[int], when: dt.datetime) -> None: ...
+    def complete(self, ids: Sequence[int], lease: dt.datetime | None = None) -> list[int]: ...
+    def retry_later(
+        self, ids: Sequence[int], when: dt.datetime, error: str, lease: dt.datetime | None = None
+    ) -> list[int]: ...
+    def poison(
+        self, ids: Sequence[int], error: str, lease: dt.datetime | None = None
+    ) -> list[int]: ...
+    def release(
+        self, ids: Sequence[int], when: dt.datetime, lease: dt.datetime | None = None
+    ) -> list[int]: ...
     def requeue(
         self, now: dt.datetime, *, poison: bool = False, ids: Sequence[int] | None = None
     ) -> int: ...
     def expedite(self, now: dt.datetime) -> int: ...
     def stats(self, now: dt.datetime) -> OutboxStats: ...
+    def backlog(self, now: dt.datetime) -> OutboxBacklog: ...
     def entries(self, state: str | None = None, limit: int = 50) -> list[OutboxEntry]: ...
     def set_provider_id(self, user_id: str, provider_id: str) -> None: ...
+    def set_provider_ids(self, provider_ids: Mapping[str, str]) -> None: ...

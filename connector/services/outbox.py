@@ -23,6 +23,17 @@ same transaction as the change (``seller.sync``, ``permission_set.sync``,
   ``*.sync`` re-reads the whole current state, so it supersedes the poisoned one (and succeeds
   once the cause is fixed, e.g. a userName that clashed was changed). ``seller-connector
   outbox retry --poison`` puts poison entries back in line.
+* **Leases.** A claim holds its entries for ``lease_seconds``; a worker (or machine) that dies
+  leaves them to be claimed again once that ends. A worker that is still working when its
+  lease is nearly over gives its claim back instead of calling the provider; one that overran
+  it anyway learns so from the queue (its outcome applies only to what it still holds, see
+  :class:`OutboxQueue`) and queues one more converging sync of the aggregate, so that the
+  state it wrote, possibly older than what the new holder wrote, is followed by the current
+  one.
+* **Bulk.** Many users of one seller in a round (``bulk_threshold``) go to the provider's
+  ``bulk_sync_users`` in one call (Keycloak: chunks in parallel through the plugin's endpoint),
+  their completions and provider ids in one write each; their invitations follow,
+  ``concurrency`` at a time.
 * Deleted users are synced as disabled: nothing here ever deletes a provider user.
 * An invitation is sent only while the user is active and its invitation pending, for the
   time it has left (the store's ``expires_at``), so a link sent late does not outlive it.
@@ -96,8 +107,8 @@ class OutboxPolicy:
     """The longest wait between two attempts, in seconds."""
     lease_seconds: float = 300.0
     """How long a claim is held before another worker may take it over (a crashed worker)."""
-    batch_size: int = 100
-    """Aggregates claimed per round."""
+    batch_size: int = 500
+    """Aggregates claimed per round (the users of one bulk call, at most)."""
     concurrency: int = 4
     """Aggregates applied at the same time (calls in flight, besides the bulk path's own)."""
     bulk_threshold: int = 8
@@ -174,12 +185,26 @@ class RoundReport:
     """Entries completed without a call (object gone, user inactive, invitation not pending)."""
     calls: int = 0
     """Calls made to the provider (a collapsed group of entries is one call)."""
+    released: int = 0
+    """Entries given back untried: their lease was about to end, or another worker took them."""
+    bulk: int = 0
+    """Users synced through the provider's bulk path (``bulk_sync_users``)."""
     unavailable: bool = False
     errors: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, other: RoundReport) -> None:
         """Fold another report into this one."""
-        for name in ("aggregates", "entries", "done", "retried", "poisoned", "skipped", "calls"):
+        for name in (
+            "aggregates",
+            "entries",
+            "done",
+            "retried",
+            "poisoned",
+            "skipped",
+            "calls",
+            "released",
+            "bulk",
+        ):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.unavailable = self.unavailable or other.unavailable
         self.errors.extend(other.errors)
@@ -194,6 +219,8 @@ class RoundReport:
             "poisoned": self.poisoned,
             "skipped": self.skipped,
             "calls": self.calls,
+            "released": self.released,
+            "bulk": self.bulk,
             "unavailable": self.unavailable,
             "errors": self.errors,
         }
@@ -242,6 +269,8 @@ class OutboxWorker:
         self._outage = False
         self._last_poll: float | None = None
         self._last_housekeeping: float | None = None
+        self.totals = RoundReport()
+        """Everything this worker did since it was made (its rounds folded together)."""
 
     # ------------------------------------------------------------------ loop
 
@@ -350,6 +379,8 @@ class OutboxWorker:
                 results = list(pool.map(lambda unit: unit(), units))
         for result in results:
             report.add(result)
+        self.totals.add(report)
+        del self.totals.errors[:-100]  # keep the latest few, not every error since start
         # No outage is inferred from here: one entry's 500 (say, the realm's SMTP server is
         # down for an invitation) is not Keycloak being down, and must keep its own backoff.
         return report
@@ -373,9 +404,69 @@ class OutboxWorker:
 
     def _apply_claim(self, claim: Claim) -> RoundReport:
         report = RoundReport()
+        if self._give_back_if_expiring([claim], report):
+            return report
         steps = self._steps(claim, report)
         self._run_steps(claim, steps, report)
         return report
+
+    # ------------------------------------------------------------------ leases
+
+    def _give_back_if_expiring(self, claims: list[Claim], report: RoundReport) -> bool:
+        """Give the claims back, untried and due now, when their lease is nearly over: whoever
+        claims them next reads the state afresh, and no write here can come after theirs."""
+        ends = [c.lease_until for c in claims if c.lease_until is not None]
+        if not ends:
+            return False
+        margin = dt.timedelta(seconds=min(self.policy.lease_seconds / 4, 60.0))
+        now = self.clock()
+        if now < min(ends) - margin:
+            return False
+        for claim in claims:
+            ids = [e.id for e in claim.entries if e.id is not None]
+            self.queue.release(ids, now, lease=claim.lease_until)
+            report.released += len(ids)
+        log.warning(
+            "outbox: %d claims given back untried: their lease (%.0f s) was nearly over",
+            len(claims),
+            self.policy.lease_seconds,
+        )
+        return True
+
+    def _lost(self, claim: Claim, lost: list[int], report: RoundReport) -> None:
+        """This claim's lease ended and another worker claimed these entries meanwhile: what
+        was written for them here may be older than what that worker writes. Queue one more
+        converging sync of the aggregate; it waits behind the taken-over entries, so the
+        current state is applied last. (An invitation or email may go out twice then: they
+        are at least once.)"""
+        if not lost:
+            return
+        gone = set(lost)
+        entries = [e for e in claim.entries if e.id in gone]
+        report.released += len(entries)
+        topics = sorted(
+            {
+                e.topic
+                for e in entries
+                if e.topic in (SELLER_SYNC, USER_SYNC, PERMISSION_SET_SYNC, PERMISSION_SET_DELETE)
+            }
+        )
+        log.warning(
+            "outbox %s: lease lost to another worker for %d entries; %s",
+            claim.aggregate_id,
+            len(entries),
+            f"one more {', '.join(topics)} queued" if topics else "nothing to repeat",
+        )
+        if not topics:
+            return
+        with self.uow_factory() as uow:
+            for topic in topics:
+                uow.outbox.add(
+                    OutboxEntry(
+                        seller_id=claim.seller_id, topic=topic, aggregate_id=claim.aggregate_id
+                    )
+                )
+            uow.commit()
 
     def _steps(self, claim: Claim, report: RoundReport) -> list[Step]:
         known = [e for e in claim.entries if e.topic in TOPICS]
@@ -403,8 +494,13 @@ class OutboxWorker:
                 apply(claim, entries)
             except _Skip as skip:
                 log.info("outbox %s %s: nothing to send (%s)", claim.aggregate_id, _name, skip)
-                self.queue.complete([e.id for e in entries if e.id is not None])
-                report.skipped += len(entries)
+                lost = self.queue.complete(
+                    [e.id for e in entries if e.id is not None], lease=claim.lease_until
+                )
+                report.skipped += len(entries) - len(lost)
+                if lost:
+                    self._lost(claim, lost, report)
+                    return
                 continue
             except IdentityProviderRejected as exc:
                 report.calls += 1
@@ -415,7 +511,7 @@ class OutboxWorker:
                 if when is None:
                     continue
                 later = [e.id for _, es, _ in steps[index + 1 :] for e in es if e.id is not None]
-                self.queue.release(later, when)
+                self.queue.release(later, when, lease=claim.lease_until)
                 return
             except Exception as exc:
                 report.calls += 1
@@ -426,11 +522,16 @@ class OutboxWorker:
                 # than the failed one (an invitation is written before its sync) would become
                 # the head at once and bring the failed step back without any backoff.
                 later = [e.id for _, es, _ in steps[index + 1 :] for e in es if e.id is not None]
-                self.queue.release(later, when)
+                self.queue.release(later, when, lease=claim.lease_until)
                 return
             report.calls += 1
-            self.queue.complete([e.id for e in entries if e.id is not None])
-            report.done += len(entries)
+            lost = self.queue.complete(
+                [e.id for e in entries if e.id is not None], lease=claim.lease_until
+            )
+            report.done += len(entries) - len(lost)
+            if lost:
+                self._lost(claim, lost, report)
+                return
 
     def _poison(
         self, claim: Claim, entries: list[OutboxEntry], error: str, report: RoundReport
@@ -441,8 +542,11 @@ class OutboxWorker:
             ", ".join(sorted({e.topic for e in entries})),
             error,
         )
-        self.queue.poison([e.id for e in entries if e.id is not None], error)
-        report.poisoned += len(entries)
+        lost = self.queue.poison(
+            [e.id for e in entries if e.id is not None], error, lease=claim.lease_until
+        )
+        report.poisoned += len(entries) - len(lost)
+        self._lost(claim, lost, report)
         report.errors.append(
             {
                 "aggregate": claim.aggregate_id,
@@ -481,8 +585,11 @@ class OutboxWorker:
             error,
         )
         when = self.clock() + dt.timedelta(seconds=delay)
-        self.queue.retry_later([e.id for e in entries if e.id is not None], when, error)
-        report.retried += len(entries)
+        lost = self.queue.retry_later(
+            [e.id for e in entries if e.id is not None], when, error, lease=claim.lease_until
+        )
+        report.retried += len(entries) - len(lost)
+        self._lost(claim, lost, report)
         report.errors.append(
             {
                 "aggregate": claim.aggregate_id,
@@ -571,8 +678,16 @@ class OutboxWorker:
         self.idp.send_invitation(seller, user, lifespan)
 
     def _apply_bulk(self, seller_id: str, claims: list[Claim]) -> RoundReport:
-        """Sync many users of one seller in one bulk call, then their invitations."""
+        """Sync many users of one seller in one bulk call, then their invitations.
+
+        The syncs that went through are completed, and their provider ids stored, in one
+        write each; a claim whose sync failed waits as :meth:`_run_steps` would make it wait
+        (its invitation behind it). What follows each sync (its invitation) then runs,
+        ``concurrency`` claims at a time.
+        """
         report = RoundReport()
+        if self._give_back_if_expiring(claims, report):
+            return report
         bulk = self.idp.bulk_sync_users  # type: ignore[attr-defined]
         ids = [c.aggregate_id for c in claims]
         with self.read_uow_factory() as uow:
@@ -583,11 +698,23 @@ class OutboxWorker:
         failure: Exception | None = None
         result: Any = None
         if seller is not None and items:
+            started = time.monotonic()
             try:
                 result = bulk(seller, items)
             except Exception as exc:  # the whole batch failed (organization, catalogue)
                 failure = exc
             report.calls += 1
+            report.bulk += len(items)
+            log.info(
+                "outbox: %d users of seller %s synced in bulk in %.2f s (%d failed)",
+                len(items),
+                seller_id,
+                time.monotonic() - started,
+                len(items) if failure else len(result.errors),
+            )
+        synced: list[tuple[Claim, list[int], str]] = []  # (claim, sync ids, "done"|"skipped")
+        provider_ids: dict[str, str] = {}
+        follow: list[tuple[Claim, list[Step]]] = []
         for claim in claims:
             claim.state = (
                 seller,
@@ -595,27 +722,59 @@ class OutboxWorker:
                 groups.get(claim.aggregate_id, []),
             )
             sync = [e for e in claim.entries if e.topic == USER_SYNC]
-            steps = self._steps(claim, report)
-            rest = [s for s in steps if s[0] != "user"]
+            rest = [step for step in self._steps(claim, report) if step[0] != "user"]
             user = users.get(claim.aggregate_id)
             error = failure or (result.errors.get(claim.aggregate_id) if result else None)
             if seller is None or user is None:
-                self.queue.complete([e.id for e in sync if e.id is not None])
+                synced.append((claim, [e.id for e in sync if e.id is not None], "skipped"))
                 report.skipped += len(sync)
             elif isinstance(error, IdentityProviderRejected) and not _retryable(error):
                 self._poison(claim, sync, f"rejected: {error}", report)
             elif error is not None:
                 when = self._retry(claim, sync, error, report)
                 if when is not None:
-                    self.queue.release(
-                        [e.id for _, es, _ in rest for e in es if e.id is not None], when
-                    )
+                    later = [e.id for _, es, _ in rest for e in es if e.id is not None]
+                    self.queue.release(later, when, lease=claim.lease_until)
                     continue
             else:
                 provider_id = result.provider_ids.get(claim.aggregate_id)
                 if provider_id and provider_id != user.idp_id:
-                    self.queue.set_provider_id(user.id, provider_id)
-                self.queue.complete([e.id for e in sync if e.id is not None])
+                    provider_ids[user.id] = provider_id
+                synced.append((claim, [e.id for e in sync if e.id is not None], "done"))
                 report.done += len(sync)
-            self._run_steps(claim, rest, report)
+            if any(entries for _, entries, _ in rest):
+                follow.append((claim, rest))
+        # Bookkeeping in two writes, whatever the number of users (the claims of one round
+        # share one lease, so one fenced update serves them all).
+        self.queue.set_provider_ids(provider_ids)
+        lost = set(
+            self.queue.complete(
+                [i for _, claim_ids, _ in synced for i in claim_ids], lease=claims[0].lease_until
+            )
+        )
+        if lost:
+            for claim, claim_ids, counted in synced:
+                gone = [i for i in claim_ids if i in lost]
+                if gone:
+                    setattr(report, counted, getattr(report, counted) - len(gone))
+                    self._lost(claim, gone, report)
+            follow = [(c, r) for c, r in follow if not any(e.id in lost for e in c.entries)]
+        if not follow:
+            return report
+
+        def after(item: tuple[Claim, list[Step]]) -> RoundReport:
+            own = RoundReport()
+            self._run_steps(item[0], item[1], own)
+            return own
+
+        if self.policy.concurrency <= 1 or len(follow) == 1:
+            outcomes = [after(item) for item in follow]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(self.policy.concurrency, len(follow)),
+                thread_name_prefix="outbox-after",
+            ) as pool:
+                outcomes = list(pool.map(after, follow))
+        for outcome in outcomes:
+            report.add(outcome)
         return report

@@ -127,6 +127,17 @@ class LiveServer:
             except subprocess.TimeoutExpired:
                 self.kill()
 
+    def outbox_worker_pid(self) -> int | None:
+        """The outbox worker process that ``serve`` started beside gunicorn, or None."""
+        for pid in self.worker_pids():
+            try:
+                arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"main(['worker']" in argument for argument in arguments):
+                return pid
+        return None
+
     def worker_pids(self) -> list[int]:
         """The gunicorn master and workers of this server."""
         if self.process is None:

@@ -23,6 +23,7 @@ import email.utils
 import json
 import logging
 import threading
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -30,6 +31,7 @@ import requests
 from keycloak import KeycloakAdmin
 from keycloak.exceptions import KeycloakConnectionError, KeycloakError
 
+from connector.adapters.keycloak import metrics
 from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
 
@@ -157,15 +159,18 @@ class AdminApi:
             try:
                 self._admin.connection.get_token()
             except KeycloakConnectionError as exc:
+                metrics.ERRORS.labels("unavailable").inc()
                 raise IdentityProviderUnavailable(
                     f"Cannot reach Keycloak at {self.settings.url} to get a token"
                 ) from exc
             except KeycloakError as exc:
                 code = exc.response_code
                 if code is None or code == 429 or code >= 500:
+                    metrics.ERRORS.labels("unavailable").inc()
                     raise IdentityProviderUnavailable(
                         f"Keycloak could not issue a token for {self.settings.client_id} ({code})"
                     ) from exc
+                metrics.ERRORS.labels("token").inc()
                 raise IdentityProviderRejected(
                     f"Keycloak refused the client credentials of {self.settings.client_id!r} "
                     f"in realm {self.settings.realm!r} ({code}): check the client id and "
@@ -190,6 +195,31 @@ class AdminApi:
         :raises IdentityProviderUnavailable: on connection errors, 429 and 5xx.
         """
         self._ensure_token()
+        metrics.REQUESTS.labels(method).inc()
+        started = time.perf_counter()
+        try:
+            return self._request(method, path, body, params, ok)
+        except IdentityProviderUnavailable:
+            metrics.ERRORS.labels("unavailable").inc()
+            raise
+        except RejectedByKeycloak as exc:
+            kind = {403: "forbidden", 404: "not_found", 409: "conflict"}.get(exc.status, "rejected")
+            metrics.ERRORS.labels(kind).inc()
+            raise
+        except IdentityProviderRejected:
+            metrics.ERRORS.labels("token").inc()
+            raise
+        finally:
+            metrics.DURATION.labels(method).observe(time.perf_counter() - started)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        params: dict[str, Any] | None,
+        ok: tuple[int, ...],
+    ) -> requests.Response:
         connection = self._admin.connection
         params = params or {}
         data = None if body is None else json.dumps(body)
@@ -225,6 +255,11 @@ class AdminApi:
             raise IdentityProviderUnavailable(
                 message, retry_after=retry_after_seconds(response.headers.get("Retry-After"))
             )
+        if status == 400 and method == "GET":
+            # The adapter's reads carry no body and well-formed parameters: a 400 to one is the
+            # server's fault. Keycloak shutting down was seen answering "Cannot parse the JSON"
+            # to a GET; retried like an outage (and poison after max_attempts if it persists).
+            raise IdentityProviderUnavailable(message)
         if status == 404:
             raise NotFoundInKeycloak(message, status)
         if status == 409:

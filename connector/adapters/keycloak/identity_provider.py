@@ -29,6 +29,7 @@ import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,8 +37,8 @@ from typing import Any
 from connector.adapters.keycloak.api import (
     AdminApi,
     ConflictInKeycloak,
-    ForbiddenInKeycloak,
     NotFoundInKeycloak,
+    RejectedByKeycloak,
     seg,
 )
 from connector.adapters.keycloak.naming import GroupLayout, with_id
@@ -45,12 +46,19 @@ from connector.adapters.keycloak.settings import KeycloakSettings
 from connector.domain.catalogue import Catalogue, Level
 from connector.domain.model import PermissionSet, SellerAccount, SellerUser
 from connector.mappings import KeycloakNames, load_catalogue, load_keycloak_names
-from connector.ports.identity import BulkSyncResult, Difference, IdentityProviderRejected
+from connector.ports.identity import (
+    BulkSyncResult,
+    Difference,
+    IdentityProviderRejected,
+    IdentityProviderUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
 # Keycloak pages lists; this is the page size used when reading "all" of something.
 _PAGE = 200
+# A Keycloak without the plugin's bulk endpoint is asked again after this long.
+_BULK_REPROBE_SECONDS = 300.0
 
 # How a role's level reads in the console (Amazon's words: View, View and Edit, Admin).
 _LEVEL_WORDS = {
@@ -87,8 +95,9 @@ class KeycloakIdentityProvider:
         # One thread creates the catalogue's roles: concurrent creation of the same role makes
         # Keycloak answer 500 (a unique key violation), not 409.
         self._catalogue_lock = threading.RLock()
-        # None: not tried yet; False: the account may not (403), so bulk uses concurrency.
-        self._partial_import_allowed: bool | None = None
+        # The plugin's bulk endpoint: (users per request or None, when probed).
+        self._bulk_probe: tuple[int | None, float] | None = None
+        self._bulk_lock = threading.Lock()
         attrs = self.names.attributes
         self._attr_seller = attrs["seller_id"]
         self._attr_role = attrs["role"]
@@ -626,9 +635,22 @@ class KeycloakIdentityProvider:
         membership, direct roles and group memberships. A deactivated user is disabled and
         its sessions are ended. Never deletes. Returns the provider's user id."""
         org_id = self._ensure_org(seller)
-        group_ids = [
-            self._ensure_permission_set_group(seller, g, converge=False)["id"] for g in groups
-        ]
+        group_ids = sorted(
+            {
+                str(self._ensure_permission_set_group(seller, g, converge=False)["id"])
+                for g in groups
+            }
+        )
+        if self.bulk_endpoint() is not None:
+            # One request instead of about ten, through the same code as the bulk path. The
+            # roles are checked against the catalogue (created in Keycloak when missing) first:
+            # the endpoint names roles, it does not create them.
+            self._role_reps(self._user_roles(user))
+            result = BulkSyncResult()
+            if not self._bulk_via_endpoint(seller, org_id, [(user, group_ids)], 1, result):
+                if user.id in result.errors:
+                    raise result.errors[user.id]
+                return result.provider_ids[user.id]
         return self._sync_user(seller, user, org_id, group_ids)
 
     def _sync_user(
@@ -995,6 +1017,38 @@ class KeycloakIdentityProvider:
 
     # ------------------------------------------------------------------ bulk
 
+    @property
+    def _bulk_path(self) -> str:
+        return f"realms/{seg(self.settings.realm)}/seller-connector"
+
+    def bulk_endpoint(self) -> int | None:
+        """How many users one request to the plugin's bulk endpoint may carry, or None when
+        this Keycloak has none (no plugin, or it refuses this account) or the settings turn it
+        off. Probed once (``GET /realms/{realm}/seller-connector``); a "none" is probed again
+        after five minutes, so that a plugin installed later is picked up."""
+        if not self.settings.bulk_endpoint:
+            return None
+        with self._bulk_lock:
+            now = time.monotonic()
+            if self._bulk_probe is not None:
+                limit, at = self._bulk_probe
+                if limit is not None or now - at < _BULK_REPROBE_SECONDS:
+                    return limit
+            response = self.api.request("GET", self._bulk_path, ok=(200, 403, 404))
+            limit = None
+            if response.status_code == 200:
+                limit = max(1, int((response.json() or {}).get("maxUsers") or 1))
+            elif response.status_code == 403:
+                log.warning(
+                    "Keycloak's seller-connector bulk endpoint refuses this client (%s): users "
+                    "are synced one at a time; see deploy/keycloak/README.md",
+                    self.settings.client_id,
+                )
+            else:
+                log.info("Keycloak has no seller-connector bulk endpoint: one user at a time")
+            self._bulk_probe = (limit, now)
+            return limit
+
     def bulk_sync_users(
         self,
         seller: SellerAccount,
@@ -1002,12 +1056,14 @@ class KeycloakIdentityProvider:
     ) -> BulkSyncResult:
         """Sync many users of one seller at once.
 
-        The organization, catalogue and groups are converged once. Users that Keycloak does
-        not have yet are created with ``POST /partialImport`` in one call when the service
-        account may (it needs ``manage-realm``, which the default least-privilege account
-        lacks); everything else goes through :meth:`sync_user`'s path with at most
-        ``settings.max_workers`` requests in flight. Failures are reported per user, not
-        raised, so that one bad user does not stop the batch.
+        The organization, catalogue and groups are converged once. Then, when Keycloak has the
+        plugin's bulk endpoint (:meth:`bulk_endpoint`), the users go in chunks of
+        ``settings.bulk_chunk``, ``settings.bulk_parallel`` requests in flight, each chunk
+        upserting its users with their attributes, roles, groups and organization membership in
+        Keycloak (one transaction per user, see deploy/keycloak/README.md); otherwise through
+        :meth:`sync_user`'s path, ``settings.max_workers`` users at once. A chunk the endpoint
+        refuses as a whole (a 500, say) is synced one user at a time, so that one bad user
+        cannot hold back the others. Failures are reported per user, never raised.
         """
         result = BulkSyncResult()
         if not users_with_groups:
@@ -1021,82 +1077,155 @@ class KeycloakIdentityProvider:
                     found[group.id] = self._ensure_permission_set_group(
                         seller, group, converge=False
                     )
-        group_ids = {set_id: str(group["id"]) for set_id, group in found.items()}
-        todo = list(users_with_groups)
-        if self._partial_import_allowed is not False:
-            paths = {set_id: str(group["path"]) for set_id, group in found.items()}
-            todo = self._partial_import_new(seller, todo, org_id, result, paths)
+        items = [
+            (user, sorted({str(found[g.id]["id"]) for g in groups}))
+            for user, groups in users_with_groups
+        ]
+        limit = self.bulk_endpoint()
+        rest = items
+        if limit is not None:
+            rest = self._bulk_via_endpoint(
+                seller, org_id, items, min(limit, self.settings.bulk_chunk), result
+            )
+        if rest:
+            self._one_by_one(seller, org_id, rest, result)
+        return result
+
+    def _one_by_one(
+        self,
+        seller: SellerAccount,
+        org_id: str,
+        items: Sequence[tuple[SellerUser, list[str]]],
+        result: BulkSyncResult,
+    ) -> None:
+        """The admin-API path: ``max_workers`` users converged at once, each by its own calls."""
         # The seller's Keycloak users in a few paged reads, instead of one search per user.
         tagged = self._tagged_users(seller)
 
-        def one(item: tuple[SellerUser, list[PermissionSet]]) -> tuple[str, str]:
-            user, groups = item
-            return user.id, self._sync_user(
-                seller, user, org_id, [group_ids[g.id] for g in groups], tagged
-            )
+        def one(item: tuple[SellerUser, list[str]]) -> str:
+            user, group_ids = item
+            return self._sync_user(seller, user, org_id, group_ids, tagged)
 
         with ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
-            futures = {pool.submit(one, item): item[0].id for item in todo}
-            for future, user_id in futures.items():
+            futures = {pool.submit(one, item): item[0] for item in items}
+            for future, user in futures.items():
                 try:
-                    _, provider_id = future.result()
-                    result.provider_ids[user_id] = provider_id
+                    result.provider_ids[user.id] = future.result()
+                    if user.id not in tagged and not user.idp_id:
+                        result.created += 1
                 except Exception as exc:  # reported per user; the batch goes on
-                    result.errors[user_id] = exc
-        return result
+                    result.errors[user.id] = exc
 
-    def _partial_import_new(
+    def _bulk_via_endpoint(
         self,
         seller: SellerAccount,
-        todo: list[tuple[SellerUser, list[PermissionSet]]],
         org_id: str,
+        items: Sequence[tuple[SellerUser, list[str]]],
+        size: int,
         result: BulkSyncResult,
-        group_paths: dict[str, str],
-    ) -> list[tuple[SellerUser, list[PermissionSet]]]:
-        """Create the users without ``idp_id`` in one ``partialImport`` (which names groups by
-        path: ``group_paths`` by set id); return the rest."""
-        new = [(u, g) for u, g in todo if not u.idp_id and u.active and not u.deleted]
-        if len(new) < 2:
-            return todo
-        reps = []
-        for user, groups in new:
-            rep = self._desired_user(seller, user)
-            rep["emailVerified"] = False
-            rep["groups"] = [group_paths[g.id] for g in groups]
-            roles = sorted(self._user_roles(user))
-            if roles:
-                rep["clientRoles"] = {self.names.portal_client_id: roles}
-            reps.append(rep)
-        try:
-            response = self.api.post(
-                f"{self._realm}/partialImport", {"ifResourceExists": "SKIP", "users": reps}
-            )
-        except ForbiddenInKeycloak:
-            log.info("partialImport is not allowed for the service account: bulk by requests")
-            self._partial_import_allowed = False
-            return todo
-        self._partial_import_allowed = True
-        added = {
-            str(r.get("resourceName", "")).lower(): str(r["id"])
-            for r in (response.json() or {}).get("results", [])
-            if r.get("action") == "ADDED" and r.get("resourceType") == "USER" and r.get("id")
-        }
-        rest = []
-        for item in todo:
-            user = item[0]
-            provider_id = added.get(user.user_name.lower())
-            if provider_id is None:
-                rest.append(item)  # existed (skipped) or not new: the ordinary path converges
-                continue
+    ) -> list[tuple[SellerUser, list[str]]]:
+        """Post the users to the bulk endpoint in chunks; return those to sync one by one."""
+        chunks = [list(items[i : i + size]) for i in range(0, len(items), size)]
+        rest: list[tuple[SellerUser, list[str]]] = []
+
+        def settle(chunk: list[tuple[SellerUser, list[str]]], outcome: Any) -> None:
+            if isinstance(outcome, Exception):
+                for user, _ in chunk:
+                    result.errors[user.id] = outcome
+            elif outcome is None:
+                rest.extend(chunk)
+            else:
+                result.requests += 1
+                self._read_bulk_results(chunk, outcome, result)
+
+        def post(chunk: list[tuple[SellerUser, list[str]]]) -> Any:
             try:
-                self.api.request(
-                    "POST",
-                    f"{self._realm}/organizations/{org_id}/members",
-                    body=provider_id,
-                    ok=(201, 409),
-                )
-                result.provider_ids[user.id] = provider_id
-                result.imported += 1
-            except Exception as exc:  # reported per user
-                result.errors[user.id] = exc
+                return self._post_chunk(seller, org_id, chunk)
+            except (IdentityProviderUnavailable, IdentityProviderRejected) as exc:
+                return exc  # the whole chunk waits (an outage) or is refused alike
+
+        if len(chunks) == 1:
+            settle(chunks[0], post(chunks[0]))
+            return rest
+        with ThreadPoolExecutor(
+            max_workers=min(self.settings.bulk_parallel, len(chunks)),
+            thread_name_prefix="kc-bulk",
+        ) as pool:
+            for chunk, outcome in zip(chunks, pool.map(post, chunks), strict=True):
+                settle(chunk, outcome)
         return rest
+
+    def _post_chunk(
+        self, seller: SellerAccount, org_id: str, chunk: list[tuple[SellerUser, list[str]]]
+    ) -> list[dict[str, Any]] | None:
+        """One request; the per-user results, or None when the endpoint refused the chunk as a
+        whole (then its users go one by one). An outage raises."""
+        body = {
+            "organizationId": org_id,
+            "users": [
+                {
+                    "connectorId": user.id,
+                    "id": user.idp_id,
+                    **self._desired_user(seller, user),
+                    "roles": sorted(self._user_roles(user)),
+                    "groups": group_ids,
+                }
+                for user, group_ids in chunk
+            ],
+        }
+        response = self.api.request(
+            "POST",
+            f"{self._bulk_path}/users",
+            body=body,
+            # 500 is not an outage here: one user may have broken the chunk.
+            ok=(200, 400, 403, 404, 409, 413, 500),
+        )
+        if response.status_code == 200:
+            return list((response.json() or {}).get("results") or [])
+        try:
+            error = (response.json() or {}).get("error")
+        except ValueError:
+            error = None
+        if response.status_code == 404 and error != "organization_not_found":
+            self._bulk_probe = None  # the plugin went away: probe again next time
+        log.warning(
+            "Keycloak's bulk endpoint answered %s (%s) to %d users: they go one by one",
+            response.status_code,
+            error or "no error code",
+            len(chunk),
+        )
+        return None
+
+    def _read_bulk_results(
+        self,
+        chunk: list[tuple[SellerUser, list[str]]],
+        answers: list[dict[str, Any]],
+        result: BulkSyncResult,
+    ) -> None:
+        by_id = {str(a.get("connectorId")): a for a in answers}
+        for user, _ in chunk:
+            answer = by_id.get(user.id)
+            if answer is None:
+                result.errors[user.id] = IdentityProviderUnavailable(
+                    f"Keycloak's bulk endpoint gave no result for user {user.id}"
+                )
+            elif answer.get("id") and answer.get("outcome"):
+                result.provider_ids[user.id] = str(answer["id"])
+                if answer["outcome"] == "created":
+                    result.created += 1
+            else:
+                status = int(answer.get("status") or 500)
+                message = (
+                    f"Keycloak answered {status} for user {user.id} ({user.user_name}): "
+                    f"{answer.get('error')}"
+                )
+                if status >= 500:
+                    result.errors[user.id] = IdentityProviderUnavailable(message)
+                elif status == 404:
+                    # A role or group vanished since it was read: read them again next time.
+                    self._roles = None
+                    result.errors[user.id] = NotFoundInKeycloak(message, status)
+                elif status == 409:
+                    result.errors[user.id] = ConflictInKeycloak(message, status)
+                else:
+                    result.errors[user.id] = RejectedByKeycloak(message, status)

@@ -31,8 +31,15 @@ class KeycloakSettings:
     timeout: float = 10.0
     verify: bool | str = True
     max_workers: int = 4
-    """How many requests the bulk path keeps in flight: Keycloak is slow per object, and a
-    2-core Keycloak saturates at a handful of concurrent admin calls."""
+    """How many users the admin-API path (no plugin) syncs at once: Keycloak is slow per
+    object, and a 2-core Keycloak saturates at a handful of concurrent admin calls."""
+    bulk_endpoint: bool = True
+    """Use the plugin's bulk endpoint (``/realms/{realm}/seller-connector/users``) when the
+    Keycloak has it; False forces the admin-API path."""
+    bulk_chunk: int = 50
+    """Users per request to the plugin's bulk endpoint."""
+    bulk_parallel: int = 4
+    """Requests to the plugin's bulk endpoint in flight at once."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> KeycloakSettings:
@@ -41,8 +48,9 @@ class KeycloakSettings:
         ``_URL`` (required), ``_REALM`` (default: the realm of mappings/idp.yaml),
         ``_CLIENT_ID`` (default ``seller-connector``), ``_CLIENT_SECRET`` or
         ``_CLIENT_SECRET_FILE`` (one is required; the file wins, as mounted secrets do),
-        ``_TIMEOUT`` (seconds, default 10), ``_CA_BUNDLE`` (a CA file for TLS) and
-        ``_MAX_WORKERS`` (default 4).
+        ``_TIMEOUT`` (seconds, default 10), ``_CA_BUNDLE`` (a CA file for TLS),
+        ``_MAX_WORKERS`` (default 4), ``_BULK_ENDPOINT`` (``auto``, the default, or ``off``),
+        ``_BULK_CHUNK`` (default 50) and ``_BULK_PARALLEL`` (default 4).
 
         :raises KeycloakSettingsError: naming the missing or wrong variable.
         """
@@ -76,10 +84,15 @@ class KeycloakSettings:
         try:
             timeout = float(get("TIMEOUT", "10") or "10")
             max_workers = int(get("MAX_WORKERS", "4") or "4")
+            bulk_chunk = int(get("BULK_CHUNK", "50") or "50")
+            bulk_parallel = int(get("BULK_PARALLEL", "4") or "4")
         except ValueError as exc:
             raise KeycloakSettingsError(
-                f"{ENV_PREFIX}TIMEOUT or {ENV_PREFIX}MAX_WORKERS is not a number"
+                f"{ENV_PREFIX}TIMEOUT, _MAX_WORKERS, _BULK_CHUNK or _BULK_PARALLEL is not a number"
             ) from exc
+        endpoint = (get("BULK_ENDPOINT", "auto") or "auto").lower()
+        if endpoint not in ("auto", "off"):
+            raise KeycloakSettingsError(f"{ENV_PREFIX}BULK_ENDPOINT must be auto or off")
         return cls(
             url=url.rstrip("/"),
             realm=get("REALM") or load_keycloak_names().realm,
@@ -88,4 +101,7 @@ class KeycloakSettings:
             timeout=timeout,
             verify=get("CA_BUNDLE") or True,
             max_workers=max(1, max_workers),
+            bulk_endpoint=endpoint == "auto",
+            bulk_chunk=max(1, bulk_chunk),
+            bulk_parallel=max(1, bulk_parallel),
         )

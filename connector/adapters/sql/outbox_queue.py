@@ -13,6 +13,16 @@ A claim moves its entries to ``in_progress`` with ``next_attempt_at`` set to the
 lease; a worker that dies mid-way leaves them to be claimed again once the lease ends (every
 call of the identity provider converges, so applying twice is harmless).
 
+**Fencing.** The end of the lease is also the claim's token: an outcome given with
+``lease=claim.lease_until`` changes only the rows that are still ``in_progress`` with that very
+``next_attempt_at``, i.e. still held by this claim, and returns the ids it no longer holds. A
+worker that overran its lease (a stalled machine) thus never marks done, or back to pending,
+entries another worker has claimed since; it learns that it lost them, and queues one more
+converging sync (the worker does), so that a write of older state it may have made is
+followed by the current one. Claims in one round share ``now``, so no two claims of different
+rounds share a token, even across machines (a re-claim happens only after the lease ended,
+and sets a later end).
+
 Concurrency per database:
 
 * PostgreSQL: the heads are selected ``FOR UPDATE SKIP LOCKED``: concurrent claimers skip
@@ -30,10 +40,10 @@ States: ``pending`` -> ``in_progress`` -> ``done`` | ``pending`` (retry later) |
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, or_, select, true, update
+from sqlalchemy import Engine, and_, bindparam, func, or_, select, true, update
 from sqlalchemy.orm import aliased
 
 from connector.adapters.sql.database import read_transaction, write_transaction
@@ -46,6 +56,7 @@ from connector.ports.outbox import (
     POISON,
     UNAVAILABLE_PREFIX,
     Claim,
+    OutboxBacklog,
     OutboxStats,
 )
 from connector.ports.store import OutboxEntry
@@ -155,43 +166,68 @@ class SqlOutboxQueue:
                 entry.state = IN_PROGRESS
                 entries[row.aggregate_id].append(entry)
         return [
-            Claim(aggregate_id=a, seller_id=entries[a][0].seller_id, entries=entries[a])
+            Claim(
+                aggregate_id=a,
+                seller_id=entries[a][0].seller_id,
+                entries=entries[a],
+                lease_until=now + lease,
+            )
             for a in aggregates
             if entries[a]
         ]
 
     # ------------------------------------------------------------------ outcomes
 
-    def _set(self, ids: Sequence[int], **values: Any) -> None:
+    def _set(self, ids: Sequence[int], lease: dt.datetime | None, **values: Any) -> list[int]:
+        """Update the rows; with ``lease``, only those the claim still holds. Returns the ids
+        that were not changed (lost to another claim)."""
         if not ids:
-            return
+            return []
+        statement = update(OutboxRow).where(OutboxRow.id.in_(list(ids)))
+        if lease is not None:
+            statement = statement.where(
+                OutboxRow.state == IN_PROGRESS, OutboxRow.next_attempt_at == lease
+            )
         with write_transaction(self.engine) as session:
-            session.execute(update(OutboxRow).where(OutboxRow.id.in_(list(ids))).values(**values))
+            changed = {
+                row[0]
+                for row in session.execute(statement.values(**values).returning(OutboxRow.id))
+            }
+        return [i for i in ids if i not in changed]
 
-    def complete(self, ids: Sequence[int]) -> None:
+    def complete(self, ids: Sequence[int], lease: dt.datetime | None = None) -> list[int]:
         """The entries reached the identity provider."""
-        self._set(ids, state=DONE, last_error=None)
+        return self._set(ids, lease, state=DONE, last_error=None)
 
-    def retry_later(self, ids: Sequence[int], when: dt.datetime, error: str) -> None:
+    def retry_later(
+        self, ids: Sequence[int], when: dt.datetime, error: str, lease: dt.datetime | None = None
+    ) -> list[int]:
         """Back to pending, one attempt more, not before ``when``."""
-        self._set(
+        return self._set(
             ids,
+            lease,
             state=PENDING,
             attempts=OutboxRow.attempts + 1,
             next_attempt_at=when,
             last_error=error[:_ERROR_LIMIT],
         )
 
-    def poison(self, ids: Sequence[int], error: str) -> None:
+    def poison(self, ids: Sequence[int], error: str, lease: dt.datetime | None = None) -> list[int]:
         """Given up: kept with its error until an operator requeues it."""
-        self._set(
-            ids, state=POISON, attempts=OutboxRow.attempts + 1, last_error=error[:_ERROR_LIMIT]
+        return self._set(
+            ids,
+            lease,
+            state=POISON,
+            attempts=OutboxRow.attempts + 1,
+            last_error=error[:_ERROR_LIMIT],
         )
 
-    def release(self, ids: Sequence[int], when: dt.datetime) -> None:
+    def release(
+        self, ids: Sequence[int], when: dt.datetime, lease: dt.datetime | None = None
+    ) -> list[int]:
         """Back to pending, not tried (no attempt counted), due at ``when``: the time of the
         retry of the failed entries they follow."""
-        self._set(ids, state=PENDING, next_attempt_at=when)
+        return self._set(ids, lease, state=PENDING, next_attempt_at=when)
 
     # ------------------------------------------------------------------ operators
 
@@ -265,6 +301,38 @@ class SqlOutboxQueue:
             next_retry_at=next_retry,
         )
 
+    def backlog(self, now: dt.datetime) -> OutboxBacklog:
+        """What waits (for ``/metrics``): counts of the live and poison states and the oldest
+        live entry's age, each read through the ``(state, next_attempt_at)`` index, never
+        counting the done entries (which only grow)."""
+        waiting_states = (PENDING, IN_PROGRESS, POISON)
+        with read_transaction(self.engine) as session:
+            counts = {
+                state: int(count)
+                for state, count in session.execute(
+                    select(OutboxRow.state, func.count())
+                    .where(OutboxRow.state.in_(waiting_states))
+                    .group_by(OutboxRow.state)
+                )
+            }
+            oldest = session.scalar(
+                select(func.min(OutboxRow.created_at)).where(OutboxRow.state.in_(ACTIVE_STATES))
+            )
+            waiting = session.scalar(
+                select(func.count()).where(
+                    OutboxRow.state == PENDING, OutboxRow.next_attempt_at > now
+                )
+            )
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        return OutboxBacklog(
+            pending=counts.get(PENDING, 0),
+            in_progress=counts.get(IN_PROGRESS, 0),
+            poison=counts.get(POISON, 0),
+            waiting_for_retry=int(waiting or 0),
+            oldest_age=max(0.0, (now - oldest).total_seconds()) if oldest else None,
+        )
+
     def entries(self, state: str | None = None, limit: int = 50) -> list[OutboxEntry]:
         """The newest entries (in a state), newest first."""
         with read_transaction(self.engine) as session:
@@ -286,6 +354,25 @@ class SqlOutboxQueue:
                     or_(UserRow.idp_id.is_(None), UserRow.idp_id != provider_id),
                 )
                 .values(idp_id=provider_id)
+            )
+
+    def set_provider_ids(self, provider_ids: Mapping[str, str]) -> None:
+        """:meth:`set_provider_id` for many users, in one write transaction (the bulk path)."""
+        if not provider_ids:
+            return
+        users = UserRow.__table__
+        statement = (
+            update(users)
+            .where(
+                users.c.id == bindparam("user_id"),
+                or_(users.c.idp_id.is_(None), users.c.idp_id != bindparam("provider_id")),
+            )
+            .values(idp_id=bindparam("provider_id"))
+        )
+        with write_transaction(self.engine) as session:
+            session.execute(
+                statement,
+                [{"user_id": u, "provider_id": p} for u, p in provider_ids.items()],
             )
 
     def find(self, provider_user_id: str) -> tuple[str, str] | None:

@@ -27,6 +27,20 @@ from tests.support.smtp import SmtpSink, free_port
 pytestmark = pytest.mark.keycloak
 
 
+@pytest.fixture(scope="module", params=["plugin", "admin-api"])
+def idp(
+    request: pytest.FixtureRequest, keycloak_server: KeycloakServer
+) -> KeycloakIdentityProvider:
+    """The adapter on both of its user paths: the plugin's bulk endpoint (what a Keycloak with
+    the plugin gets) and the admin API one call at a time (a Keycloak without it): each test
+    that syncs users holds for both."""
+    plugin = request.param == "plugin"
+    provider = KeycloakIdentityProvider(keycloak_server.connector_settings(bulk_endpoint=plugin))
+    provider.ensure_catalogue()
+    assert (provider.bulk_endpoint() is not None) is plugin
+    return provider
+
+
 def refresh(server: KeycloakServer, refresh_token: str) -> requests.Response:
     return requests.post(
         f"{server.url}/realms/{server.realm}/protocol/openid-connect/token",
@@ -292,7 +306,7 @@ def test_a_username_taken_by_an_unmanaged_user_is_rejected(
         idp.sync_user(seller, user, [])
 
 
-def test_bulk_sync_creates_many_users_with_bounded_concurrency(
+def test_bulk_sync_creates_many_users_then_converges_them(
     keycloak_server: KeycloakServer,
     idp: KeycloakIdentityProvider,
     seller: SellerAccount,
@@ -300,45 +314,84 @@ def test_bulk_sync_creates_many_users_with_bounded_concurrency(
     make_set: Callable[..., PermissionSet],
 ) -> None:
     group = make_set({"orders": Level.edit})
+    other = make_set({"pricing": Level.view}, name="Pricing")
     users = [make_user(permissions={"reports": Level.view}) for _ in range(12)]
 
     result = idp.bulk_sync_users(seller, [(u, [group]) for u in users])
 
     assert result.errors == {}
-    assert result.imported == 0  # no manage-realm: no partialImport
+    assert result.created == 12
+    plugin = idp.bulk_endpoint() is not None
+    assert result.requests == (1 if plugin else 0)
     assert set(result.provider_ids) == {u.id for u in users}
     some = result.provider_ids[users[5].id]
     assert portal_roles(keycloak_server, f"users/{some}") == {"reports:view"}
     org = org_of(keycloak_server, seller)
     assert keycloak_server.admin_json("GET", f"organizations/{org['id']}/members/count") == 12
 
+    # Again, with some changed: the same Keycloak users, now as the store has them.
+    for user in users:
+        user.idp_id = result.provider_ids[user.id] if user is not users[0] else None
+    users[1].permissions = {"orders": Level.view}
+    users[2].active = False
+    users[3].family_name = "Renamed"
+    again = idp.bulk_sync_users(seller, [(u, [other] if u is users[4] else [group]) for u in users])
+    assert again.errors == {}
+    assert again.provider_ids == result.provider_ids  # found by id, or by attribute
+    assert again.created == 0
+    assert portal_roles(keycloak_server, f"users/{result.provider_ids[users[1].id]}") == {
+        "orders:view"
+    }
+    assert (
+        keycloak_server.admin_json("GET", f"users/{result.provider_ids[users[2].id]}")["enabled"]
+        is False
+    )
+    assert (
+        keycloak_server.admin_json("GET", f"users/{result.provider_ids[users[3].id]}")["lastName"]
+        == "Renamed"
+    )
+    paths = [
+        g["path"]
+        for g in keycloak_server.admin_json(
+            "GET", f"users/{result.provider_ids[users[4].id]}/groups"
+        )
+    ]
+    assert paths == [f"/sellers/{seller.name}/Pricing"]
+    assert keycloak_server.admin_json("GET", f"organizations/{org['id']}/members/count") == 12
+    assert (
+        len(
+            keycloak_server.admin_json(
+                "GET", "users", params={"q": f"seller_id:{seller.id}", "max": 100}
+            )
+        )
+        == 12
+    )
 
-def test_bulk_sync_uses_partial_import_when_granted_manage_realm(
+
+def test_bulk_sync_through_the_plugin_sends_chunks_in_parallel_and_reports_per_user(
     keycloak_server: KeycloakServer,
     seller: SellerAccount,
     make_user: Callable[..., SellerUser],
     make_set: Callable[..., PermissionSet],
 ) -> None:
-    clients = keycloak_server.admin_json("GET", "clients", params={"clientId": "seller-connector"})
-    account = keycloak_server.admin_json("GET", f"clients/{clients[0]['id']}/service-account-user")
-    management = keycloak_server.admin_json(
-        "GET", "clients", params={"clientId": "realm-management"}
-    )[0]
-    manage_realm = keycloak_server.admin_json(
-        "GET", f"clients/{management['id']}/roles/manage-realm"
+    provider = KeycloakIdentityProvider(
+        keycloak_server.connector_settings(bulk_chunk=4, bulk_parallel=3)
     )
-    mapping = f"users/{account['id']}/role-mappings/clients/{management['id']}"
-    keycloak_server.admin_json("POST", mapping, json=[manage_realm])
-    try:
-        provider = KeycloakIdentityProvider(keycloak_server.connector_settings())
-        group = make_set({"fulfillment": Level.view})
-        users = [make_user(permissions={"orders": Level.view}) for _ in range(5)]
-        result = provider.bulk_sync_users(seller, [(u, [group]) for u in users])
-    finally:
-        keycloak_server.admin_json("DELETE", mapping, json=[manage_realm])
+    group = make_set({"fulfillment": Level.view})
+    users = [make_user(permissions={"orders": Level.view}) for _ in range(10)]
+    # One of them clashes with a user the connector does not manage: refused alone.
+    keycloak_server.admin_json(
+        "POST", "users", json={"username": users[6].user_name, "enabled": True}
+    )
 
-    assert result.errors == {}
-    assert result.imported == 5
+    result = provider.bulk_sync_users(seller, [(u, [group]) for u in users])
+
+    assert result.requests == 3  # 4 + 4 + 2
+    assert set(result.errors) == {users[6].id}
+    error = result.errors[users[6].id]
+    assert isinstance(error, IdentityProviderRejected) and getattr(error, "status", None) == 409
+    assert "does not manage" in str(error)
+    assert result.created == 9
     some = result.provider_ids[users[0].id]
     assert portal_roles(keycloak_server, f"users/{some}") == {"orders:view"}
     groups = keycloak_server.admin_json("GET", f"users/{some}/groups")
@@ -346,7 +399,7 @@ def test_bulk_sync_uses_partial_import_when_granted_manage_realm(
     attrs = keycloak_server.admin_json("GET", f"users/{some}")["attributes"]
     assert attrs["seller_connector_user_id"] == [users[0].id]
     org = org_of(keycloak_server, seller)
-    assert keycloak_server.admin_json("GET", f"organizations/{org['id']}/members/count") == 5
+    assert keycloak_server.admin_json("GET", f"organizations/{org['id']}/members/count") == 9
 
 
 def test_the_service_account_cannot_leave_its_roles(keycloak_server: KeycloakServer) -> None:
@@ -472,3 +525,30 @@ def test_failures_map_to_the_port_exceptions(keycloak_server: KeycloakServer) ->
         KeycloakIdentityProvider(wrong).ensure_catalogue()
     assert "not-the-secret" not in str(caught.value)
     assert "not-the-secret" not in repr(wrong)
+
+
+def test_a_missing_catalogue_role_is_created_before_a_user_needs_it(
+    keycloak_server: KeycloakServer,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    """The bulk endpoint names roles, it does not create them: the adapter makes the catalogue
+    exist first (a fresh Keycloak's first sync is a primary user's, which needs every admin
+    role), and reads it again when one vanished since (a 404 for that user, then a retry)."""
+    portal = keycloak_server.admin_json("GET", "clients", params={"clientId": "seller-portal"})[0]
+    roles = f"clients/{portal['id']}/roles"
+    keycloak_server.admin_json("DELETE", f"{roles}/advertising:admin")
+    fresh = KeycloakIdentityProvider(keycloak_server.connector_settings())
+    primary = make_user(role=Role.primary)
+    user_id = fresh.sync_user(seller, primary, [])
+    assert "advertising:admin" in portal_roles(keycloak_server, f"users/{user_id}")
+
+    # Deleted again behind the adapter's back (it holds the catalogue it read): this sync
+    # fails for this user alone, and the next one heals.
+    keycloak_server.admin_json("DELETE", f"{roles}/advertising:admin")
+    other = make_user(role=Role.primary)
+    with pytest.raises(IdentityProviderRejected) as caught:
+        fresh.sync_user(seller, other, [])
+    assert getattr(caught.value, "status", None) == 404
+    other_id = fresh.sync_user(seller, other, [])
+    assert "advertising:admin" in portal_roles(keycloak_server, f"users/{other_id}")

@@ -6,16 +6,19 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 
 from tests.support.smtp import free_port
 
 
 class TcpProxy:
     """Forwards 127.0.0.1:``port`` to ``target``; :meth:`cut` refuses and drops connections
-    (as a stopped server would), :meth:`restore` accepts again on the same port."""
+    (as a stopped server would), :meth:`restore` accepts again on the same port. ``latency``
+    delays each chunk sent upstream (a slow network: every request takes that much longer)."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, latency: float = 0.0) -> None:
         self.target = (target_host, target_port)
+        self.latency = latency
         self.port = free_port()
         self._sockets: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -61,12 +64,14 @@ class TcpProxy:
                 continue
             with self._lock:
                 self._sockets.update((client, upstream))
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+            for a, b, delay in ((client, upstream, self.latency), (upstream, client, 0.0)):
+                threading.Thread(target=self._pump, args=(a, b, delay), daemon=True).start()
 
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+    def _pump(self, source: socket.socket, sink: socket.socket, delay: float = 0.0) -> None:
         try:
             while data := source.recv(65536):
+                if delay:
+                    time.sleep(delay)
                 sink.sendall(data)
         except OSError:
             pass

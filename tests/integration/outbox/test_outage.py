@@ -9,6 +9,7 @@ a loopback TCP proxy between the connector and Keycloak is cut instead.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -27,6 +28,7 @@ from connector.entrypoints.worker import BackgroundWorker
 from connector.services.outbox import OutboxWorker
 from connector.services.reconcile import compare
 from tests.conftest import (
+    BULK_SCHEMA,
     GROUP_SCHEMA,
     PATCH_SCHEMA,
     SELLER_USER,
@@ -34,6 +36,7 @@ from tests.conftest import (
     SellerHandle,
     user_body,
 )
+from tests.integration.outbox.conftest import FAST
 from tests.integration.outbox.helpers import (
     kc_group_paths,
     kc_org_member_ids,
@@ -246,3 +249,84 @@ def test_no_change_is_lost_when_keycloak_stops_mid_stream(
         assert kc_group_paths(keycloak_server, kc["id"]) == {
             f"/sellers/{handle.seller.name}/{g.display_name}" for g in memberships.get(user.id, [])
         }
+
+
+def test_no_change_is_lost_when_keycloak_stops_during_bulk_syncs(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    connector: Connector,
+    client: Any,
+    make_seller: Callable[..., SellerHandle],
+    make_worker: Callable[..., OutboxWorker],
+) -> None:
+    """The bulk path under an outage: 40 users arrive in one SCIM Bulk request, the worker
+    syncs them in bulk rounds (chunks through the plugin's endpoint), Keycloak stops while it
+    does, every user is renamed meanwhile, and Keycloak comes back: it then holds every user
+    once, renamed, as the store has them; nothing is poison."""
+    handle = make_seller()
+    queue = SqlOutboxQueue(connector.engine)
+    proxy: TcpProxy | None = None
+    policy = dataclasses.replace(FAST, batch_size=10, bulk_threshold=4)
+    if keycloak_server.restartable:
+        down, up = keycloak_server.halt, keycloak_server.resume
+        worker = make_worker(policy, timeout=5.0, bulk_chunk=4, bulk_parallel=2)
+    else:
+        target = urlparse(keycloak_server.url)
+        proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
+        down, up = proxy.cut, proxy.restore
+        worker = make_worker(policy, timeout=5.0, url=proxy.url, bulk_chunk=4, bulk_parallel=2)
+    operations = [
+        {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": f"u{n}",
+            "data": user_body(f"b{n}-{uuid.uuid4().hex[:6]}@bulk-outage.example.com"),
+        }
+        for n in range(40)
+    ]
+    response = client.post(
+        "/scim/v2/Bulk",
+        json={"schemas": [BULK_SCHEMA], "Operations": operations},
+        headers=handle.headers,
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    created = [op["location"].rsplit("/", 1)[-1] for op in response.get_json()["Operations"]]
+    assert len(created) == 40
+
+    background = BackgroundWorker(worker, interval=0.2).start()
+    try:
+        # Keycloak stops once the bulk rounds are under way.
+        assert wait_until(lambda: len(kc_users_of_seller(keycloak_server, handle.seller.id)) > 4)
+        stopper = threading.Thread(target=down)
+        stopper.start()
+        for n, user_id in enumerate(created):
+            body = {
+                "schemas": [PATCH_SCHEMA],
+                "Operations": [{"op": "replace", "path": "name.familyName", "value": f"R{n}"}],
+            }
+            response = client.patch(f"/scim/v2/Users/{user_id}", json=body, headers=handle.headers)
+            assert response.status_code == 200, response.get_data(as_text=True)
+        stopper.join()
+        assert wait_until(lambda: queue.stats(utcnow()).waiting_for_retry > 0, timeout=30)
+        up()
+
+        def drained() -> bool:
+            counts = queue.stats(utcnow()).counts
+            return counts["pending"] == counts["in_progress"] == 0
+
+        assert wait_until(drained, timeout=180, every=0.5), queue.stats(utcnow())
+    finally:
+        background.stop()
+        if proxy is not None:
+            proxy.cut()
+
+    assert worker.totals.bulk >= 40  # the bulk path did the work
+    assert worker.totals.retried > 0  # and felt the outage
+    assert queue.stats(utcnow()).counts["poison"] == 0, queue.entries("poison")
+    _, differences = compare(connector.uow, idp, handle.seller.id)
+    assert differences == []
+    kc_users = kc_users_of_seller(keycloak_server, handle.seller.id)
+    by_connector_id = {u["attributes"]["seller_connector_user_id"][0]: u for u in kc_users}
+    assert len(kc_users) == len(by_connector_id) == 41  # and the primary: no duplicates
+    for n, user_id in enumerate(created):
+        assert by_connector_id[user_id]["lastName"] == f"R{n}"

@@ -100,12 +100,14 @@ def test_a_change_that_keeps_failing_becomes_poison_after_max_attempts(
         201,
     )
     # A Keycloak address where nothing listens: every call is refused (unavailable).
-    policy = OutboxPolicy(max_attempts=2, backoff_base=1.0, backoff_cap=1.0, poll_interval=60)
+    # Retries wait 1 to 2 s: longer than one failing round takes even on a busy machine, so
+    # the first drain makes exactly one attempt of each.
+    policy = OutboxPolicy(max_attempts=2, backoff_base=2.0, backoff_cap=2.0, poll_interval=60)
     worker = make_worker(policy, url=f"http://127.0.0.1:{free_port()}", timeout=2.0)
     first = worker.drain()
     # One attempt each, then everything waits for its backoff (nothing spins).
     assert first.unavailable and (first.entries, first.retried, first.poisoned) == (7, 6, 0)
-    time.sleep(1.1)
+    time.sleep(2.1)
     second = worker.drain()
     assert second.poisoned == 6
     queue = SqlOutboxQueue(connector.engine)

@@ -172,3 +172,61 @@ def test_concurrent_claimers_never_overlap_an_aggregate_nor_reorder_it(
         assert ids == sorted(ids) and len(ids) == len(set(ids))
     stats = queue.stats(utcnow())
     assert stats.counts["done"] == total and stats.counts["pending"] == 0
+
+
+def test_an_overrun_claim_cannot_settle_what_another_claim_took_over(store: Connector) -> None:
+    """Fencing: the first claim's lease ended and a second claim took the entries over; the
+    first one's outcomes change nothing and name the ids it lost; the second one's apply."""
+    queue = SqlOutboxQueue(store.engine)
+    enqueue(store, ("user.sync", "A"), ("user.invite", "A"))
+    [stale] = queue.claim(utcnow(), 10, dt.timedelta(seconds=-1))  # overran at once
+    [fresh] = queue.claim(utcnow(), 10, LEASE)
+    ids = [e.id for e in stale.entries]
+    assert [e.id for e in fresh.entries] == ids
+    assert stale.lease_until != fresh.lease_until
+
+    assert queue.complete(ids, lease=stale.lease_until) == ids
+    assert queue.retry_later(ids, utcnow(), "late", lease=stale.lease_until) == ids
+    assert queue.poison(ids, "late", lease=stale.lease_until) == ids
+    assert queue.release(ids, utcnow(), lease=stale.lease_until) == ids
+    assert queue.stats(utcnow()).counts["in_progress"] == 2  # untouched: still the fresh claim's
+
+    assert queue.complete(ids[:1], lease=fresh.lease_until) == []
+    assert queue.release(ids[1:], utcnow(), lease=fresh.lease_until) == []
+    # Settled or released: no longer held by the claim, so not settled again.
+    assert queue.complete(ids, lease=fresh.lease_until) == ids
+    counts = queue.stats(utcnow()).counts
+    assert (counts["done"], counts["pending"], counts["in_progress"]) == (1, 1, 0)
+
+
+def test_backlog_counts_what_waits(store: Connector) -> None:
+    queue = SqlOutboxQueue(store.engine)
+    before = queue.backlog(utcnow())
+    enqueue(store, ("user.sync", "A"), ("user.sync", "B"), ("user.sync", "C"))
+    [a, b, c] = queue.claim(utcnow(), 10, LEASE)
+    queue.complete([e.id for e in a.entries if e.id is not None])
+    queue.poison([e.id for e in b.entries if e.id is not None], "refused")
+    queue.retry_later(
+        [e.id for e in c.entries if e.id is not None],
+        utcnow() + dt.timedelta(minutes=1),
+        "unavailable: down",
+    )
+    backlog = queue.backlog(utcnow())
+    assert backlog.pending == before.pending + 1
+    assert backlog.poison == before.poison + 1
+    assert backlog.waiting_for_retry == before.waiting_for_retry + 1
+    assert backlog.oldest_age is not None and backlog.oldest_age >= 0
+
+
+def test_provider_ids_in_bulk_do_not_bump_versions(
+    connector: Connector, make_seller: Callable[..., SellerHandle]
+) -> None:
+    handle = make_seller()
+    queue = SqlOutboxQueue(connector.engine)
+    queue.set_provider_ids({handle.primary.id: "kc-bulk-1"})
+    queue.set_provider_ids({handle.primary.id: "kc-bulk-1"})  # unchanged: fine
+    with connector.uow() as uow:
+        user = uow.users.get(handle.seller.id, handle.primary.id)
+    assert user is not None
+    assert (user.idp_id, user.version) == ("kc-bulk-1", handle.primary.version)
+    assert queue.find("kc-bulk-1") == (handle.seller.id, handle.primary.id)

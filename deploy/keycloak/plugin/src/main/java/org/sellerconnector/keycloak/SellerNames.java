@@ -101,6 +101,17 @@ public final class SellerNames {
         return connectorClientId;
     }
 
+    /**
+     * Whether a user attribute is one of the seller attributes that only the connector sets.
+     *
+     * @param name an attribute name
+     * @return true for the seller id, role and connector id attributes
+     */
+    public boolean isSellerAttribute(String name) {
+        return sellerIdAttribute.equals(name) || roleAttribute.equals(name)
+                || connectorIdAttribute.equals(name);
+    }
+
     /** @return the name of the top-level group of the permission-set groups */
     public String groupRoot() {
         return groupRoot;
