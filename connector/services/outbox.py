@@ -688,30 +688,13 @@ class OutboxWorker:
         report = RoundReport()
         if self._give_back_if_expiring(claims, report):
             return report
-        bulk = self.idp.bulk_sync_users  # type: ignore[attr-defined]
         ids = [c.aggregate_id for c in claims]
         with self.read_uow_factory() as uow:
             seller = uow.sellers.get(seller_id)
             users = {u.id: u for u in uow.users.get_many(seller_id, ids)}
             groups = uow.permission_sets.of_users(ids)
         items = [(users[i], groups.get(i, [])) for i in ids if i in users]
-        failure: Exception | None = None
-        result: Any = None
-        if seller is not None and items:
-            started = time.monotonic()
-            try:
-                result = bulk(seller, items)
-            except Exception as exc:  # the whole batch failed (organization, catalogue)
-                failure = exc
-            report.calls += 1
-            report.bulk += len(items)
-            log.info(
-                "outbox: %d users of seller %s synced in bulk in %.2f s (%d failed)",
-                len(items),
-                seller_id,
-                time.monotonic() - started,
-                len(items) if failure else len(result.errors),
-            )
+        result, failure = self._bulk_call(seller, items, report)
         synced: list[tuple[Claim, list[int], str]] = []  # (claim, sync ids, "done"|"skipped")
         provider_ids: dict[str, str] = {}
         follow: list[tuple[Claim, list[Step]]] = []
@@ -759,8 +742,37 @@ class OutboxWorker:
                     setattr(report, counted, getattr(report, counted) - len(gone))
                     self._lost(claim, gone, report)
             follow = [(c, r) for c, r in follow if not any(e.id in lost for e in c.entries)]
+        self._run_follow(follow, report)
+        return report
+
+    def _bulk_call(
+        self, seller: SellerAccount | None, items: list[Any], report: RoundReport
+    ) -> tuple[Any, Exception | None]:
+        """One bulk sync of the round's users: (its result, or the failure of the whole)."""
+        if seller is None or not items:
+            return None, None
+        started = time.monotonic()
+        result: Any = None
+        failure: Exception | None = None
+        try:
+            result = self.idp.bulk_sync_users(seller, items)  # type: ignore[attr-defined]
+        except Exception as exc:  # the whole batch failed (organization, catalogue)
+            failure = exc
+        report.calls += 1
+        report.bulk += len(items)
+        log.info(
+            "outbox: %d users of seller %s synced in bulk in %.2f s (%d failed)",
+            len(items),
+            seller.id,
+            time.monotonic() - started,
+            len(items) if failure else len(result.errors),
+        )
+        return result, failure
+
+    def _run_follow(self, follow: list[tuple[Claim, list[Step]]], report: RoundReport) -> None:
+        """What follows each bulk sync (its invitation), ``concurrency`` claims at a time."""
         if not follow:
-            return report
+            return
 
         def after(item: tuple[Claim, list[Step]]) -> RoundReport:
             own = RoundReport()
@@ -777,4 +789,3 @@ class OutboxWorker:
                 outcomes = list(pool.map(after, follow))
         for outcome in outcomes:
             report.add(outcome)
-        return report

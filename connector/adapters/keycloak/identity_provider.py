@@ -30,7 +30,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -589,9 +589,6 @@ class KeycloakIdentityProvider:
             rep["lastName"] = user.family_name
         return rep
 
-    def _create_user(self, desired: dict[str, Any], user: SellerUser) -> str:
-        return self._create_user_fresh(desired, user)[0]
-
     def _create_user_fresh(self, desired: dict[str, Any], user: SellerUser) -> tuple[str, bool]:
         """Create the user; (its id, True) — or (the id, False) when it turned out to exist."""
         try:
@@ -792,228 +789,16 @@ class KeycloakIdentityProvider:
         names, attributes, organization membership, direct roles and managed groups; and
         Keycloak users tagged with this seller that the store does not know (reported only).
         """
-        found: list[Difference] = []
-
-        def differ(
-            kind: str,
-            target: str,
-            what: str,
-            expected: Any,
-            actual: Any,
-            topic: str | None,
-            aggregate: str | None = None,
-        ) -> None:
-            repair = (topic, aggregate or target) if topic else None
-            found.append(Difference(seller.id, kind, target, what, expected, actual, repair))
-
-        org = self._find_org(seller.id)
-        members: set[str] = set()
-        if org is None:
-            differ(
-                "organization",
-                seller.id,
-                "missing",
-                self._org_alias(seller.id),
-                None,
-                "seller.sync",
-            )
-        else:
-            if org.get("name") not in (seller.name, f"{seller.name} ({seller.id})"):
-                differ(
-                    "organization", seller.id, "name", seller.name, org.get("name"), "seller.sync"
-                )
-            if not org.get("enabled", True):
-                differ("organization", seller.id, "enabled", True, False, "seller.sync")
-            members = {
-                str(m["id"])
-                for m in self._paged(
-                    f"{self._realm}/organizations/{org['id']}/members", briefRepresentation="true"
-                )
-            }
-
-        client = self._portal_client_uuid()
-        # The seller's groups, found by attribute in one search: its own and its sets'.
-        tagged_groups = self._search_groups(self.layout.seller_attribute, seller.id)
-        by_set: dict[str, dict[str, Any]] = {}
-        seller_group: dict[str, Any] | None = None
-        for group in tagged_groups:
-            set_id = self.layout.ids(group)[1]
-            if set_id is not None:
-                by_set.setdefault(set_id, group)
-            elif group.get("parentId") == self._root_group()["id"]:
-                seller_group = group
-        if seller_group is None:
-            seller_group = self._seller_group(seller.id)  # an untagged legacy group
+        review = _SellerReview(self, seller)
+        review.organization()
+        seller_group = review.groups(permission_sets)
         if seller_group is not None:
-            name = self.layout.seller_group_name(seller.id, seller.name)
-            if seller_group.get("name") not in (name, with_id(name, seller.id)):
-                differ(
-                    "organization",
-                    seller.id,
-                    "group name",
-                    name,
-                    seller_group.get("name"),
-                    "seller.sync",
-                )
-        for permission_set in permission_sets:
-            group = by_set.get(permission_set.id) or self._set_group(seller.id, permission_set.id)
-            name = self.layout.set_group_name(
-                seller.id, permission_set.id, permission_set.display_name
-            )
-            if group is None:
-                differ(
-                    "permission_set",
-                    permission_set.id,
-                    "missing",
-                    name,
-                    None,
-                    "permission_set.sync",
-                )
-                continue
-            by_set[permission_set.id] = group
-            if group.get("name") not in (name, with_id(name, permission_set.id)):
-                differ(
-                    "permission_set",
-                    permission_set.id,
-                    "name",
-                    name,
-                    group.get("name"),
-                    "permission_set.sync",
-                )
-            roles = {
-                r["name"]
-                for r in self.api.get(
-                    f"{self._realm}/groups/{group['id']}/role-mappings/clients/{client}"
-                )
-                or []
-            }
-            wanted = self._permission_roles(permission_set.permissions)
-            if roles != wanted:
-                differ(
-                    "permission_set",
-                    permission_set.id,
-                    "roles",
-                    wanted,
-                    roles,
-                    "permission_set.sync",
-                )
-        if seller_group is not None:
-            known = {p.id for p in permission_sets}
-            for child in self._paged(
-                f"{self._realm}/groups/{seller_group['id']}/children", briefRepresentation="false"
-            ):
-                set_id = self.layout.ids(child)[1]
-                if set_id in known or (set_id is None and child.get("name") in known):
-                    continue  # a set's group (a legacy one is named by the set's id)
-                # A stray: what no set explains. It is removed by its set id when it has one,
-                # else by its Keycloak id (remove_permission_set accepts both).
-                differ(
-                    "group",
-                    str(child.get("name")),
-                    "stray",
-                    None,
-                    child.get("path"),
-                    "permission_set.delete",
-                    set_id or str(child["id"]),
-                )
-
-        # Every Keycloak user tagged with this seller, in one paged search.
-        tagged: dict[str, list[dict[str, Any]]] = {}
-        for rep in self._paged(
-            f"{self._realm}/users",
-            q=f"{self._attr_seller}:{seller.id}",
-            exact="true",
-            briefRepresentation="false",
-        ):
-            tagged.setdefault(self._connector_id_of(rep) or "", []).append(rep)
-        known_users = {u.id for u, _ in users}
-        for connector_id, reps in tagged.items():
-            if connector_id not in known_users:
-                for rep in reps:
-                    differ(
-                        "unknown-user",
-                        str(rep["id"]),
-                        "not in the store",
-                        None,
-                        rep.get("username"),
-                        None,
-                    )
-            elif len(reps) > 1:
-                differ(
-                    "duplicate-user",
-                    connector_id,
-                    "several Keycloak users",
-                    1,
-                    sorted(str(r["id"]) for r in reps),
-                    None,
-                )
-
-        def check_user(item: tuple[SellerUser, list[PermissionSet]]) -> list[Difference]:
-            user, groups = item
-            out: list[Difference] = []
-
-            def user_differ(what: str, expected: Any, actual: Any) -> None:
-                out.append(
-                    Difference(
-                        seller.id, "user", user.id, what, expected, actual, ("user.sync", user.id)
-                    )
-                )
-
-            reps = tagged.get(user.id) or []
-            current = next((r for r in reps if r["id"] == user.idp_id), reps[0] if reps else None)
-            if current is None:
-                current = self.find_user(user)  # untagged (its seller_id attribute removed)
-            if current is None:
-                user_differ("missing", user.user_name, None)
-                return out
-            user_id = str(current["id"])
-            desired = self._desired_user(seller, user)
-            if bool(current.get("enabled")) != desired["enabled"]:
-                user_differ("enabled", desired["enabled"], current.get("enabled"))
-            if current.get("username") != desired["username"].lower():
-                user_differ("username", desired["username"].lower(), current.get("username"))
-            if "email" in desired and (current.get("email") or "") != desired["email"].lower():
-                user_differ("email", desired["email"].lower(), current.get("email"))
-            for key in ("firstName", "lastName"):
-                if key in desired and current.get(key) != desired[key]:
-                    user_differ(key, desired[key], current.get(key))
-            attributes = current.get("attributes") or {}
-            for key, value in desired["attributes"].items():
-                if attributes.get(key) != value:
-                    user_differ(f"attribute {key}", value, attributes.get(key))
-            if org is not None and user_id not in members:
-                user_differ("organization member", True, False)
-            roles = {
-                r["name"]
-                for r in self.api.get(
-                    f"{self._realm}/users/{user_id}/role-mappings/clients/{client}"
-                )
-                or []
-            }
-            if roles != self._user_roles(user):
-                user_differ("roles", self._user_roles(user), roles)
-            current_groups = {
-                str(g["id"]): str(g.get("path"))
-                for g in self._paged(
-                    f"{self._realm}/users/{user_id}/groups", briefRepresentation="true"
-                )
-                if str(g.get("path", "")).startswith(self._managed_prefix + "/")
-            }
-            # Compared by group id; shown by path, which reads as the console shows it.
-            wanted_groups = {
-                str(by_set[g.id]["id"]) if g.id in by_set else f"missing:{g.id}": (
-                    str(by_set[g.id].get("path")) if g.id in by_set else g.display_name
-                )
-                for g in groups
-            }
-            if set(current_groups) != set(wanted_groups):
-                user_differ("groups", set(wanted_groups.values()), set(current_groups.values()))
-            return out
-
+            review.stray_groups(seller_group, permission_sets)
+        review.tagged_users({u.id for u, _ in users})
         with ThreadPoolExecutor(max_workers=self.settings.max_workers) as pool:
-            for result in pool.map(check_user, users):
-                found.extend(result)
-        return found
+            for result in pool.map(review.user, users):
+                review.found.extend(result)
+        return review.found
 
     # ------------------------------------------------------------------ bulk
 
@@ -1229,3 +1014,232 @@ class KeycloakIdentityProvider:
                     result.errors[user.id] = ConflictInKeycloak(message, status)
                 else:
                     result.errors[user.id] = RejectedByKeycloak(message, status)
+
+
+class _SellerReview:
+    """One seller's comparison of the realm with the store, in named steps.
+
+    Each step reads what it needs from Keycloak and records what differs in ``found``; later
+    steps use what earlier ones read (the organization's members, the sets' groups, the users
+    tagged with the seller).
+    """
+
+    def __init__(self, provider: KeycloakIdentityProvider, seller: SellerAccount) -> None:
+        self.kc = provider
+        self.seller = seller
+        self.found: list[Difference] = []
+        self.org: dict[str, Any] | None = None
+        self.members: set[str] = set()
+        self.client = provider._portal_client_uuid()
+        self.by_set: dict[str, dict[str, Any]] = {}
+        self.tagged: dict[str, list[dict[str, Any]]] = {}
+
+    def _differ(
+        self,
+        kind: str,
+        target: str,
+        what: str,
+        expected: Any,
+        actual: Any,
+        topic: str | None,
+        aggregate: str | None = None,
+    ) -> None:
+        repair = (topic, aggregate or target) if topic else None
+        self.found.append(Difference(self.seller.id, kind, target, what, expected, actual, repair))
+
+    def organization(self) -> None:
+        """The organization exists, is enabled and named after the seller; its members."""
+        kc, seller = self.kc, self.seller
+        self.org = org = kc._find_org(seller.id)
+        if org is None:
+            self._differ(
+                "organization", seller.id, "missing", kc._org_alias(seller.id), None, "seller.sync"
+            )
+            return
+        if org.get("name") not in (seller.name, f"{seller.name} ({seller.id})"):
+            self._differ(
+                "organization", seller.id, "name", seller.name, org.get("name"), "seller.sync"
+            )
+        if not org.get("enabled", True):
+            self._differ("organization", seller.id, "enabled", True, False, "seller.sync")
+        self.members = {
+            str(m["id"])
+            for m in kc._paged(
+                f"{kc._realm}/organizations/{org['id']}/members", briefRepresentation="true"
+            )
+        }
+
+    def groups(self, permission_sets: Sequence[PermissionSet]) -> dict[str, Any] | None:
+        """The seller's group and each permission set's group, names and roles; the former."""
+        kc, seller = self.kc, self.seller
+        seller_group: dict[str, Any] | None = None
+        # The seller's groups, found by attribute in one search: its own and its sets'.
+        for group in kc._search_groups(kc.layout.seller_attribute, seller.id):
+            set_id = kc.layout.ids(group)[1]
+            if set_id is not None:
+                self.by_set.setdefault(set_id, group)
+            elif group.get("parentId") == kc._root_group()["id"]:
+                seller_group = group
+        if seller_group is None:
+            seller_group = kc._seller_group(seller.id)  # an untagged legacy group
+        if seller_group is not None:
+            name = kc.layout.seller_group_name(seller.id, seller.name)
+            if seller_group.get("name") not in (name, with_id(name, seller.id)):
+                self._differ(
+                    "organization",
+                    seller.id,
+                    "group name",
+                    name,
+                    seller_group.get("name"),
+                    "seller.sync",
+                )
+        for permission_set in permission_sets:
+            self._set_group(permission_set)
+        return seller_group
+
+    def _set_group(self, permission_set: PermissionSet) -> None:
+        kc, seller = self.kc, self.seller
+        group = self.by_set.get(permission_set.id) or kc._set_group(seller.id, permission_set.id)
+        name = kc.layout.set_group_name(seller.id, permission_set.id, permission_set.display_name)
+        set_id = permission_set.id
+        if group is None:
+            self._differ("permission_set", set_id, "missing", name, None, "permission_set.sync")
+            return
+        self.by_set[set_id] = group
+        if group.get("name") not in (name, with_id(name, set_id)):
+            self._differ(
+                "permission_set", set_id, "name", name, group.get("name"), "permission_set.sync"
+            )
+        roles = {
+            r["name"]
+            for r in kc.api.get(
+                f"{kc._realm}/groups/{group['id']}/role-mappings/clients/{self.client}"
+            )
+            or []
+        }
+        wanted = kc._permission_roles(permission_set.permissions)
+        if roles != wanted:
+            self._differ("permission_set", set_id, "roles", wanted, roles, "permission_set.sync")
+
+    def stray_groups(
+        self, seller_group: dict[str, Any], permission_sets: Sequence[PermissionSet]
+    ) -> None:
+        """Groups under the seller's group that no permission set explains."""
+        kc = self.kc
+        known = {p.id for p in permission_sets}
+        for child in kc._paged(
+            f"{kc._realm}/groups/{seller_group['id']}/children", briefRepresentation="false"
+        ):
+            set_id = kc.layout.ids(child)[1]
+            if set_id in known or (set_id is None and child.get("name") in known):
+                continue  # a set's group (a legacy one is named by the set's id)
+            # Removed by its set id when it has one, else by its Keycloak id
+            # (remove_permission_set accepts both).
+            self._differ(
+                "group",
+                str(child.get("name")),
+                "stray",
+                None,
+                child.get("path"),
+                "permission_set.delete",
+                set_id or str(child["id"]),
+            )
+
+    def tagged_users(self, known_users: set[str]) -> None:
+        """Every Keycloak user tagged with this seller, in one paged search: the unknown and
+        the duplicated are reported (never repaired: a person decides)."""
+        kc = self.kc
+        for rep in kc._paged(
+            f"{kc._realm}/users",
+            q=f"{kc._attr_seller}:{self.seller.id}",
+            exact="true",
+            briefRepresentation="false",
+        ):
+            self.tagged.setdefault(kc._connector_id_of(rep) or "", []).append(rep)
+        for connector_id, reps in self.tagged.items():
+            if connector_id not in known_users:
+                for rep in reps:
+                    self._differ(
+                        "unknown-user",
+                        str(rep["id"]),
+                        "not in the store",
+                        None,
+                        rep.get("username"),
+                        None,
+                    )
+            elif len(reps) > 1:
+                self._differ(
+                    "duplicate-user",
+                    connector_id,
+                    "several Keycloak users",
+                    1,
+                    sorted(str(r["id"]) for r in reps),
+                    None,
+                )
+
+    def user(self, item: tuple[SellerUser, list[PermissionSet]]) -> list[Difference]:
+        """One user's differences (run in parallel: returns them rather than recording)."""
+        user, groups = item
+        out: list[Difference] = []
+
+        def differ(what: str, expected: Any, actual: Any) -> None:
+            out.append(
+                Difference(
+                    self.seller.id, "user", user.id, what, expected, actual, ("user.sync", user.id)
+                )
+            )
+
+        kc = self.kc
+        reps = self.tagged.get(user.id) or []
+        current = next((r for r in reps if r["id"] == user.idp_id), reps[0] if reps else None)
+        if current is None:
+            current = kc.find_user(user)  # untagged (its seller_id attribute removed)
+        if current is None:
+            differ("missing", user.user_name, None)
+            return out
+        user_id = str(current["id"])
+        desired = kc._desired_user(self.seller, user)
+        self._profile(current, desired, differ)
+        if self.org is not None and user_id not in self.members:
+            differ("organization member", True, False)
+        roles = {
+            r["name"]
+            for r in kc.api.get(f"{kc._realm}/users/{user_id}/role-mappings/clients/{self.client}")
+            or []
+        }
+        if roles != kc._user_roles(user):
+            differ("roles", kc._user_roles(user), roles)
+        current_groups = {
+            str(g["id"]): str(g.get("path"))
+            for g in kc._paged(f"{kc._realm}/users/{user_id}/groups", briefRepresentation="true")
+            if str(g.get("path", "")).startswith(kc._managed_prefix + "/")
+        }
+        # Compared by group id; shown by path, which reads as the console shows it.
+        by_set = self.by_set
+        wanted_groups = {
+            str(by_set[g.id]["id"]) if g.id in by_set else f"missing:{g.id}": (
+                str(by_set[g.id].get("path")) if g.id in by_set else g.display_name
+            )
+            for g in groups
+        }
+        if set(current_groups) != set(wanted_groups):
+            differ("groups", set(wanted_groups.values()), set(current_groups.values()))
+        return out
+
+    @staticmethod
+    def _profile(
+        current: dict[str, Any], desired: dict[str, Any], differ: Callable[[str, Any, Any], None]
+    ) -> None:
+        if bool(current.get("enabled")) != desired["enabled"]:
+            differ("enabled", desired["enabled"], current.get("enabled"))
+        if current.get("username") != desired["username"].lower():
+            differ("username", desired["username"].lower(), current.get("username"))
+        if "email" in desired and (current.get("email") or "") != desired["email"].lower():
+            differ("email", desired["email"].lower(), current.get("email"))
+        for key in ("firstName", "lastName"):
+            if key in desired and current.get(key) != desired[key]:
+                differ(key, desired[key], current.get(key))
+        attributes = current.get("attributes") or {}
+        for key, value in desired["attributes"].items():
+            if attributes.get(key) != value:
+                differ(f"attribute {key}", value, attributes.get(key))

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.adapters.sql.repositories import (
     Statements,
+    address_claim_statement,
     audit,
     chunks,
     emails,
@@ -188,30 +189,6 @@ _INSERT_OUTBOX = insert(outbox)
 
 def _insert_for(dialect: str) -> Any:
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
-@functools.cache
-def _claim_addresses(dialect: str) -> Any:
-    """INSERT each address, or take it over from a holder that released it (one held by
-    anyone else is left as it is: :data:`_CLAIMED` then tells)."""
-    statement = _insert_for(dialect)(emails).values(
-        email_key=bindparam("c_key"),
-        user_id=bindparam("c_user"),
-        seller_id=bindparam("c_seller"),
-        current=bindparam("c_current"),
-        released_at=None,
-    )
-    # No RETURNING: it would make SQLAlchemy send one statement per row.
-    return statement.on_conflict_do_update(
-        index_elements=["email_key"],
-        set_={
-            "user_id": statement.excluded.user_id,
-            "seller_id": statement.excluded.seller_id,
-            "current": statement.excluded.current,
-            "released_at": None,
-        },
-        where=emails.c.released_at.is_not(None),
-    )
 
 
 _CLAIMED = select(emails.c.email_key, emails.c.user_id).where(
@@ -449,7 +426,7 @@ class SqlDirectoryStore:
         if not claims:
             return
         self.uow.write(
-            _claim_addresses(self.uow.dialect),
+            address_claim_statement(self.uow.dialect, returning=False),
             [
                 {
                     "c_key": c.email_key,

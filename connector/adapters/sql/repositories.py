@@ -288,8 +288,13 @@ def _claimed(result: Result[Any], key: str) -> None:
 
 
 @functools.cache
-def _claim_statement(dialect: str) -> Any:
-    """INSERT an address, or take it over from a holder that released it (else no row)."""
+def address_claim_statement(dialect: str, returning: bool = True) -> Any:
+    """INSERT an address, or take it over from a holder that released it (one held by anyone
+    else is left as it is).
+
+    ``returning``: the row written comes back, which tells whether it was (drivers disagree
+    on an upsert's rowcount); without it, SQLAlchemy sends many rows in one statement.
+    """
     build = postgresql.insert if dialect == "postgresql" else sqlite.insert
     statement = build(emails).values(
         email_key=bindparam("c_key"),
@@ -298,8 +303,7 @@ def _claim_statement(dialect: str) -> Any:
         current=bindparam("c_current"),
         released_at=None,
     )
-    # RETURNING tells whether a row was written (drivers disagree on an upsert's rowcount).
-    return statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=["email_key"],
         set_={
             "user_id": statement.excluded.user_id,
@@ -308,7 +312,8 @@ def _claim_statement(dialect: str) -> Any:
             "released_at": None,
         },
         where=emails.c.released_at.is_not(None),
-    ).returning(emails.c.email_key)
+    )
+    return upsert.returning(emails.c.email_key) if returning else upsert
 
 
 class SqlUsers:
@@ -357,7 +362,7 @@ class SqlUsers:
         for key in sorted(keys - held.keys()):
             # A new address, or one another user released: taken only while still free.
             self.uow.write(
-                _claim_statement(self.uow.dialect),
+                address_claim_statement(self.uow.dialect),
                 {"c_key": key, "c_user": user.id, "c_seller": user.seller_id, "c_current": current},
                 after=lambda result, key=key: _claimed(result, key),  # type: ignore[misc]
             )

@@ -409,42 +409,8 @@ class Batch:
         check_user_draft(self.catalogue, draft)
         keys = draft_email_keys(draft)
         seller.check_not_partner(sorted(keys))
-        now = utcnow()
-        owners = self._owners_of(keys)
-        by_name = self.names.get(identity_key(draft.user_name))
-        restored = self._deleted_match(by_name, owners)
-        invite = False
-        if restored is not None:
-            if by_name is not None and by_name.id != restored.id:
-                raise _name_taken(draft.user_name)
-            check_addresses_free(self.uow, restored.id, keys, owners)
-            user = _copy(restored)
-            old_name = identity_key(user.user_name)
-            user.deleted = False
-            user.active = True
-            changes = user.apply(draft, self.catalogue)
-            if user.invitation is None or user.invitation.state is not InvitationState.accepted:
-                user.start_invitation(self.invitation_lifespan, now)
-                invite = True
-            user.updated_at = now
-            action_name = "user.restored"
-        else:
-            if by_name is not None:
-                raise _name_taken(draft.user_name)
-            check_addresses_free(self.uow, None, keys, owners)
-            user = SellerUser(
-                id=new_id(),
-                seller_id=seller.id,
-                user_name=draft.user_name,
-                role=Role.secondary,
-                created_at=now,
-                updated_at=now,
-            )
-            old_name = None
-            changes = user.apply(draft, self.catalogue)
-            user.start_invitation(self.invitation_lifespan, now)
-            invite = True
-            action_name = "user.created"
+        restored, user, old_name, changes, invite = self._restore_or_new(draft, keys)
+        action_name = "user.restored" if restored is not None else "user.created"
         addresses = self._addresses(user)
 
         # Accepted: from here on nothing raises.
@@ -471,6 +437,50 @@ class Batch:
             self._join(user.id, permission_set)
         self.created_for[action.stable_id] = user.id
         return user.id
+
+    def _restore_or_new(
+        self, draft: UserDraft, keys: set[str]
+    ) -> tuple[SellerUser | None, SellerUser, str | None, dict[str, Any], bool]:
+        """The user a create makes: a deleted user of this seller brought back when the name
+        or address is its own, else a new secondary user; both invited unless accepted before.
+
+        Returns (the deleted user restored or None, the user, its former name key, the
+        changes, whether to invite)."""
+        now = utcnow()
+        owners = self._owners_of(keys)
+        by_name = self.names.get(identity_key(draft.user_name))
+        restored = self._deleted_match(by_name, owners)
+        if restored is not None:
+            if by_name is not None and by_name.id != restored.id:
+                raise _name_taken(draft.user_name)
+            check_addresses_free(self.uow, restored.id, keys, owners)
+            user = _copy(restored)
+            old_name: str | None = identity_key(user.user_name)
+            user.deleted = False
+            user.active = True
+            changes = user.apply(draft, self.catalogue)
+            invite = (
+                user.invitation is None or user.invitation.state is not InvitationState.accepted
+            )
+            user.updated_at = now
+        else:
+            if by_name is not None:
+                raise _name_taken(draft.user_name)
+            check_addresses_free(self.uow, None, keys, owners)
+            user = SellerUser(
+                id=new_id(),
+                seller_id=self.seller.id,
+                user_name=draft.user_name,
+                role=Role.secondary,
+                created_at=now,
+                updated_at=now,
+            )
+            old_name = None
+            changes = user.apply(draft, self.catalogue)
+            invite = True
+        if invite:
+            user.start_invitation(self.invitation_lifespan, now)
+        return restored, user, old_name, changes, invite
 
     def _update(self, action: UpdateUser) -> None:
         current = self._linked_user(action.user_id)
@@ -511,12 +521,12 @@ class Batch:
             return
         now = utcnow()
         user.updated_at = now
-        invite = self._lapsed_invitation(user, now)
+        lifespan = user.renew_lapsed_invitation(now)
         addresses = self._addresses(user)
 
         self._keep(user, addresses, old_name=identity_key(current.user_name))
-        if invite:
-            self._invite(user, DEFAULT_INVITATION_LIFESPAN)
+        if lifespan is not None:
+            self._invite(user, lifespan)
         action_name = "user.updated"
         if was_active and not user.active:
             action_name = "user.deactivated"
@@ -524,15 +534,6 @@ class Batch:
             action_name = "user.reactivated"
         self._record(action_name, user, changes)
         self.synced[user.id] = None
-
-    @staticmethod
-    def _lapsed_invitation(user: SellerUser, now: dt.datetime) -> bool:
-        """A user reactivated after its invitation lapsed gets a new one (as the use
-        cases' ``_reinvite_if_lapsed``)."""
-        if user.needs_new_invitation():
-            user.start_invitation(DEFAULT_INVITATION_LIFESPAN, now)
-            return True
-        return False
 
     def _set_permission_sets(self, action: SetPermissionSets) -> None:
         user = self._linked_user(action.user_id)
@@ -569,12 +570,12 @@ class Batch:
             return
         now = utcnow()
         user.updated_at = now
-        invite = self._lapsed_invitation(user, now)
+        lifespan = user.renew_lapsed_invitation(now)
         addresses = self._addresses(user)
 
         self._keep(user, addresses)
-        if invite:
-            self._invite(user, DEFAULT_INVITATION_LIFESPAN)
+        if lifespan is not None:
+            self._invite(user, lifespan)
         self._record("user.reactivated", user, {"active": {"from": False, "to": True}})
         self.synced[user.id] = None
 

@@ -276,6 +276,56 @@ def run_sync(
     known = target.known(seller_id)
 
     run_full = full or _full_run_due(config, state, started, say)
+    plan, scans, run_full = _make_plan(
+        config, reader, target, known, seller_id, state, run_full, say, progress_every
+    )
+    result = SyncResult(plan=plan, full=run_full, dry_run=dry_run)
+    for line in plan.lines() if describe else [plan.summary()]:
+        say(line)
+
+    try:
+        plan.check_threshold(config.deactivation_threshold, force, floor=config.deactivation_floor)
+    except ThresholdExceeded as exc:
+        if not dry_run:
+            raise
+        result.blocked = str(exc)
+        say(f"dry run: a real run would stop here: {exc}")
+        return result
+    if dry_run:
+        say("dry run: nothing was changed")
+        return result
+
+    _apply(plan, target, seller_id, result, say, progress_every, batch_size)
+    if result.failures:
+        say(
+            f"{len(result.failures)} changes failed: the marker stays where it was, so "
+            "the next run tries them again"
+        )
+        return result
+    new_state = SyncState(
+        marker=scans[0].marker,
+        full_at=started if run_full else state.full_at,  # type: ignore[union-attr]
+        runs_since_full=0 if run_full else state.runs_since_full + 1,  # type: ignore[union-attr]
+    )
+    target.set_marker(config.id, new_state.dump(), scans[0].group_members, every_group=run_full)
+    result.marker_stored = True
+    say(f"{config.id}: done, {len(result.applied)} changes applied")
+    return result
+
+
+def _make_plan(
+    config: SyncSettings,
+    reader: DirectorySource,
+    target: DirectoryTarget,
+    known: KnownUsers,
+    seller_id: str,
+    state: SyncState | None,
+    run_full: bool,
+    say: Progress,
+    progress_every: int,
+) -> tuple[SyncPlan, list[DirectoryScan], bool]:
+    """Read the directory (a delta where the stored marker allows, else everything) and
+    plan the changes; returns the plan, the scans read and whether the run is full."""
     scans: list[DirectoryScan] = []
     users: Iterator[DirectoryUser]
     if not run_full:
@@ -310,38 +360,7 @@ def run_sync(
         planner.present(scan.present_ids)
     plan = planner.finish(absent_left=run_full or scans[0].absent_left)
     plan.problems[:0] = [p for s in scans for p in s.problems]
-    result = SyncResult(plan=plan, full=run_full, dry_run=dry_run)
-    for line in plan.lines() if describe else [plan.summary()]:
-        say(line)
-
-    try:
-        plan.check_threshold(config.deactivation_threshold, force, floor=config.deactivation_floor)
-    except ThresholdExceeded as exc:
-        if not dry_run:
-            raise
-        result.blocked = str(exc)
-        say(f"dry run: a real run would stop here: {exc}")
-        return result
-    if dry_run:
-        say("dry run: nothing was changed")
-        return result
-
-    _apply(plan, target, seller_id, result, say, progress_every, batch_size)
-    if result.failures:
-        say(
-            f"{len(result.failures)} changes failed: the marker stays where it was, so "
-            "the next run tries them again"
-        )
-        return result
-    new_state = SyncState(
-        marker=scans[0].marker,
-        full_at=started if run_full else state.full_at,  # type: ignore[union-attr]
-        runs_since_full=0 if run_full else state.runs_since_full + 1,  # type: ignore[union-attr]
-    )
-    target.set_marker(config.id, new_state.dump(), scans[0].group_members, every_group=run_full)
-    result.marker_stored = True
-    say(f"{config.id}: done, {len(result.applied)} changes applied")
-    return result
+    return plan, scans, run_full
 
 
 def _full_run_due(
