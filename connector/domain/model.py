@@ -144,6 +144,13 @@ class Invitation:
             return InvitationState.expired
         return self.state
 
+    @property
+    def lifespan(self) -> dt.timedelta:
+        """How long it was valid when sent (the default for one sent before that was kept)."""
+        if self.sent_at is not None and self.expires_at is not None:
+            return self.expires_at - self.sent_at
+        return DEFAULT_INVITATION_LIFESPAN
+
 
 Permissions = dict[str, Level]
 
@@ -534,6 +541,17 @@ class SellerUser:
             and self.invitation.state is InvitationState.expired
             and self.never_signed_in
         )
+
+    def renew_lapsed_invitation(self, now: dt.datetime) -> dt.timedelta | None:
+        """Reactivated after its invitation lapsed: a new one, as long as the lapsed one was
+        (the lifespan the operator configured when it was sent). :returns: that lifespan, or
+        None when no new invitation is needed."""
+        if not self.needs_new_invitation():
+            return None
+        assert self.invitation is not None
+        lifespan = self.invitation.lifespan
+        self.start_invitation(lifespan, now)
+        return lifespan
 
     def accept_invitation(self) -> bool:
         """The user set its password and verified its address. :returns: whether it was pending."""

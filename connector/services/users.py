@@ -246,15 +246,11 @@ def _activity(active: bool) -> SecondaryUserEvent:
     return SecondaryUserEvent.reactivated if active else SecondaryUserEvent.deactivated
 
 
-def _reinvite_if_lapsed(
-    uow: UnitOfWork,
-    user: SellerUser,
-    lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN,
-) -> None:
+def _reinvite_if_lapsed(uow: UnitOfWork, user: SellerUser) -> None:
     """A user reactivated after its invitation lapsed gets a new one (its addresses are
     taken back as it is saved, while no one else took them)."""
-    if user.needs_new_invitation():
-        user.start_invitation(lifespan, utcnow())
+    lifespan = user.renew_lapsed_invitation(utcnow())
+    if lifespan is not None:
         _enqueue_invitation(uow, user, lifespan)
 
 

@@ -187,6 +187,23 @@ def test_invitation_current_state(
     )
 
 
+def test_a_lapsed_invitation_is_renewed_as_long_as_it_was() -> None:
+    u = user()
+    sent = NOW - dt.timedelta(days=10)
+    u.invitation = Invitation(
+        InvitationState.expired, sent_at=sent, expires_at=sent + dt.timedelta(days=3)
+    )
+    assert u.renew_lapsed_invitation(NOW) == dt.timedelta(days=3)
+    assert u.invitation == Invitation(
+        InvitationState.pending, sent_at=NOW, expires_at=NOW + dt.timedelta(days=3)
+    )
+    # Pending now: nothing more to renew; an accepted invitation is never renewed.
+    assert u.renew_lapsed_invitation(NOW) is None
+    u.invitation = Invitation(InvitationState.accepted, sent_at=sent, expires_at=None)
+    assert u.renew_lapsed_invitation(NOW) is None
+    assert u.invitation.state is InvitationState.accepted
+
+
 # -- SellerAccount rules ----------------------------------------------------------------------
 
 
