@@ -19,14 +19,30 @@ Printed, from one run each:
 ``--profile`` then runs the first full sync and the delta once more, on a fresh
 directory and store, under cProfile, and prints where the time goes (cumulative). Figures go to stdout and as JSON to bench/results/.
 
+``--keycloak`` then measures the directory -> Keycloak path end to end, on a fresh slapd
+and store with the same ``--users`` people: a real Keycloak (26.7.3, dev-mem, with the
+project's plugin and the ``sellers`` realm, started through tests/support/keycloak.py, or
+the one named by SELLER_CONNECTOR_TEST_KEYCLOAK_URL), the store configured with it (the
+least-privilege ``seller-connector`` client), the realm's mail and the connector's own
+pointed at an SMTP sink (tests/support/smtp.py). Timed: (a) the first full sync into the
+store, (b) draining the outbox into Keycloak with the connector's own outbox worker
+(``OutboxWorker.drain``, what ``seller-connector worker`` runs each round, with the
+``SELLER_CONNECTOR_OUTBOX_*`` policy; every user is synced and the active ones invited),
+again after entries waiting for a retry are due, until nothing is pending; then (c) a
+delta after ``--changes`` changes and its drain. What arrived is checked against the store
+(the organization's members, the users tagged with the seller, the enabled ones, the
+invitation emails). The seller's own setup (organization, groups, owner) and
+``--keycloak-warmup`` users of another seller (to warm the JVM) are drained first, untimed.
+
 ``.venv/bin/python bench/ldap_sync.py [--users 10000] [--changes 100] [--profile]
-[--memory-sizes 1000,10000,100000]``
+[--memory-sizes 1000,10000,100000] [--keycloak [--keycloak-warmup 200]]``
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import dataclasses
 import datetime as dt
 import gc
 import io
@@ -39,6 +55,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -53,10 +70,11 @@ from connector.adapters.ldap.config import DirectoryConfig  # noqa: E402
 from connector.adapters.ldap.reader import DirectoryReader  # noqa: E402
 from connector.bootstrap import Connector, bootstrap  # noqa: E402
 from connector.domain.drafts import Actor, PermissionSetDraft  # noqa: E402
-from connector.domain.model import Plan  # noqa: E402
+from connector.domain.model import Plan, utcnow  # noqa: E402
 from connector.services import permission_sets as set_cases  # noqa: E402
 from connector.services import sellers as seller_cases  # noqa: E402
 from connector.services.directory.sync import SyncResult, run_sync  # noqa: E402
+from connector.services.outbox import OutboxWorker, RoundReport  # noqa: E402
 from connector.settings import Settings  # noqa: E402
 from tests.support.slapd import GROUPS, PEOPLE, Slapd  # noqa: E402
 
@@ -181,6 +199,7 @@ class Bench:
         self.server.add(seed_ldif(0, groups, users)[1])
         self.seed_s = time.perf_counter() - started
         self.connector, seller_id = make_store(workdir)
+        self.seller_id = seller_id
         self.config = DirectoryConfig.model_validate(
             {
                 "id": "bench",
@@ -337,6 +356,243 @@ def _rss_mib(pid: int) -> float | None:
     return None
 
 
+# -- Directory -> Keycloak, end to end (--keycloak) -------------------------------------------
+
+DRAIN_TIMEOUT = 3600.0  # seconds a drain may take before the bench gives up on what is left
+
+
+def progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def drain_until_empty(worker: OutboxWorker, connector: Connector, label: str) -> dict[str, Any]:
+    """Drain the outbox into Keycloak as the worker does (``OutboxWorker.drain``), again
+    whenever entries waiting for their retry are due, until nothing is pending (or
+    DRAIN_TIMEOUT): (seconds, what the rounds did, what is left). A line to stderr every 15 s."""
+    queue = connector.outbox_queue()
+    total = RoundReport()
+    poison_before = queue.backlog(utcnow()).poison
+    started = time.perf_counter()
+    finished = threading.Event()
+    peak_load = [os.getloadavg()[0]]
+
+    def watch() -> None:
+        while not finished.wait(15.0):
+            peak_load.append(os.getloadavg()[0])
+            left = queue.backlog(utcnow())
+            progress(
+                f"  {label}: {time.perf_counter() - started:5.0f} s, {left.pending:,} pending "
+                f"({left.waiting_for_retry:,} waiting for a retry), {left.in_progress:,} in "
+                f"progress, {left.poison - poison_before:,} new poison; load "
+                f"{peak_load[-1]:.1f}"
+            )
+
+    watcher = threading.Thread(target=watch, name="drain-progress", daemon=True)
+    watcher.start()
+    try:
+        while True:
+            total.add(worker.drain())
+            left = queue.backlog(utcnow())
+            if left.pending + left.in_progress == 0:
+                break
+            if time.perf_counter() - started > DRAIN_TIMEOUT:
+                progress(f"  {label}: gave up after {DRAIN_TIMEOUT:.0f} s, {left.pending} pending")
+                break
+            time.sleep(0.2)  # what is left waits for its retry time
+    finally:
+        seconds = time.perf_counter() - started
+        finished.set()
+        watcher.join()
+    return {
+        "s": seconds,
+        **{k: v for k, v in total.as_dict().items() if k not in ("errors", "unavailable")},
+        "provider_unavailable": total.unavailable,
+        "left_pending": left.pending + left.in_progress,
+        "new_poison": left.poison - poison_before,
+        "errors": total.errors[:5],
+        "error_count": len(total.errors),
+        "peak_load_1min": max(peak_load),
+    }
+
+
+def arrived(server: Any, connector: Connector, seller_id: str, attribute: str) -> dict[str, Any]:
+    """What Keycloak holds of the seller, beside what the store holds: organization members,
+    users tagged with the seller (all, enabled) against the store's users (all, active)."""
+    with connector.uow() as uow:
+        people = uow.users.list(seller_id, include_deleted=True)
+    org = server.admin_json("GET", "organizations", params={"q": f"seller_id:{seller_id}"})
+    members = int(server.admin_json("GET", f"organizations/{org[0]['id']}/members/count"))
+    query = {"q": f"{attribute}:{seller_id}"}
+    tagged = int(server.admin_json("GET", "users/count", params=query))
+    enabled = int(server.admin_json("GET", "users/count", params={**query, "enabled": "true"}))
+    found = {
+        "organization_members": members,
+        "keycloak_users": tagged,
+        "keycloak_enabled": enabled,
+        "store_users": len(people),
+        "store_active": sum(1 for u in people if u.active and not u.deleted),
+        "store_without_keycloak_id": sum(1 for u in people if not u.idp_id),
+    }
+    found["ok"] = (
+        tagged == found["store_users"]
+        and enabled == found["store_active"]
+        and found["store_without_keycloak_id"] == 0
+    )
+    return found
+
+
+def complete(drained: dict[str, Any]) -> bool:
+    """Whether a drain left nothing behind: nothing pending, nothing new in poison."""
+    return drained["left_pending"] == 0 and drained["new_poison"] == 0
+
+
+def end_to_end(users: int, groups: int, changes: int, warmup: int) -> dict[str, Any]:
+    """Directory -> store -> outbox -> Keycloak for ``users`` people, and a delta (see the
+    module's docstring)."""
+    from bench.keycloak_push import connector_path
+    from connector.adapters.keycloak import KeycloakIdentityProvider
+    from tests.support.keycloak import KeycloakServer
+    from tests.support.smtp import SmtpSink
+
+    figures: dict[str, Any] = {"users": users, "groups": groups, "load_start": os.getloadavg()}
+    server = KeycloakServer.from_env()
+    started_here = server is None
+    if server is None:
+        progress("keycloak: starting a throwaway Keycloak (dev-mem, with the plugin)...")
+        begin = time.perf_counter()
+        server = KeycloakServer.start(db="dev-mem")
+        figures["keycloak_start_s"] = time.perf_counter() - begin
+        progress(f"keycloak: ready after {figures['keycloak_start_s']:.0f} s: {server.url}")
+    figures["keycloak_started_here"] = started_here
+    workdir = Path(tempfile.mkdtemp(prefix="ldap-keycloak-bench-"))
+    sink = SmtpSink().start()
+    bench: Bench | None = None
+    try:
+        figures["keycloak"] = server.admin_json("GET", "/admin/serverinfo")["systemInfo"]["version"]
+        # Invitations are emails Keycloak sends: its realm's mail, and the connector's own
+        # (notices), go to the sink.
+        server.set_smtp(sink.host, sink.port)
+        os.environ.setdefault("SELLER_CONNECTOR_SMTP_HOST", sink.host)
+        os.environ.setdefault("SELLER_CONNECTOR_SMTP_PORT", str(sink.port))
+        settings = server.connector_settings()
+        idp = KeycloakIdentityProvider(settings)
+        idp.ensure_catalogue()  # once, as `seller-connector keycloak setup` does
+        if idp.bulk_endpoint() is None:
+            raise SystemExit("this Keycloak has no seller-connector bulk endpoint: the plugin")
+        if warmup:
+            progress(f"keycloak: warming the JVM up with {warmup} users of another seller...")
+            connector_path(idp, warmup, 500, "warmup")
+        progress(f"keycloak: seeding slapd with {users:,} people...")
+        bench = made = Bench(users, groups, workdir)
+        figures["seed_s"] = made.seed_s
+        seller_id = made.seller_id
+        connector = dataclasses.replace(bench.connector, keycloak=settings)
+        worker = connector.outbox_worker(console=False)
+        figures["outbox_policy"] = dataclasses.asdict(worker.policy)
+        attribute = idp.names.attributes["seller_id"]
+        figures["setup_drain"] = drain_until_empty(worker, connector, "setup drain")
+        sink.clear()
+
+        progress(f"keycloak: (a) first full sync of {users:,} people into the store...")
+        seconds, first, _ = measured(lambda: made.sync(), False)
+        figures["first_full"] = {"s": seconds, "ok": first.full and first.ok, **counts(first)}
+        progress(f"keycloak: (a) {seconds:.1f} s; (b) draining the outbox into Keycloak...")
+        figures["first_drain"] = drain_until_empty(worker, connector, "drain")
+        figures["first_drain"]["emails"] = len(sink.messages)
+        figures["first_total_s"] = figures["first_full"]["s"] + figures["first_drain"]["s"]
+        figures["users_per_s"] = users / figures["first_total_s"]
+        progress(f"keycloak: (b) {figures['first_drain']['s']:.1f} s; checking what arrived...")
+        figures["first_arrived"] = arrived(server, connector, seller_id, attribute)
+        figures["first_arrived"]["ok"] &= complete(figures["first_drain"])
+        sink.clear()
+
+        progress(f"keycloak: (c) {changes} changes in slapd, delta sync, drain...")
+        made.change(changes)
+        seconds, delta, _ = measured(lambda: made.sync(), False)
+        figures["delta"] = {
+            "s": seconds,
+            "changes": changes,
+            "ok": (not delta.full) and delta.ok,
+            **counts(delta),
+        }
+        figures["delta_drain"] = drain_until_empty(worker, connector, "delta drain")
+        figures["delta_drain"]["emails"] = len(sink.messages)
+        figures["delta_total_s"] = figures["delta"]["s"] + figures["delta_drain"]["s"]
+        figures["delta_arrived"] = arrived(server, connector, seller_id, attribute)
+        if changes:
+            # The first change of changes_ldif is user 1's new address.
+            found = server.admin_json(
+                "GET", "users", params={"email": "r1@example.com", "exact": "true"}
+            )
+            figures["delta_arrived"]["changed_email_found"] = len(found) == 1
+            figures["delta_arrived"]["ok"] &= len(found) == 1
+        figures["delta_arrived"]["ok"] &= complete(figures["delta_drain"])
+        figures["load_end"] = os.getloadavg()
+    finally:
+        sink.stop()
+        if bench is not None:
+            bench.close()
+        if started_here:
+            progress("keycloak: stopping Keycloak...")
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return figures
+
+
+def print_end_to_end(e2e: dict[str, Any]) -> None:
+    n = e2e["users"]
+    print(
+        f"\ndirectory -> Keycloak end to end (Keycloak {e2e['keycloak']}, plugin; {n:,} people, "
+        f"{e2e['groups']} groups; outbox worker in-process)"
+    )
+    print(
+        f"load average at start {e2e['load_start'][0]:.1f}, at the end "
+        f"{e2e.get('load_end', [float('nan')])[0]:.1f}"
+    )
+
+    def drained(row: dict[str, Any]) -> str:
+        text = (
+            f"entries {row['entries']:,}, done {row['done']:,}, skipped {row['skipped']}, "
+            f"bulk {row['bulk']:,} users, calls {row['calls']:,}, retried {row['retried']}, "
+            f"new poison {row['new_poison']}, left {row['left_pending']}, "
+            f"emails {row['emails']:,}"
+        )
+        return text + f"; peak load {row['peak_load_1min']:.1f}"
+
+    def landed(row: dict[str, Any]) -> str:
+        verdict = "ok" if row["ok"] else "INCOMPLETE (see the drain's poison and errors)"
+        text = (
+            f"{verdict}: {row['organization_members']:,} organization members, "
+            f"{row['keycloak_users']:,} users of the seller in Keycloak (store "
+            f"{row['store_users']:,}), {row['keycloak_enabled']:,} enabled (store active "
+            f"{row['store_active']:,}), {row['store_without_keycloak_id']} without a Keycloak id"
+        )
+        if "changed_email_found" in row:
+            text += f", changed email found: {row['changed_email_found']}"
+        return text
+
+    def row(label: str, seconds: float, detail: str) -> None:
+        print(f"  {label:<38} {seconds:8.2f} s  {detail}")
+
+    first, drain = e2e["first_full"], e2e["first_drain"]
+    detail = ", ".join(f"{k} {v}" for k, v in first.items() if k not in ("s", "ok") and v)
+    row("(a) first full sync into the store", first["s"], f"({detail})")
+    row("(b) outbox drained into Keycloak", drain["s"], f"({drained(drain)})")
+    row("    total", e2e["first_total_s"], f"= {e2e['users_per_s']:.1f} users/s end to end")
+    print(f"      arrived: {landed(e2e['first_arrived'])}")
+    delta, drain = e2e["delta"], e2e["delta_drain"]
+    detail = ", ".join(
+        f"{k} {v}" for k, v in delta.items() if k not in ("s", "changes", "ok") and v
+    )
+    row(f"(c) delta after {delta['changes']} changes", delta["s"], f"({detail})")
+    row("    drained into Keycloak", drain["s"], f"({drained(drain)})")
+    row("    until Keycloak has them", e2e["delta_total_s"], "")
+    print(f"      arrived: {landed(e2e['delta_arrived'])}")
+    for key in ("setup_drain", "first_drain", "delta_drain"):
+        for error in e2e[key]["errors"]:
+            print(f"      {key} error: {error}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--users", type=int, default=10_000)
@@ -351,6 +607,20 @@ def main() -> int:
         help="ignored, for older command lines: the store is what is measured",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument(
+        "--keycloak",
+        action="store_true",
+        help="then also time the directory -> Keycloak path end to end for the same --users: "
+        "a real Keycloak 26.7.3 with the plugin (started here, or "
+        "SELLER_CONNECTOR_TEST_KEYCLOAK_URL), the first full sync, the outbox worker draining "
+        "it into Keycloak, and a delta after --changes changes with its drain",
+    )
+    parser.add_argument(
+        "--keycloak-warmup",
+        type=int,
+        default=200,
+        help="with --keycloak: users of another seller pushed first, untimed, to warm the JVM",
+    )
     args = parser.parse_args()
 
     if args.memory_only:  # a child process of the memory series
@@ -381,6 +651,10 @@ def main() -> int:
     figures["memory"] = series
     if args.profile:
         figures["profiles"] = profiles(args.users, args.groups, args.changes)
+    if args.keycloak:
+        figures["keycloak"] = end_to_end(
+            args.users, args.groups, args.changes, args.keycloak_warmup
+        )
     slapd = subprocess.run(["slapd", "-VV"], capture_output=True, text=True, check=False)
     figures["environment"] = {
         "python": platform.python_version(),
@@ -421,6 +695,8 @@ def main() -> int:
         )
     for key, text in figures.get("profiles", {}).items():
         print(f"\n--- cProfile, {key} (cumulative) ---\n{text}")
+    if "keycloak" in figures:
+        print_end_to_end(figures["keycloak"])
 
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
