@@ -9,9 +9,9 @@ import multiprocessing
 import os
 
 bind = os.environ.get("SELLER_CONNECTOR_BIND", "127.0.0.1:8080")
-workers = int(
-    os.environ.get("SELLER_CONNECTOR_WORKERS", max(2, min(4, multiprocessing.cpu_count())))
-)
+# One worker per core and one more, 4 threads each: measured by bench/server_model.py (README,
+# Performance, "Server model").
+workers = int(os.environ.get("SELLER_CONNECTOR_WORKERS", multiprocessing.cpu_count() + 1))
 worker_class = "gthread"
 threads = int(os.environ.get("SELLER_CONNECTOR_THREADS", "4"))
 timeout = 60

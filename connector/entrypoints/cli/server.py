@@ -54,10 +54,10 @@ class _Gunicorn:
 @click.option("--port", default=8080, show_default=True, type=int, help="Port to listen on.")
 @click.option(
     "--workers",
-    default=max(2, min(4, multiprocessing.cpu_count())),
+    default=multiprocessing.cpu_count() + 1,
     show_default=True,
     type=int,
-    help="gunicorn worker processes.",
+    help="gunicorn worker processes (one per core and one more: bench/server_model.py).",
 )
 @click.option(
     "--threads", default=4, show_default=True, type=int, help="Threads per worker (gthread)."
