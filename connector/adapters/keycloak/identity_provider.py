@@ -16,7 +16,10 @@ How the seller domain lands in the one realm of mappings/idp.yaml:
   category at its highest level directly (the domain never leaves it to groups);
 * each portal role is described from the catalogue (``Pricing: view and edit. ...``);
 * user attributes ``seller_id``, ``seller_role``, ``seller_connector_user_id``; username is the
-  user's userName, email its primary email.
+  user's userName, email its primary email. A new userName renames the Keycloak user (the same
+  user: its id and password kept): the realm lets admins edit usernames
+  (``editUsernameAllowed``, the user profile's ``username`` editable by ``admin`` only) and
+  the plugin's guard keeps those edits to the connector (deploy/keycloak/README.md).
 
 Every method converges: it reads what Keycloak has and changes only the difference, so the
 outbox may call it again after a crash. Users are never deleted: a deactivated user is
@@ -66,6 +69,24 @@ _LEVEL_WORDS = {
     Level.edit: "view and edit",
     Level.admin: "admin (view, edit and manage)",
 }
+
+
+# Keycloak's words when the realm keeps usernames read-only (editUsernameAllowed off, or the
+# user profile's username not editable by admin): the user profile's error code, or the
+# message key of its username-mutation validator.
+_READ_ONLY_USERNAME = ("error-user-attribute-read-only", "readonlyusernamemessage")
+RENAME_HINT = (
+    " (the realm keeps usernames read-only, so a new userName cannot reach Keycloak: turn on "
+    "editUsernameAllowed with the user profile's username editable by admin only, as "
+    "deploy/keycloak/README.md says under 'Usernames follow the store'; then "
+    "'seller-connector outbox retry --poison')"
+)
+
+
+def rename_refused(message: str) -> bool:
+    """Whether Keycloak's refusal of a user write is a read-only username (a rename)."""
+    text = message.lower()
+    return any(word in text for word in _READ_ONLY_USERNAME)
 
 
 def role_description(category_name: str, level: Level, category_description: str = "") -> str:
@@ -618,12 +639,19 @@ class KeycloakIdentityProvider:
         if "email" in desired and (current.get("email") or "") != desired["email"].lower():
             update["email"] = desired["email"]
             changed = True
-        # Keycloak stores usernames lower-cased.
-        if current.get("username") != desired["username"].lower():
+        # Keycloak stores usernames lower-cased. A new userName renames the user: the realm
+        # lets admins edit usernames for that (deploy/keycloak/README.md).
+        renamed = current.get("username") != desired["username"].lower()
+        if renamed:
             update["username"] = desired["username"]
             changed = True
         if changed:
-            self.api.put(f"{self._realm}/users/{current['id']}", update)
+            try:
+                self.api.put(f"{self._realm}/users/{current['id']}", update)
+            except RejectedByKeycloak as exc:
+                if renamed and exc.status == 400 and rename_refused(str(exc)):
+                    raise RejectedByKeycloak(str(exc) + RENAME_HINT, exc.status) from exc
+                raise
 
     def sync_user(
         self, seller: SellerAccount, user: SellerUser, groups: list[PermissionSet]
@@ -1004,6 +1032,8 @@ class KeycloakIdentityProvider:
                     f"Keycloak answered {status} for user {user.id} ({user.user_name}): "
                     f"{answer.get('error')}"
                 )
+                if status == 400 and "username: " in message and rename_refused(message):
+                    message += RENAME_HINT
                 if status >= 500:
                     result.errors[user.id] = IdentityProviderUnavailable(message)
                 elif status == 404:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,7 +14,7 @@ import requests
 
 from connector.adapters.keycloak import KeycloakIdentityProvider, KeycloakSettings
 from connector.domain.catalogue import Level
-from connector.domain.model import PermissionSet, Role, SellerAccount, SellerUser
+from connector.domain.model import Email, PermissionSet, Role, SellerAccount, SellerUser
 from connector.ports.identity import IdentityProviderRejected, IdentityProviderUnavailable
 from tests.support.keycloak import (
     KeycloakServer,
@@ -155,6 +156,116 @@ def test_a_second_sync_writes_nothing(
     assert before > 0  # the first sync did write: the filter sees its events
     idp.sync_user(seller, user, [team])
     assert len(writes()) == before
+
+
+def _rename(user: SellerUser, seller: SellerAccount, tag: str) -> str:
+    """Give ``user`` a brand-new address as userName and email (mixed case, as clients send
+    it), as a directory whose ``mail`` changed or Okta and Entra (PATCH userName) do."""
+    address = f"{tag}-{uuid.uuid4().hex[:8]}@Renamed.{seller.id}.example.com"
+    user.user_name = address
+    user.emails = [Email(address, primary=True)]
+    return address.lower()
+
+
+def test_a_new_user_name_renames_the_same_keycloak_user(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+    make_set: Callable[..., PermissionSet],
+) -> None:
+    """Not only a change of case: a new userName reaches Keycloak on both paths (the realm lets
+    admins, so the connector, edit usernames; with editUsernameAllowed off Keycloak 26.7.3
+    refuses it on the admin API and the bulk endpoint alike). The same user is renamed: its
+    id, password, roles, groups and membership stay, the old name no longer logs in."""
+    team = make_set({"orders": Level.view})
+    user = make_user(permissions={"pricing": Level.edit})
+    user_id = idp.sync_user(seller, user, [team])
+    user.idp_id = user_id
+    set_password(keycloak_server, user_id)
+    old_name = user.user_name
+    address = _rename(user, seller, "moved")
+
+    assert idp.sync_user(seller, user, [team]) == user_id
+    rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+    assert (rep["username"], rep["email"]) == (address, address)
+    assert rep["attributes"]["seller_connector_user_id"] == [user.id]
+    assert portal_roles(keycloak_server, f"users/{user_id}") == {"pricing:edit"}
+    groups = keycloak_server.admin_json("GET", f"users/{user_id}/groups")
+    assert [g["path"] for g in groups] == [f"/sellers/{seller.name}/{team.display_name}"]
+    org = org_of(keycloak_server, seller)
+    members = keycloak_server.admin_json("GET", f"organizations/{org['id']}/members")
+    assert [m["id"] for m in members] == [user_id]
+    assert password_grant(keycloak_server, address).status_code == 200
+    assert password_grant(keycloak_server, old_name).status_code in (400, 401)
+    found = keycloak_server.admin_json(
+        "GET", "users", params={"username": old_name, "exact": "true"}
+    )
+    assert found == []
+    # Converged: found again by its connector id too (a store without the Keycloak id).
+    user.idp_id = None
+    assert idp.sync_user(seller, user, [team]) == user_id
+
+    # Many at once (a directory whose mails changed): the bulk path renames each.
+    others = [make_user() for _ in range(3)]
+    first = idp.bulk_sync_users(seller, [(u, []) for u in others])
+    assert first.errors == {}
+    wanted = {u.id: _rename(u, seller, "bulk") for u in others}
+    result = idp.bulk_sync_users(seller, [(u, []) for u in others])
+    assert result.errors == {}, result.errors
+    for connector_id, kc_id in result.provider_ids.items():
+        assert first.provider_ids[connector_id] == kc_id
+        rep = keycloak_server.admin_json("GET", f"users/{kc_id}")
+        assert (rep["username"], rep["email"]) == (wanted[connector_id], wanted[connector_id])
+
+
+def test_a_rename_taken_by_another_user_is_a_conflict_for_that_user_alone(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    """Keycloak keeps usernames unique: a rename onto a name another Keycloak user holds (one
+    the connector does not manage) is refused for that user, nothing of it written."""
+    user = make_user()
+    user_id = idp.sync_user(seller, user, [])
+    before = keycloak_server.admin_json("GET", f"users/{user_id}")
+    squatter = f"squatter-{uuid.uuid4().hex[:8]}@{seller.id}.example.com"
+    keycloak_server.admin_json("POST", "users", json={"username": squatter, "enabled": True})
+    user.user_name = squatter
+    with pytest.raises(IdentityProviderRejected) as caught:
+        idp.sync_user(seller, user, [])
+    assert getattr(caught.value, "status", None) in (400, 409), caught.value
+    after = keycloak_server.admin_json("GET", f"users/{user_id}")
+    assert (after["username"], after["email"]) == (before["username"], before["email"])
+
+
+def test_a_realm_that_keeps_usernames_read_only_says_what_to_change(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    seller: SellerAccount,
+    make_user: Callable[..., SellerUser],
+) -> None:
+    """A realm imported from an older realm-sellers.json (editUsernameAllowed false) refuses
+    every rename, on both paths: the error names the step to take (deploy/keycloak/README.md)
+    instead of Keycloak's bare error code."""
+    user = make_user()
+    user_id = idp.sync_user(seller, user, [])
+    _rename(user, seller, "frozen")
+    keycloak_server.admin_json("PUT", "", json={"editUsernameAllowed": False})
+    try:
+        with pytest.raises(IdentityProviderRejected) as caught:
+            idp.sync_user(seller, user, [])
+    finally:
+        keycloak_server.admin_json("PUT", "", json={"editUsernameAllowed": True})
+    message = str(caught.value)
+    assert getattr(caught.value, "status", None) == 400, message
+    assert "read-only" in message.lower() or "readonly" in message.lower(), message
+    assert "editUsernameAllowed" in message and "outbox retry --poison" in message
+    # Once the realm has the setting, the same sync goes through.
+    assert idp.sync_user(seller, user, []) == user_id
+    rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+    assert rep["username"] == user.user_name.lower()
 
 
 def test_the_primary_user_gets_every_permission_at_its_highest_level(

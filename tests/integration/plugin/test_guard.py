@@ -5,14 +5,16 @@ Keycloak."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
+import requests
 
 from connector.adapters.keycloak import KeycloakIdentityProvider
 from connector.domain.model import Email, Role, SellerAccount
 from tests.integration.plugin.helpers import new_user
-from tests.support.keycloak import KeycloakServer
+from tests.support.keycloak import KeycloakServer, RealmAdmin, password_grant, set_password
 
 pytestmark = pytest.mark.keycloak
 
@@ -95,53 +97,169 @@ def test_the_primaries_username_and_email_change_only_through_the_connector(
     primary = new_user(seller, Role.primary)
     primary_id = idp.sync_user(seller, primary, [])
     before = keycloak_server.admin_json("GET", f"users/{primary_id}")
-    realm = keycloak_server.admin_json("GET", "")
-    # The realm keeps usernames read-only for everyone (editUsernameAllowed false); allow edits
-    # for this test so that the guard's own refusal of a new username is what is seen.
-    keycloak_server.admin_json("PUT", "", json={"editUsernameAllowed": True})
-    try:
-        # What an administrator tries in the console (the master admin: not the connector).
-        attempts = {
-            "another email": {**before, "email": "thief@evil.example", "firstName": "Mallory"},
-            "no email": {**before, "email": ""},
-            "another username": {**before, "username": f"thief-{seller.id}"},
-            "both": {**before, "username": "x-" + seller.id, "email": "x@evil.example"},
-        }
-        for label, rep in attempts.items():
-            refused = keycloak_server.admin_request("PUT", f"users/{primary_id}", json=rep)
-            _refusal(refused, seller, label)
-            after = keycloak_server.admin_json("GET", f"users/{primary_id}")
-            for key in ("username", "email", "firstName", "lastName", "enabled", "attributes"):
-                assert after.get(key) == before.get(key), (label, key)  # nothing was applied
+    # The realm lets admins edit usernames (so that the connector renames users): the guard's
+    # own refusal of a new username is what an administrator meets.
+    assert keycloak_server.admin_json("GET", "")["editUsernameAllowed"] is True
+    # What an administrator tries in the console (the master admin: not the connector).
+    attempts = {
+        "another email": {**before, "email": "thief@evil.example", "firstName": "Mallory"},
+        "no email": {**before, "email": ""},
+        "another username": {**before, "username": f"thief-{seller.id}"},
+        "both": {**before, "username": "x-" + seller.id, "email": "x@evil.example"},
+    }
+    for label, rep in attempts.items():
+        refused = keycloak_server.admin_request("PUT", f"users/{primary_id}", json=rep)
+        _refusal(refused, seller, label)
+        after = keycloak_server.admin_json("GET", f"users/{primary_id}")
+        for key in ("username", "email", "firstName", "lastName", "enabled", "attributes"):
+            assert after.get(key) == before.get(key), (label, key)  # nothing was applied
 
-        # Demoting it first (to change its email next) is refused the same way.
-        demoted = {**before, "attributes": {**before["attributes"], "seller_role": ["secondary"]}}
-        refused = keycloak_server.admin_request("PUT", f"users/{primary_id}", json=demoted)
-        _refusal(refused, None, "demote")
-        assert (
-            keycloak_server.admin_json("GET", f"users/{primary_id}")["attributes"]
-            == (before["attributes"])
-        )
+    # Demoting it first (to change its email next) is refused the same way.
+    demoted = {**before, "attributes": {**before["attributes"], "seller_role": ["secondary"]}}
+    refused = keycloak_server.admin_request("PUT", f"users/{primary_id}", json=demoted)
+    _refusal(refused, None, "demote")
+    assert (
+        keycloak_server.admin_json("GET", f"users/{primary_id}")["attributes"]
+        == (before["attributes"])
+    )
 
-        # The same address in another case is no change; other edits of the primary go through.
-        same = {**before, "email": before["email"].upper(), "firstName": "Olive"}
-        edited = keycloak_server.admin_request("PUT", f"users/{primary_id}", json=same)
-        assert edited.status_code == 204, edited.text
-        assert keycloak_server.admin_json("GET", f"users/{primary_id}")["firstName"] == "Olive"
+    # The same address in another case is no change; other edits of the primary go through.
+    same = {**before, "email": before["email"].upper(), "firstName": "Olive"}
+    edited = keycloak_server.admin_request("PUT", f"users/{primary_id}", json=same)
+    assert edited.status_code == 204, edited.text
+    assert keycloak_server.admin_json("GET", f"users/{primary_id}")["firstName"] == "Olive"
 
-        # The connector's own write, as its verified change-primary flow makes it, goes through.
-        address = f"new-owner-{primary.id}@{seller.id}.example.com"
-        primary.user_name = address
-        primary.emails = [Email(address, primary=True)]
-        assert idp.sync_user(seller, primary, []) == primary_id
-    finally:
-        keycloak_server.admin_json(
-            "PUT", "", json={"editUsernameAllowed": realm["editUsernameAllowed"]}
-        )
+    # The primary cannot rename itself either (the account console: its own token).
+    set_password(keycloak_server, primary_id)
+    token = password_grant(keycloak_server, before["username"]).json()["access_token"]
+    account = _account(keycloak_server, token)
+    refused = _account(keycloak_server, token, {**account, "username": f"self-{seller.id}"}, "POST")
+    # 400, or 403 with the guard's status: either way read-only (the user profile) and refused.
+    assert refused.status_code in (400, 403), refused.text
+    assert "error-user-attribute-read-only" in refused.text, refused.text
+    assert (
+        keycloak_server.admin_json("GET", f"users/{primary_id}")["username"] == (before["username"])
+    )
+
+    # The connector's own write, as its verified change-primary flow makes it, goes through.
+    address = f"new-owner-{primary.id}@{seller.id}.example.com"
+    primary.user_name = address
+    primary.emails = [Email(address, primary=True)]
+    assert idp.sync_user(seller, primary, []) == primary_id
     changed = keycloak_server.admin_json("GET", f"users/{primary_id}")
     assert changed["username"] == address
     assert changed["email"] == address
     assert changed["firstName"] == primary.given_name  # and the console's edit converged back
+
+
+def _account(
+    server: KeycloakServer, token: str, body: dict[str, Any] | None = None, method: str = "GET"
+) -> Any:
+    """The account REST API (what the account console calls) with a user's own token: GET
+    answers the user's profile; POST ``body`` answers the response."""
+    response = requests.request(
+        method,
+        f"{server.url}/realms/{server.realm}/account/",
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+        json=body,
+        timeout=15,
+    )
+    if method == "GET":
+        assert response.status_code == 200, response.text
+        return response.json()
+    return response
+
+
+def test_a_secondary_users_username_changes_only_through_the_connector(
+    keycloak_server: KeycloakServer, idp: KeycloakIdentityProvider, seller: SellerAccount
+) -> None:
+    """The connector owns the usernames it provisions: an IT administrator's rename of a
+    seller user is refused (the store would put it back anyway), the user cannot rename itself
+    in the account console, and the connector's rename (a new userName) goes through."""
+    staff = new_user(seller)
+    staff_id = idp.sync_user(seller, staff, [])
+    before = keycloak_server.admin_json("GET", f"users/{staff_id}")
+    marker = f"provisioned by seller-connector for seller account {seller.id}"
+
+    # The master admin, and an IT administrator of the realm with manage-users.
+    it_admin = RealmAdmin.create(keycloak_server, ("manage-users",))
+    renamed = {**before, "username": f"renamed-{staff.id}@{seller.id}.example.com"}
+    for label, response in (
+        ("master admin", keycloak_server.admin_request("PUT", f"users/{staff_id}", json=renamed)),
+        ("it admin", it_admin.request("PUT", f"users/{staff_id}", json=renamed)),
+    ):
+        assert response.status_code == 400, (label, response.text)
+        body = response.json()
+        errors = body.get("errors") or [body]
+        assert any(marker in e["errorMessage"] for e in errors), (label, body)
+        assert (
+            keycloak_server.admin_json("GET", f"users/{staff_id}")["username"]
+            == (before["username"])
+        )
+    # The same username in another case is no change: other edits go through.
+    same = {**before, "username": before["username"].upper(), "firstName": "Sam"}
+    assert it_admin.request("PUT", f"users/{staff_id}", json=same).status_code == 204
+
+    # The user itself, through the account API: its own profile edits work, a rename never.
+    set_password(keycloak_server, staff_id)
+    token = password_grant(keycloak_server, before["username"]).json()["access_token"]
+    account = _account(keycloak_server, token)
+    assert account["username"] == before["username"]
+    edited = _account(keycloak_server, token, {**account, "firstName": "Samantha"}, "POST")
+    assert edited.status_code == 204, edited.text
+    self_renamed = _account(
+        keycloak_server, token, {**account, "username": f"me-{staff.id}@x.example.com"}, "POST"
+    )
+    assert self_renamed.status_code in (400, 403), self_renamed.text
+    assert "error-user-attribute-read-only" in self_renamed.text, self_renamed.text
+    assert (
+        keycloak_server.admin_json("GET", f"users/{staff_id}")["username"] == (before["username"])
+    )
+
+    # The connector's rename (its userName changed to a brand-new address) goes through.
+    address = f"moved-{staff.id}@{seller.id}.example.com"
+    staff.user_name = address
+    staff.emails = [Email(address, primary=True)]
+    assert idp.sync_user(seller, staff, []) == staff_id
+    after = keycloak_server.admin_json("GET", f"users/{staff_id}")
+    assert (after["username"], after["email"]) == (address, address)
+    assert password_grant(keycloak_server, address).status_code == 200
+
+
+def test_no_user_renames_itself_in_the_account_console(keycloak_server: KeycloakServer) -> None:
+    """The user profile lets admins alone edit usernames (edit: admin): a user without seller
+    attributes, which the guard leaves alone, cannot rename itself either."""
+    name = f"plain-{uuid.uuid4().hex[:8]}"
+    created = keycloak_server.admin_request(
+        "POST",
+        "users",
+        json={
+            "username": name,
+            "enabled": True,
+            "email": f"{name}@plain.example.com",
+            "firstName": "Plain",
+            "lastName": "User",
+            "emailVerified": True,
+        },
+    )
+    assert created.status_code == 201, created.text
+    user_id = created.headers["Location"].rsplit("/", 1)[-1]
+    try:
+        set_password(keycloak_server, user_id)
+        token = password_grant(keycloak_server, name).json()["access_token"]
+        account = _account(keycloak_server, token)
+        refused = _account(keycloak_server, token, {**account, "username": name + "-x"}, "POST")
+        assert refused.status_code == 400, refused.text
+        assert "read-only" in refused.text or "readOnly" in refused.text, refused.text
+        assert keycloak_server.admin_json("GET", f"users/{user_id}")["username"] == name
+        # An administrator still may: such users are Keycloak's business.
+        rep = keycloak_server.admin_json("GET", f"users/{user_id}")
+        moved = keycloak_server.admin_request(
+            "PUT", f"users/{user_id}", json={**rep, "username": name + "-y"}
+        )
+        assert moved.status_code == 204, moved.text
+    finally:
+        keycloak_server.admin_request("DELETE", f"users/{user_id}")
 
 
 def test_only_the_connector_sets_the_seller_attributes(

@@ -191,6 +191,64 @@ def test_a_console_disable_is_applied_at_once_and_only_once(
     assert len(audit) == 1  # applied once
 
 
+def test_a_refused_console_rename_of_a_secondary_user_is_audited(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    connector: Connector,
+    live: object,
+) -> None:
+    """The store owns usernames: an IT administrator's rename of a seller user is refused in
+    Keycloak, the store keeps its userName, and the seller's audit trail records the attempt."""
+    actor = Actor("test")
+    with connector.uow() as uow:
+        seller, _ = seller_cases.create_seller(
+            uow,
+            connector.catalogue,
+            "Rename Guard Test",
+            Plan.professional,
+            f"owner-{uuid.uuid4().hex[:8]}@rename-guard.example.com",
+            "Olive Owner",
+            actor,
+        )
+        address = f"staff-{seller.id[:8]}@rename-guard.example.com"
+        user, _ = user_cases.provision_user(
+            uow,
+            connector.catalogue,
+            seller,
+            UserDraft(user_name=address, emails=[Email(address, primary=True)]),
+            actor,
+        )
+        uow.commit()
+    idp.sync_seller(seller)
+    provider_id = idp.sync_user(seller, user, [])
+    it_admin = RealmAdmin.create(keycloak_server, ("manage-users",))
+    rep = keycloak_server.admin_json("GET", f"users/{provider_id}")
+    refused = it_admin.request(
+        "PUT", f"users/{provider_id}", json={**rep, "username": f"other-{address}"}
+    )
+    assert refused.status_code == 400, refused.text
+
+    def recorded() -> list[Any]:
+        with connector.uow() as uow:
+            return [
+                e
+                for e in uow.audit.list(seller.id)
+                if e.action == "user.console-identity-change-refused"
+            ]
+
+    deadline = time.monotonic() + 10
+    while not recorded() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    audit = recorded()
+    assert [(e.actor, e.target, e.changes.get("attribute")) for e in audit] == [
+        ("keycloak:console", f"user:{user.id}", "username")
+    ]
+    with connector.uow() as uow:
+        stored = uow.users.get(seller.id, user.id)
+    assert stored is not None and stored.user_name == address
+    assert keycloak_server.admin_json("GET", f"users/{provider_id}")["username"] == address
+
+
 def test_console_role_changes_reach_the_connector_once_and_as_the_poller_reads_them(
     keycloak_server: KeycloakServer,
     idp: KeycloakIdentityProvider,

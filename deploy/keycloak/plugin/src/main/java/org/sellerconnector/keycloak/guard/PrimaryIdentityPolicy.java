@@ -13,7 +13,56 @@ import java.util.Locale;
  */
 public final class PrimaryIdentityPolicy {
 
+    /** Whose values of an attribute the guard keeps for the connector ({@code applies-to}). */
+    public enum Scope {
+        /** A seller's primary user only ({@code primary}; the default on {@code email}). */
+        PRIMARY,
+        /**
+         * Every seller user, primary or secondary ({@code seller}; the default on
+         * {@code username}): the connector owns the usernames it provisions.
+         */
+        SELLER,
+        /** Every user, on creation too ({@code everyone}; the seller attributes). */
+        EVERYONE
+    }
+
     private PrimaryIdentityPolicy() {
+    }
+
+    /**
+     * The scope of the validator on one attribute.
+     *
+     * @param appliesTo the option {@code applies-to} ({@code primary}, {@code seller},
+     *     {@code everyone}), or null when it is not set
+     * @param attribute the attribute the validator is set on
+     * @return the option's scope; when not set, {@link Scope#SELLER} on {@code username} (a
+     *     seller user's username is its userName in the connector, which renames it) and
+     *     {@link Scope#PRIMARY} elsewhere
+     */
+    public static Scope scope(String appliesTo, String attribute) {
+        String option = appliesTo == null ? "" : appliesTo.strip().toLowerCase(Locale.ROOT);
+        return switch (option) {
+            case "everyone" -> Scope.EVERYONE;
+            case "seller" -> Scope.SELLER;
+            case "primary" -> Scope.PRIMARY;
+            default -> "username".equals(attribute) ? Scope.SELLER : Scope.PRIMARY;
+        };
+    }
+
+    /**
+     * Whether the guard covers this user for an attribute of this scope.
+     *
+     * @param scope the validator's scope ({@link #scope})
+     * @param sellerUser whether the user exists and carries a seller id
+     * @param primary whether it is its seller's primary user
+     * @return true when a change of the value is the connector's alone
+     */
+    public static boolean guarded(Scope scope, boolean sellerUser, boolean primary) {
+        return switch (scope) {
+            case EVERYONE -> true;
+            case SELLER -> sellerUser;
+            case PRIMARY -> sellerUser && primary;
+        };
     }
 
     /**

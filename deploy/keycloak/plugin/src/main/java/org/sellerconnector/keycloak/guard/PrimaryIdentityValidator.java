@@ -28,11 +28,16 @@ import org.sellerconnector.keycloak.webhook.WebhookPayload;
 /**
  * The {@code seller-primary-identity} user profile validator: refuses to change a seller's
  * primary user's {@code username} or {@code email} (or to remove its email) unless
- * seller-connector's own service account asks, as its verified change-primary flow does. Set on
- * the seller attributes with {@code "applies-to": "everyone"}, it refuses any change of them on
- * any user, on creation too: otherwise an administrator could demote the primary
- * ({@code seller_role}) and then change its email, or tag any user as a seller's primary and
- * give it the seller's tokens.
+ * seller-connector's own service account asks, as its verified change-primary flow does. On
+ * {@code username} it covers every seller user, secondary ones too ({@code "applies-to":
+ * "seller"}, the default there): the connector owns the usernames it provisions (a user's
+ * userName, which the seller's SCIM client or directory sync changes), so the realm lets admins
+ * edit usernames ({@code editUsernameAllowed}, the user profile's edit permission {@code admin}
+ * only) for the connector's renames to go through, and this guard keeps an administrator's
+ * rename of a seller user out. Set on the seller attributes with {@code "applies-to":
+ * "everyone"}, it refuses any change of them on any user, on creation too: otherwise an
+ * administrator could demote the primary ({@code seller_role}) and then change its email, or tag
+ * any user as a seller's primary and give it the seller's tokens.
  *
  * <p>Keycloak publishes no event before a user is updated, but it validates every create and
  * update through the realm's user profile, whoever asks: the admin console and admin REST API,
@@ -54,7 +59,11 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
 
     /** The validator id, as the user profile configuration names it. */
     public static final String ID = "seller-primary-identity";
-    /** Validator option: {@code primary} (default) or {@code everyone}. */
+    /**
+     * Validator option: {@code primary}, {@code seller} or {@code everyone}; when not set,
+     * {@code seller} on {@code username} and {@code primary} elsewhere
+     * ({@link PrimaryIdentityPolicy#scope}).
+     */
     public static final String APPLIES_TO = "applies-to";
 
     /** The message of a refused change of a primary's username or email. */
@@ -62,6 +71,11 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
             "This user is the primary user of seller account %s: its username and email change "
             + "only through the marketplace operator's verified flow (seller-connector sellers "
             + "change-primary).";
+    /** The message of a refused change of a secondary seller user's username (or email). */
+    public static final String SELLER_REFUSED =
+            "This user's %s is provisioned by seller-connector for seller account %s: it changes "
+            + "there (a new userName from the seller's SCIM client or directory sync), and "
+            + "seller-connector brings it here.";
     /** The message of a refused change of a seller attribute. */
     public static final String ATTRIBUTE_REFUSED =
             "The attribute %s is set by seller-connector only: a user's seller and role change "
@@ -87,14 +101,16 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
         if (attribute == null || session == null) {
             return context;
         }
-        boolean everyone = config != null
-                && "everyone".equals(config.getStringOrDefault(APPLIES_TO, "primary"));
+        String name = attribute.getMetadata() == null ? inputHint : attribute.getMetadata().getName();
+        PrimaryIdentityPolicy.Scope scope = PrimaryIdentityPolicy.scope(
+                config == null ? null : config.getStringOrDefault(APPLIES_TO, null), name);
+        boolean everyone = scope == PrimaryIdentityPolicy.Scope.EVERYONE;
         UserModel model = attribute.getUser(); // null while the user is being created
         SellerWebhookEventListenerProviderFactory webhook = webhook(session);
         SellerNames names = webhook == null ? SellerNames.DEFAULT : webhook.config().names();
         SellerUser user = SellerUser.of(model, names);
-        boolean guarded = everyone || (user != null && user.isPrimary());
-        String name = attribute.getMetadata() == null ? inputHint : attribute.getMetadata().getName();
+        boolean guarded = PrimaryIdentityPolicy.guarded(scope, user != null,
+                user != null && user.isPrimary());
         boolean identity = UserModel.USERNAME.equals(name) || UserModel.EMAIL.equals(name);
         String current = model == null ? null
                 : UserModel.USERNAME.equals(name) ? model.getUsername()
@@ -108,7 +124,8 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
                         webhook == null || webhook.sender() == null ? null : webhook.sender()::submit);
             }
             String message = everyone ? String.format(ATTRIBUTE_REFUSED, name)
-                    : String.format(REFUSED, user.sellerId());
+                    : user.isPrimary() ? String.format(REFUSED, user.sellerId())
+                    : String.format(SELLER_REFUSED, name, user.sellerId());
             context.addError(new ValidationError(ID, inputHint, message)
                     .setStatusCode(Response.Status.FORBIDDEN));
         }
@@ -148,8 +165,8 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
             return;
         }
         session.setAttribute(key, Boolean.TRUE);
-        LOG.infof("refused to change the %s of the primary user %s of seller %s", attribute,
-                user.id(), user.sellerId());
+        LOG.infof("refused to change the %s of the %s user %s of seller %s", attribute,
+                user.isPrimary() ? "primary" : "secondary", user.id(), user.sellerId());
         if (refusals != null) {
             RealmModel realm = session.getContext().getRealm();
             refusals.accept(new WebhookPayload(UUID.randomUUID().toString(), "guard",

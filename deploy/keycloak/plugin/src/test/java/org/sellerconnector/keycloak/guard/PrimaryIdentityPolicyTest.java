@@ -41,6 +41,41 @@ class PrimaryIdentityPolicyTest {
     }
 
     @Test
+    void aUsernameIsEverySellerUsersAnEmailThePrimarysUnlessTheOptionSays() {
+        assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
+                PrimaryIdentityPolicy.scope(null, "username"));
+        assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
+                PrimaryIdentityPolicy.scope("", "username"));
+        assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
+                PrimaryIdentityPolicy.scope(null, "email"));
+        assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
+                PrimaryIdentityPolicy.scope("primary", "username"));
+        assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
+                PrimaryIdentityPolicy.scope(" Seller ", "email"));
+        assertEquals(PrimaryIdentityPolicy.Scope.EVERYONE,
+                PrimaryIdentityPolicy.scope("everyone", "seller_role"));
+        assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
+                PrimaryIdentityPolicy.scope("nonsense", "email"));
+    }
+
+    @Test
+    void whoIsGuardedInEachScope() {
+        PrimaryIdentityPolicy.Scope seller = PrimaryIdentityPolicy.Scope.SELLER;
+        PrimaryIdentityPolicy.Scope primary = PrimaryIdentityPolicy.Scope.PRIMARY;
+        PrimaryIdentityPolicy.Scope everyone = PrimaryIdentityPolicy.Scope.EVERYONE;
+        // A secondary's username is the connector's; its email is not guarded here.
+        assertTrue(PrimaryIdentityPolicy.guarded(seller, true, false));
+        assertTrue(PrimaryIdentityPolicy.guarded(seller, true, true));
+        assertFalse(PrimaryIdentityPolicy.guarded(primary, true, false));
+        assertTrue(PrimaryIdentityPolicy.guarded(primary, true, true));
+        // A user without seller attributes (or one being created) is Keycloak's business...
+        assertFalse(PrimaryIdentityPolicy.guarded(seller, false, false));
+        assertFalse(PrimaryIdentityPolicy.guarded(primary, false, false));
+        // ...except for the seller attributes themselves.
+        assertTrue(PrimaryIdentityPolicy.guarded(everyone, false, false));
+    }
+
+    @Test
     void theFirstNonBlankValueCounts() {
         assertEquals("x@y.example", PrimaryIdentityPolicy.wanted(List.of(" ", "X@y.example"), true));
         assertEquals("", PrimaryIdentityPolicy.wanted(null, true));
