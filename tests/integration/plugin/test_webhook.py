@@ -23,7 +23,7 @@ from connector.adapters.keycloak.webhook import change_from_webhook as to_change
 from connector.bootstrap import Connector, bootstrap
 from connector.domain.catalogue import Level
 from connector.domain.drafts import Actor, UserDraft
-from connector.domain.model import Email, Plan
+from connector.domain.model import Email, Plan, SellerAccount, SellerUser
 from connector.entrypoints.web import create_app
 from connector.entrypoints.webhook import PATH
 from connector.mappings import load_keycloak_names
@@ -68,25 +68,20 @@ def live(
         yield recorded
 
 
-def test_a_console_disable_is_applied_at_once_and_only_once(
-    keycloak_server: KeycloakServer,
-    idp: KeycloakIdentityProvider,
+def _seller_with_staff(
     connector: Connector,
-    live: object,
-    webhook_secret: str,
-) -> None:
+    idp: KeycloakIdentityProvider,
+    name: str,
+    owner: str,
+    domain: str,
+) -> tuple[SellerAccount, SellerUser, str]:
+    """A seller with one secondary user, both in Keycloak: (seller, user, its Keycloak id)."""
     actor = Actor("test")
     with connector.uow() as uow:
         seller, _ = seller_cases.create_seller(
-            uow,
-            connector.catalogue,
-            "Webhook Test",
-            Plan.professional,
-            "owner@webhook.example.com",
-            "Olive Owner",
-            actor,
+            uow, connector.catalogue, name, Plan.professional, owner, "Olive Owner", actor
         )
-        address = f"staff-{seller.id[:8]}@webhook.example.com"
+        address = f"staff-{seller.id[:8]}@{domain}"
         user, _ = user_cases.provision_user(
             uow,
             connector.catalogue,
@@ -96,7 +91,19 @@ def test_a_console_disable_is_applied_at_once_and_only_once(
         )
         uow.commit()
     idp.sync_seller(seller)
-    provider_id = idp.sync_user(seller, user, [])
+    return seller, user, idp.sync_user(seller, user, [])
+
+
+def test_a_console_disable_is_applied_at_once_and_only_once(
+    keycloak_server: KeycloakServer,
+    idp: KeycloakIdentityProvider,
+    connector: Connector,
+    live: object,
+    webhook_secret: str,
+) -> None:
+    seller, user, provider_id = _seller_with_staff(
+        connector, idp, "Webhook Test", "owner@webhook.example.com", "webhook.example.com"
+    )
 
     # What an IT administrator does in the console.
     rep = keycloak_server.admin_json("GET", f"users/{provider_id}")
@@ -199,32 +206,17 @@ def test_a_refused_console_rename_of_a_secondary_user_is_audited(
 ) -> None:
     """The store owns usernames: an IT administrator's rename of a seller user is refused in
     Keycloak, the store keeps its userName, and the seller's audit trail records the attempt."""
-    actor = Actor("test")
-    with connector.uow() as uow:
-        seller, _ = seller_cases.create_seller(
-            uow,
-            connector.catalogue,
-            "Rename Guard Test",
-            Plan.professional,
-            f"owner-{uuid.uuid4().hex[:8]}@rename-guard.example.com",
-            "Olive Owner",
-            actor,
-        )
-        address = f"staff-{seller.id[:8]}@rename-guard.example.com"
-        user, _ = user_cases.provision_user(
-            uow,
-            connector.catalogue,
-            seller,
-            UserDraft(user_name=address, emails=[Email(address, primary=True)]),
-            actor,
-        )
-        uow.commit()
-    idp.sync_seller(seller)
-    provider_id = idp.sync_user(seller, user, [])
+    seller, user, provider_id = _seller_with_staff(
+        connector,
+        idp,
+        "Rename Guard Test",
+        f"owner-{uuid.uuid4().hex[:8]}@rename-guard.example.com",
+        "rename-guard.example.com",
+    )
     it_admin = RealmAdmin.create(keycloak_server, ("manage-users",))
     rep = keycloak_server.admin_json("GET", f"users/{provider_id}")
     refused = it_admin.request(
-        "PUT", f"users/{provider_id}", json={**rep, "username": f"other-{address}"}
+        "PUT", f"users/{provider_id}", json={**rep, "username": f"other-{user.user_name}"}
     )
     assert refused.status_code == 400, refused.text
 
@@ -245,8 +237,8 @@ def test_a_refused_console_rename_of_a_secondary_user_is_audited(
     ]
     with connector.uow() as uow:
         stored = uow.users.get(seller.id, user.id)
-    assert stored is not None and stored.user_name == address
-    assert keycloak_server.admin_json("GET", f"users/{provider_id}")["username"] == address
+    assert stored is not None and stored.user_name == user.user_name
+    assert keycloak_server.admin_json("GET", f"users/{provider_id}")["username"] == user.user_name
 
 
 def test_console_role_changes_reach_the_connector_once_and_as_the_poller_reads_them(
