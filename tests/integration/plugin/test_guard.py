@@ -133,13 +133,7 @@ def test_the_primaries_username_and_email_change_only_through_the_connector(
     set_password(keycloak_server, primary_id)
     token = password_grant(keycloak_server, before["username"]).json()["access_token"]
     account = _account(keycloak_server, token)
-    refused = _account(keycloak_server, token, {**account, "username": f"self-{seller.id}"}, "POST")
-    # 400, or 403 with the guard's status: either way read-only (the user profile) and refused.
-    assert refused.status_code in (400, 403), refused.text
-    assert "error-user-attribute-read-only" in refused.text, refused.text
-    assert (
-        keycloak_server.admin_json("GET", f"users/{primary_id}")["username"] == (before["username"])
-    )
+    _assert_self_rename_refused(keycloak_server, token, account, primary_id, f"self-{seller.id}")
 
     # The connector's own write, as its verified change-primary flow makes it, goes through.
     address = f"new-owner-{primary.id}@{seller.id}.example.com"
@@ -168,6 +162,17 @@ def _account(
         assert response.status_code == 200, response.text
         return response.json()
     return response
+
+
+def _assert_self_rename_refused(
+    server: KeycloakServer, token: str, account: dict[str, Any], user_id: str, new_name: str
+) -> None:
+    """A user's own rename through the account API is refused and changes nothing."""
+    refused = _account(server, token, {**account, "username": new_name}, "POST")
+    # 400, or 403 with the guard's status: either way read-only (the user profile) and refused.
+    assert refused.status_code in (400, 403), refused.text
+    assert "error-user-attribute-read-only" in refused.text, refused.text
+    assert server.admin_json("GET", f"users/{user_id}")["username"] == account["username"]
 
 
 def test_a_secondary_users_username_changes_only_through_the_connector(
@@ -207,13 +212,8 @@ def test_a_secondary_users_username_changes_only_through_the_connector(
     assert account["username"] == before["username"]
     edited = _account(keycloak_server, token, {**account, "firstName": "Samantha"}, "POST")
     assert edited.status_code == 204, edited.text
-    self_renamed = _account(
-        keycloak_server, token, {**account, "username": f"me-{staff.id}@x.example.com"}, "POST"
-    )
-    assert self_renamed.status_code in (400, 403), self_renamed.text
-    assert "error-user-attribute-read-only" in self_renamed.text, self_renamed.text
-    assert (
-        keycloak_server.admin_json("GET", f"users/{staff_id}")["username"] == (before["username"])
+    _assert_self_rename_refused(
+        keycloak_server, token, account, staff_id, f"me-{staff.id}@x.example.com"
     )
 
     # The connector's rename (its userName changed to a brand-new address) goes through.
