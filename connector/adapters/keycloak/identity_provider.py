@@ -1237,8 +1237,9 @@ class _SellerReview:
             for r in kc.api.get(f"{kc._realm}/users/{user_id}/role-mappings/clients/{self.client}")
             or []
         }
-        if roles != kc._user_roles(user):
-            differ("roles", kc._user_roles(user), roles)
+        wanted_roles = kc._user_roles(user)
+        if roles != wanted_roles:
+            differ("roles", wanted_roles, roles)
         current_groups = {
             str(g["id"]): str(g.get("path"))
             for g in kc._paged(f"{kc._realm}/users/{user_id}/groups", briefRepresentation="true")
