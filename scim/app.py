@@ -325,6 +325,9 @@ WRITE_ATTEMPTS = 12
 """Reads and writes of one resource before a write that keeps meeting concurrent changes
 gives up with 412 (each attempt reads the newest version); the waits between add up to
 0.63 s at most."""
+HOLD_AFTER = 2
+"""Optimistic attempts before a write holds its resource from read to write: a writer that
+keeps losing to newer ones is not starved (it then waits for them, and they for it)."""
 
 _ENTERPRISE = ENTERPRISE_SCHEMA.lower()
 _MANAGER_PATH = f"{_ENTERPRISE}:manager"
@@ -674,7 +677,9 @@ class SellerScimHandler(ScimHandler):
         """Write (retried on a concurrent change) and answer 200 with the resource as the
         client asked to see it (PUT and PATCH)."""
         with self.storage.operation():
-            document = self._retrying(conditions, write)
+            document = self._retrying(
+                conditions, resource_type, cast(str, target.resource_id), write
+            )
         if self._projects(parameters):
             response = self._projected(
                 resource_type, document, parameters, Context.RESOURCE_REPLACEMENT_RESPONSE
@@ -683,12 +688,22 @@ class SellerScimHandler(ScimHandler):
             response = self._answer(document)
         return self.service.me_response(request, target, response)
 
-    def _retrying(self, conditions: Conditions, write: Callable[[], T]) -> T:
+    def _retrying(
+        self,
+        conditions: Conditions,
+        resource_type: ResourceType,
+        resource_id: str,
+        write: Callable[[], T],
+    ) -> T:
         """Run a read-then-write again when the resource changed in between, unless the
-        client made it conditional (If-Match): then the 412 is its answer."""
+        client made it conditional (If-Match): then the 412 is its answer. After
+        ``HOLD_AFTER`` misses the resource is held from read to write."""
         for attempt in range(WRITE_ATTEMPTS):
             try:
-                return write()
+                if attempt < HOLD_AFTER:
+                    return write()
+                with self.storage.held(resource_type, resource_id):
+                    return write()
             except ConcurrentChange:
                 if conditions.if_match or attempt == WRITE_ATTEMPTS - 1:
                     raise
@@ -763,7 +778,10 @@ class SellerScimHandler(ScimHandler):
     ) -> Resource[Any]:
         _refuse_removals(patch_op)
         document = self._retrying(
-            conditions, lambda: self._patch(resource_type, resource_id, patch_op, conditions)
+            conditions,
+            resource_type,
+            resource_id,
+            lambda: self._patch(resource_type, resource_id, patch_op, conditions),
         )
         return self.storage.model_of(resource_type, document)
 
@@ -777,6 +795,8 @@ class SellerScimHandler(ScimHandler):
         resource_id = str(current.id)
         document = self._retrying(
             conditions,
+            resource_type,
+            resource_id,
             lambda: self._replace(resource_type, resource_id, replacement, conditions),
         )
         return self.storage.model_of(resource_type, document)
@@ -791,7 +811,7 @@ class SellerScimHandler(ScimHandler):
                 conditions.check(version, "DELETE")
             self.storage.delete(resource_type, resource_id, expected_version=version)
 
-        self._retrying(conditions, delete)
+        self._retrying(conditions, resource_type, resource_id, delete)
 
     def bulk(self, request: ScimRequest) -> ScimResponse:
         """Run a Bulk request; each PUT keeps the role its body asked for (validation drops it)."""

@@ -433,6 +433,8 @@ class SellerStorage(ScimStorage):
         """What ``document`` read, by id: a write of the same version need not read it again."""
         self._groups: dict[str, list[PermissionSet]] = {}
         """The permission sets of the users ``document`` read (a user's write keeps them)."""
+        self._held: UnitOfWork | None = None
+        """The unit of work of a ``held`` write, which reads and writes join."""
 
     # -- Helpers -----------------------------------------------------------------------
 
@@ -441,6 +443,29 @@ class SellerStorage(ScimStorage):
         """Domain refusals become SCIM errors (each call is its own unit of work)."""
         with domain_errors():
             yield
+
+    def _uow(self) -> UnitOfWork:
+        """The held write's unit of work, or a new one."""
+        return self._held if self._held is not None else self.connector.uow()
+
+    @contextmanager
+    def held(self, resource_type: ResourceType, resource_id: str) -> Iterator[None]:
+        """Read and write one resource with its other writers kept waiting, so that this
+        write cannot meet a concurrent change: for a write that already met several.
+
+        The lock lasts from the read to the commit (milliseconds); on SQLite it is the
+        write lock, on PostgreSQL the resource's row.
+        """
+        with self.connector.uow(immediate=True) as uow:
+            if _kind(resource_type) == "User":
+                uow.users.hold(self.context.seller_id, resource_id)
+            else:
+                uow.permission_sets.hold(self.context.seller_id, resource_id)
+            self._held = uow
+            try:
+                yield
+            finally:
+                self._held = None
 
     def _model(self, resource_type: ResourceType) -> type[Resource[Any]]:
         return cast(type[Resource[Any]], self.provider.model_for(resource_type))
@@ -478,7 +503,7 @@ class SellerStorage(ScimStorage):
         """
         kind = _kind(resource_type)
         seller_id = self.context.seller_id
-        with self.connector.uow() as uow:
+        with self._uow() as uow:
             if kind == "User":
                 user = uow.users.get(seller_id, resource_id)
                 if user is None:
@@ -554,7 +579,7 @@ class SellerStorage(ScimStorage):
         self, resource_type: ResourceType, resource: Resource[Any]
     ) -> dict[str, Any]:
         """Create a resource from a validated body; the stored result, rendered."""
-        with domain_errors(), self.connector.uow() as uow:
+        with domain_errors(), self._uow() as uow:
             seller = self._seller(uow)
             if _kind(resource_type) == "User":
                 user, restored = user_cases.provision_user(
@@ -597,7 +622,7 @@ class SellerStorage(ScimStorage):
         current = self._read.get(resource_id)
         if current is not None and current.version != version:
             current = None
-        with domain_errors(), self.connector.uow() as uow:
+        with domain_errors(), self._uow() as uow:
             seller = self._seller(uow)
             if _kind(resource_type) == "User":
                 draft = user_draft(resource)
@@ -647,7 +672,7 @@ class SellerStorage(ScimStorage):
         expected_version: str | None = None,
     ) -> None:
         version = version_of(expected_version)
-        with domain_errors(), self.connector.uow() as uow:
+        with domain_errors(), self._uow() as uow:
             seller = self._seller(uow)
             if _kind(resource_type) == "User":
                 user_cases.delete_user(

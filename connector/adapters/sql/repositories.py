@@ -64,6 +64,7 @@ class Statements(Protocol):
     """What a repository needs of its unit of work (``database.SqlUnitOfWork``)."""
 
     dialect: str
+    immediate: bool
 
     def read(self, statement: Any, parameters: Any = None) -> Result[Any]: ...
 
@@ -76,6 +77,19 @@ class Statements(Protocol):
         mismatch: Callable[[], Exception] | None = None,
         after: Callable[[Result[Any]], None] | None = None,
     ) -> None: ...
+
+
+def _hold_row(uow: Statements, table: Any, seller_id: str, row_id: str) -> None:
+    """Keep the other writers of one row waiting until ``uow`` ends. SQLite's immediate
+    transaction already keeps every other writer out; PostgreSQL locks the row."""
+    if not uow.immediate:
+        raise RuntimeError("holding a row needs an immediate unit of work")
+    if uow.dialect == "postgresql":
+        uow.read(
+            select(table.c.id)
+            .where(table.c.id == row_id, table.c.seller_id == seller_id)
+            .with_for_update()
+        )
 
 
 sellers = SellerRow.__table__
@@ -374,6 +388,10 @@ class SqlUsers:
         row = self.uow.read(statement, {"id": user_id, "seller": seller_id}).first()
         return user_to_domain(row) if row else None
 
+    def hold(self, seller_id: str, user_id: str) -> None:
+        """Make other writers of this user wait until this unit of work ends."""
+        _hold_row(self.uow, users, seller_id, user_id)
+
     def get_many(self, seller_id: str, user_ids: Iterable[str]) -> list[SellerUser]:
         ids = list(user_ids)
         found: dict[str, SellerUser] = {}
@@ -635,6 +653,10 @@ class SqlPermissionSets:
     def get(self, seller_id: str, permission_set_id: str) -> PermissionSet | None:
         row = self.uow.read(_SET_BY_ID, {"id": permission_set_id, "seller": seller_id}).first()
         return set_to_domain(row, self._members(row.id)) if row else None
+
+    def hold(self, seller_id: str, permission_set_id: str) -> None:
+        """Make other writers of this set wait until this unit of work ends."""
+        _hold_row(self.uow, permission_sets, seller_id, permission_set_id)
 
     def get_many(self, seller_id: str, ids: Iterable[str]) -> list[PermissionSet]:
         wanted = list(ids)
