@@ -13,6 +13,8 @@ goes. Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import cProfile
 import io
 import json
@@ -24,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         help="Share of the time spent in each component (under cProfile, which inflates "
         "Python-heavy parts).",
     )
+    parser.add_argument(
+        "--statements",
+        type=int,
+        metavar="N",
+        help="Print the N SQL statements taking the most time, per request.",
+    )
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
     args = parser.parse_args(argv)
 
@@ -103,6 +112,40 @@ def main(argv: list[str] | None = None) -> int:
         return profile(args, parser, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def statement_times() -> Iterator[dict[str, list[float]]]:
+    """Time every SQL statement run inside the block, by statement text."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    times: dict[str, list[float]] = collections.defaultdict(list)
+
+    def before(conn: Any, _cursor: Any, _sql: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        conn.info["bench.started"] = time.perf_counter()
+
+    def after(conn: Any, _cursor: Any, sql: str, _params: Any, _ctx: Any, _many: bool) -> None:
+        times[" ".join(sql.split())].append(time.perf_counter() - conn.info["bench.started"])
+
+    event.listen(Engine, "before_cursor_execute", before)
+    event.listen(Engine, "after_cursor_execute", after)
+    try:
+        yield times
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+        event.remove(Engine, "after_cursor_execute", after)
+
+
+def print_statements(times: dict[str, list[float]], requests: int, top: int) -> None:
+    """The statements taking the most time: runs and milliseconds per request."""
+    total = sum(sum(t) for t in times.values())
+    runs = sum(len(t) for t in times.values())
+    print(f"    SQL: {runs / requests:.1f} statements, {total / requests * 1000:.2f} ms per request")
+    ranked = sorted(times.items(), key=lambda item: -sum(item[1]))[:top]
+    for sql, spent in ranked:
+        per_request = sum(spent) / requests * 1000
+        print(f"    {per_request:7.3f} ms  x{len(spent) / requests:4.1f}  {sql[:150]}")
 
 
 def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Path) -> int:
@@ -159,6 +202,10 @@ def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Pat
             f"{figures[op.name]['wall_ms']:>9.2f} ms wall per request (median of {args.repeat} x {count})",
             flush=True,
         )
+        if args.statements:
+            with statement_times() as times:
+                run(count)
+            print_statements(times, count, args.statements)
         if args.cprofile or args.breakdown:
             profile = cProfile.Profile()
             profile.enable()
