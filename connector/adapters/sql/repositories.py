@@ -524,7 +524,7 @@ _MEMBERSHIPS_OF_USERS = select(memberships.c.user_id, memberships.c.permission_s
     memberships.c.user_id.in_(bindparam("ids", expanding=True))
 )
 # What a user's groups need (no profile, no members): a page of 100 users reads each set once.
-_SET_HEADS = select(
+_SET_HEAD_COLUMNS = (
     permission_sets.c.id,
     permission_sets.c.seller_id,
     permission_sets.c.display_name,
@@ -534,7 +534,19 @@ _SET_HEADS = select(
     permission_sets.c.created_at,
     permission_sets.c.updated_at,
     permission_sets.c.version,
-).where(permission_sets.c.id.in_(bindparam("ids", expanding=True)))
+)
+_SET_HEADS = select(*_SET_HEAD_COLUMNS).where(
+    permission_sets.c.id.in_(bindparam("ids", expanding=True))
+)
+# One user's groups in one statement (a GET, a PATCH's read): no expanding IN to compile.
+_SETS_OF_USER = (
+    select(*_SET_HEAD_COLUMNS)
+    .select_from(
+        memberships.join(permission_sets, memberships.c.permission_set_id == permission_sets.c.id)
+    )
+    .where(memberships.c.user_id == bindparam("user"))
+    .order_by(permission_sets.c.display_name_key)
+)
 _SETS_BY_IDS = select(permission_sets).where(
     permission_sets.c.id.in_(bindparam("ids", expanding=True))
 )
@@ -689,7 +701,9 @@ class SqlPermissionSets:
         return self.get_many(seller_id, list(ids))
 
     def of_user(self, user_id: str) -> list[PermissionSet]:
-        return self.of_users([user_id]).get(user_id, [])
+        """The permission sets of one user (by name), without their members or profile."""
+        rows = self.uow.read(_SETS_OF_USER, {"user": user_id})
+        return [set_to_domain(row, [], profile={}) for row in rows]
 
     def of_users(self, user_ids: Iterable[str]) -> dict[str, list[PermissionSet]]:
         """The permission sets of each user (by name), without their members or profile."""
