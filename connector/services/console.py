@@ -333,6 +333,10 @@ def _resolve(
         outcome.detail = "not a user of this connector"
         return None
     seller = uow.sellers.get(ref[0])
+    if seller is not None:
+        # Two events about one user (its invitation accepted, its login) applied at once
+        # must read each other: else both see a first sign-in and tell it twice.
+        uow.users.hold(ref[0], ref[1])
     user = uow.users.get(ref[0], ref[1], include_deleted=True) if seller else None
     if seller is None or user is None:
         outcome.detail = f"no user {ref[1]} of seller {ref[0]} in the store"
