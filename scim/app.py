@@ -14,6 +14,7 @@ operations); Entra ID's shapes.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -51,7 +52,7 @@ from scim2_server.errors import UnsupportedMediaTypeException
 from scim2_server.handler import ScimHandler
 from scim2_server.requests import ScimRequest
 from scim2_server.responses import ScimResponse
-from scim2_server.routing import Operation, Target
+from scim2_server.routing import Operation, Target, match
 from scim2_server.service import ScimService
 from scim2_server.storage import search_page
 from sqlalchemy.exc import DataError, OperationalError
@@ -336,8 +337,19 @@ _SELLER = SELLER_USER_SCHEMA.lower()
 T = TypeVar("T")
 
 
+@functools.lru_cache(maxsize=1024)
+def _match(method: str, path: str) -> Target:
+    return match(method, path)
+
+
 class SellerScimService(ScimService):
     """scim2-server's protocol, with the answers Okta and Entra ID expect of us."""
+
+    @staticmethod
+    def match(request: ScimRequest) -> Target:
+        """scim2-server's routing, remembered: a request is routed three times on its way
+        (the operation, the handler, the operation's own route), and a Target is frozen."""
+        return _match(request.method.upper(), request.path)
 
     def patch_response(
         self,
