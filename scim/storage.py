@@ -433,6 +433,8 @@ class SellerStorage(ScimStorage):
         """What ``document`` read, by id: a write of the same version need not read it again."""
         self._groups: dict[str, list[PermissionSet]] = {}
         """The permission sets of the users ``document`` read (a user's write keeps them)."""
+        self._invitations = user_cases.InvitationCap(connector.settings.max_pending_invitations)
+        """The request's bound on the seller's pending invitations (a Bulk counts once)."""
         self._held: UnitOfWork | None = None
         """The unit of work of a ``held`` write, which reads and writes join."""
 
@@ -589,7 +591,7 @@ class SellerStorage(ScimStorage):
                     user_draft(resource),
                     self.context.actor,
                     invitation_lifespan=self.connector.settings.invitation_lifespan,
-                    max_pending_invitations=self.connector.settings.max_pending_invitations,
+                    invitations=self._invitations,
                 )
                 # A new user is in no permission set yet; a restored one may be.
                 groups = uow.permission_sets.of_user(user.id) if restored else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from connector.domain.catalogue import Catalogue
@@ -34,6 +35,37 @@ from connector.services.notifications import SecondaryUserEvent, tell_secondary_
 def new_id() -> str:
     """A fresh opaque identifier."""
     return uuid.uuid4().hex
+
+
+@dataclass
+class InvitationCap:
+    """The bound on a seller's unaccepted invitations, for one request: nobody reserves
+    thousands of addresses at once. Counted at the first create, then kept up to date by the
+    invitations the request sends (a Bulk of 100 creates counts once, not 100 times)."""
+
+    limit: int
+    _pending: int | None = field(default=None, init=False, repr=False)
+
+    def check(self, uow: UnitOfWork, seller: SellerAccount) -> None:
+        """Refuse another invitation when the seller has ``limit`` pending.
+
+        :raises Forbidden: at the limit.
+        """
+        if self._pending is None:
+            self._pending = uow.users.pending_invitations(seller.id, utcnow())
+        if self._pending >= self.limit:
+            raise Forbidden(
+                f"Seller {seller.name!r} has {self._pending} pending invitations, the most this "
+                "service accepts at once: wait until some are accepted or expire, or ask the "
+                "marketplace to raise the limit (SELLER_CONNECTOR_MAX_PENDING_INVITATIONS)."
+            )
+
+    def sent(self, user: SellerUser) -> None:
+        """Count ``user``'s invitation, if it is pending."""
+        invitation = user.invitation
+        pending = invitation is not None and invitation.state is InvitationState.pending
+        if self._pending is not None and pending:
+            self._pending += 1
 
 
 # -- Checks against the store -------------------------------------------------------------
@@ -142,23 +174,16 @@ def add_user(
     actor: Actor,
     *,
     invitation_lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN,
-    max_pending_invitations: int | None = None,
+    invitations: InvitationCap | None = None,
 ) -> tuple[SellerUser, bool]:
     """Add a secondary user, or restore the one this seller deleted (see provision_user).
 
-    ``max_pending_invitations`` bounds the seller's unaccepted invitations (SCIM clients):
-    nobody reserves thousands of addresses in one request.
+    ``invitations`` bounds the seller's unaccepted invitations (SCIM clients).
     """
     seller.check_may_add_secondary_users()
     check_user_draft(catalogue, draft)  # before any look-up: what the store never sees
-    if max_pending_invitations is not None:
-        pending = uow.users.pending_invitations(seller.id, utcnow())
-        if pending >= max_pending_invitations:
-            raise Forbidden(
-                f"Seller {seller.name!r} has {pending} pending invitations, the most this service "
-                "accepts at once: wait until some are accepted or expire, or ask the marketplace "
-                "to raise the limit (SELLER_CONNECTOR_MAX_PENDING_INVITATIONS)."
-            )
+    if invitations is not None:
+        invitations.check(uow, seller)
     keys = draft_email_keys(draft)
     seller.check_not_partner(sorted(keys))
     now = utcnow()
@@ -203,6 +228,8 @@ def add_user(
         action = "user.created"
     _audit(uow, seller, actor, action, user, {**changes, "active": user.active})
     enqueue_user_sync(uow, user)
+    if invitations is not None:
+        invitations.sent(user)
     return user, restored is not None
 
 
@@ -392,7 +419,7 @@ def provision_user(
     actor: Actor,
     *,
     invitation_lifespan: dt.timedelta = DEFAULT_INVITATION_LIFESPAN,
-    max_pending_invitations: int | None = None,
+    invitations: InvitationCap | None = None,
 ) -> tuple[SellerUser, bool]:
     """Add a secondary user to a seller account, or restore the one this seller deleted.
 
@@ -409,7 +436,7 @@ def provision_user(
             draft,
             actor,
             invitation_lifespan=invitation_lifespan,
-            max_pending_invitations=max_pending_invitations,
+            invitations=invitations,
         )
         uow.commit()
     return result

@@ -19,7 +19,7 @@ from connector.entrypoints.web import create_app
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
 from tests.conftest import SCIM, make_settings, user_body
-from tests.http.conftest import assert_scim_error, patch_body
+from tests.http.conftest import assert_scim_error, bulk_body, patch_body
 
 USERS = "/scim/v2/Users"
 
@@ -150,9 +150,13 @@ def test_a_lapsed_address_taken_meanwhile_cannot_be_taken_back(
     assert_scim_error(refused, 409, "uniqueness")
 
 
-def test_pending_invitations_per_seller_are_capped(sqlite_url: str, tmp_path: Path) -> None:
+def _capped_seller(
+    sqlite_url: str, tmp_path: Path, limit: int
+) -> tuple[Connector, Any, Any, dict[str, str]]:
+    """A service whose sellers may have ``limit`` pending invitations, and one seller of it:
+    (connector, test client, seller, headers)."""
     connector = bootstrap(
-        make_settings(sqlite_url, tmp_path, max_pending_invitations=3), migrate=False
+        make_settings(sqlite_url, tmp_path, max_pending_invitations=limit), migrate=False
     )
     client = create_app(connector).test_client()
     seller, _ = seller_cases.create_seller(
@@ -165,7 +169,29 @@ def test_pending_invitations_per_seller_are_capped(sqlite_url: str, tmp_path: Pa
         Actor("t"),
     )
     _, token = seller_cases.issue_token(connector.uow(), seller, "t", Actor("t"))
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": SCIM}
+    return connector, client, seller, {"Authorization": f"Bearer {token}", "Content-Type": SCIM}
+
+
+def test_a_bulk_counts_the_invitations_it_sends(sqlite_url: str, tmp_path: Path) -> None:
+    _, client, _, headers = _capped_seller(sqlite_url, tmp_path, 3)
+    operations = [
+        {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": f"u{n}",
+            "data": user_body(f"bulk{n}@capped.example.com"),
+        }
+        for n in range(5)
+    ]
+    response = client.post("/scim/v2/Bulk", headers=headers, json=bulk_body(*operations))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    statuses = [int(op["status"]) for op in response.json["Operations"]]
+    # The cap is counted once for the Bulk and kept by the three invitations it sent.
+    assert statuses == [201, 201, 201, 403, 403]
+
+
+def test_pending_invitations_per_seller_are_capped(sqlite_url: str, tmp_path: Path) -> None:
+    connector, client, seller, headers = _capped_seller(sqlite_url, tmp_path, 3)
     for n in range(3):
         assert _post(client, headers, f"u{n}@capped.example.com").status_code == 201
     refused = _post(client, headers, "u3@capped.example.com")
