@@ -141,7 +141,9 @@ def print_statements(times: dict[str, list[float]], requests: int, top: int) -> 
     """The statements taking the most time: runs and milliseconds per request."""
     total = sum(sum(t) for t in times.values())
     runs = sum(len(t) for t in times.values())
-    print(f"    SQL: {runs / requests:.1f} statements, {total / requests * 1000:.2f} ms per request")
+    print(
+        f"    SQL: {runs / requests:.1f} statements, {total / requests * 1000:.2f} ms per request"
+    )
     ranked = sorted(times.items(), key=lambda item: -sum(item[1]))[:top]
     for sql, spent in ranked:
         per_request = sum(spent) / requests * 1000
