@@ -1,11 +1,14 @@
-"""A user's userName changes to a brand-new address and Keycloak follows (a real Keycloak).
+"""A user's userName or email changes to a brand-new address and Keycloak follows (a real
+Keycloak).
 
 What Okta and Entra do when someone's email changes (SCIM PATCH or PUT of userName and
-emails), and what a directory sync does when an entry's ``mail`` changes (the userName follows
-it): the outbox's ``user.sync`` renames the same Keycloak user, on the plugin's bulk endpoint
-and on the admin API alike, and nothing turns poison. Keycloak 26.7.3 refused it while the
-realm had ``editUsernameAllowed`` off (``error-user-attribute-read-only``): see
-deploy/keycloak/README.md, "Usernames follow the store".
+emails, or of the emails alone), and what a directory sync does when an entry's ``mail``
+changes (the userName follows it): the outbox's ``user.sync`` renames the same Keycloak user
+or gives it the new address, on the plugin's bulk endpoint and on the admin API alike, and
+nothing turns poison, although the plugin's guard refuses anyone else's change of a seller
+user's username or email. Keycloak 26.7.3 refused a rename while the realm had
+``editUsernameAllowed`` off (``error-user-attribute-read-only``): see deploy/keycloak/README.md,
+"Usernames follow the store" (emails too).
 """
 
 from __future__ import annotations
@@ -110,6 +113,51 @@ def test_a_scim_rename_to_a_new_address_reaches_keycloak(
     with connector.uow() as uow:
         stored = uow.users.get(handle.seller.id, patched["id"])
     assert stored is not None and stored.idp_id == kc_patched["id"]
+
+
+@pytest.mark.parametrize("bulk_endpoint", PATHS)
+def test_a_scim_email_change_reaches_keycloak(
+    bulk_endpoint: bool,
+    keycloak_server: KeycloakServer,
+    connector: Connector,
+    client: Any,
+    make_seller: Callable[..., SellerHandle],
+    make_worker: Callable[..., OutboxWorker],
+) -> None:
+    """A secondary's emails change and its userName stays (a SCIM client whose userName is
+    not the address): the same Keycloak user gets the new email, under the same username."""
+    handle = make_seller()
+    created = scim_json(
+        client.post(
+            "/scim/v2/Users", json=user_body(_address(handle, "cy")), headers=handle.headers
+        ),
+        201,
+    )
+    worker = make_worker(bulk_endpoint=bulk_endpoint)
+    _no_poison(connector, worker.drain())
+    before = kc_user(keycloak_server, created["id"])
+    assert before is not None
+
+    address = _address(handle, "Cy.Work")
+    body = {
+        "schemas": [PATCH_SCHEMA],
+        "Operations": [
+            {
+                "op": "replace",
+                "path": "emails",
+                "value": [{"value": address, "type": "work", "primary": True}],
+            }
+        ],
+    }
+    patched = scim_json(
+        client.patch(f"/scim/v2/Users/{created['id']}", json=body, headers=handle.headers), 200
+    )
+    assert patched["userName"] == created["userName"]
+    _no_poison(connector, worker.drain())
+
+    after = kc_user(keycloak_server, created["id"])
+    assert after is not None and after["id"] == before["id"]
+    assert (after["username"], after["email"]) == (before["username"], address.lower())
 
 
 @pytest.mark.ldap

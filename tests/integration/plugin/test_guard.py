@@ -1,7 +1,7 @@
-"""The plugin's guard in a real Keycloak: a seller's primary user cannot be deleted, removed
-from its organization, or given another username or email by an administrator; the connector's
-own service account still changes them (its change-primary flow); other users are left to
-Keycloak."""
+"""The plugin's guard in a real Keycloak: a seller's primary user cannot be deleted or removed
+from its organization; no seller user is given another username or email by an administrator
+or by itself; the connector's own service account still changes them (a new userName or email
+from SCIM or the directory, the change-primary flow); other users are left to Keycloak."""
 
 from __future__ import annotations
 
@@ -164,15 +164,57 @@ def _account(
     return response
 
 
+def _assert_self_change_refused(
+    server: KeycloakServer,
+    token: str,
+    account: dict[str, Any],
+    user_id: str,
+    attribute: str,
+    value: str,
+    marker: str = "error-user-attribute-read-only",
+) -> None:
+    """A user's own change of ``attribute`` through the account API is refused (``marker`` in
+    the answer) and changes nothing."""
+    before = server.admin_json("GET", f"users/{user_id}")
+    refused = _account(server, token, {**account, attribute: value}, "POST")
+    # 400, or 403 with the guard's status: either way refused on the field.
+    assert refused.status_code in (400, 403), refused.text
+    assert marker in refused.text, refused.text
+    after = server.admin_json("GET", f"users/{user_id}")
+    for key in ("username", "email", "firstName", "lastName"):
+        assert after.get(key) == before.get(key), key
+
+
 def _assert_self_rename_refused(
     server: KeycloakServer, token: str, account: dict[str, Any], user_id: str, new_name: str
 ) -> None:
-    """A user's own rename through the account API is refused and changes nothing."""
-    refused = _account(server, token, {**account, "username": new_name}, "POST")
-    # 400, or 403 with the guard's status: either way read-only (the user profile) and refused.
-    assert refused.status_code in (400, 403), refused.text
-    assert "error-user-attribute-read-only" in refused.text, refused.text
-    assert server.admin_json("GET", f"users/{user_id}")["username"] == account["username"]
+    """A user's own rename through the account API is refused (the user profile keeps the
+    username read-only for users) and changes nothing."""
+    _assert_self_change_refused(server, token, account, user_id, "username", new_name)
+
+
+def _assert_console_change_refused(
+    server: KeycloakServer,
+    it_admin: RealmAdmin,
+    user_id: str,
+    change: dict[str, Any],
+    marker: str,
+) -> None:
+    """The master admin's and a realm IT administrator's console change of a seller user
+    (``change`` over its representation) is refused on the field and changes nothing."""
+    before = server.admin_json("GET", f"users/{user_id}")
+    changed = {**before, **change}
+    for label, response in (
+        ("master admin", server.admin_request("PUT", f"users/{user_id}", json=changed)),
+        ("it admin", it_admin.request("PUT", f"users/{user_id}", json=changed)),
+    ):
+        assert response.status_code == 400, (label, response.text)
+        body = response.json()
+        errors = body.get("errors") or [body]
+        assert any(marker in e["errorMessage"] for e in errors), (label, body)
+        after = server.admin_json("GET", f"users/{user_id}")
+        for key in ("username", "email", "firstName", "lastName", "enabled", "attributes"):
+            assert after.get(key) == before.get(key), (label, key)  # nothing was applied
 
 
 def test_a_secondary_users_username_changes_only_through_the_connector(
@@ -188,19 +230,8 @@ def test_a_secondary_users_username_changes_only_through_the_connector(
 
     # The master admin, and an IT administrator of the realm with manage-users.
     it_admin = RealmAdmin.create(keycloak_server, ("manage-users",))
-    renamed = {**before, "username": f"renamed-{staff.id}@{seller.id}.example.com"}
-    for label, response in (
-        ("master admin", keycloak_server.admin_request("PUT", f"users/{staff_id}", json=renamed)),
-        ("it admin", it_admin.request("PUT", f"users/{staff_id}", json=renamed)),
-    ):
-        assert response.status_code == 400, (label, response.text)
-        body = response.json()
-        errors = body.get("errors") or [body]
-        assert any(marker in e["errorMessage"] for e in errors), (label, body)
-        assert (
-            keycloak_server.admin_json("GET", f"users/{staff_id}")["username"]
-            == (before["username"])
-        )
+    renamed = {"username": f"renamed-{staff.id}@{seller.id}.example.com"}
+    _assert_console_change_refused(keycloak_server, it_admin, staff_id, renamed, marker)
     # The same username in another case is no change: other edits go through.
     same = {**before, "username": before["username"].upper(), "firstName": "Sam"}
     assert it_admin.request("PUT", f"users/{staff_id}", json=same).status_code == 204
@@ -224,6 +255,48 @@ def test_a_secondary_users_username_changes_only_through_the_connector(
     after = keycloak_server.admin_json("GET", f"users/{staff_id}")
     assert (after["username"], after["email"]) == (address, address)
     assert password_grant(keycloak_server, address).status_code == 200
+
+
+def test_a_secondary_users_email_changes_only_through_the_connector(
+    keycloak_server: KeycloakServer, idp: KeycloakIdentityProvider, seller: SellerAccount
+) -> None:
+    """The store owns a seller user's email as it owns its username: an IT administrator's new
+    address (or none) is refused, so is the user's own in the account console (the realm leaves
+    email editable there, its update-email required action being off), and the connector's
+    new primary email goes through without a rename."""
+    staff = new_user(seller)
+    staff_id = idp.sync_user(seller, staff, [])
+    before = keycloak_server.admin_json("GET", f"users/{staff_id}")
+    marker = f"email is provisioned by seller-connector for seller account {seller.id}"
+
+    it_admin = RealmAdmin.create(keycloak_server, ("manage-users",))
+    for change in (
+        {"email": f"elsewhere-{staff.id}@evil.example"},
+        {"email": ""},
+        {"email": f"x-{staff.id}@evil.example", "firstName": "Mallory"},
+    ):
+        _assert_console_change_refused(keycloak_server, it_admin, staff_id, change, marker)
+    # The same address in another case is no change: other edits go through.
+    same = {**before, "email": before["email"].upper(), "firstName": "Sam"}
+    assert it_admin.request("PUT", f"users/{staff_id}", json=same).status_code == 204
+
+    # The user itself, through the account API: its own name edits work, a new address never.
+    set_password(keycloak_server, staff_id)
+    token = password_grant(keycloak_server, before["username"]).json()["access_token"]
+    account = _account(keycloak_server, token)
+    assert account["email"] == before["email"]
+    edited = _account(keycloak_server, token, {**account, "lastName": "Smith"}, "POST")
+    assert edited.status_code == 204, edited.text
+    _assert_self_change_refused(
+        keycloak_server, token, account, staff_id, "email", f"me-{staff.id}@x.example", marker
+    )
+
+    # The connector's change (a new primary email, the same userName) goes through.
+    address = f"new-mail-{staff.id}@{seller.id}.example.com"
+    staff.emails = [Email(address, primary=True)]
+    assert idp.sync_user(seller, staff, []) == staff_id
+    after = keycloak_server.admin_json("GET", f"users/{staff_id}")
+    assert (after["username"], after["email"]) == (before["username"], address)
 
 
 def test_no_user_renames_itself_in_the_account_console(keycloak_server: KeycloakServer) -> None:
@@ -288,8 +361,3 @@ def test_only_the_connector_sets_the_seller_attributes(
         "GET", "users", params={"username": f"fake-owner-{seller.id}", "exact": "true"}
     )
     assert found == []
-
-    # A secondary user's address is the administrator's business (the connector adopts or
-    # reverts it; the guard is about the seller's owner).
-    moved = {**rep, "email": f"moved-{staff.id}@{seller.id}.example.com"}
-    assert keycloak_server.admin_request("PUT", f"users/{staff_id}", json=moved).status_code == 204

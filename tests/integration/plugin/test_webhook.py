@@ -198,25 +198,28 @@ def test_a_console_disable_is_applied_at_once_and_only_once(
     assert len(audit) == 1  # applied once
 
 
-def test_a_refused_console_rename_of_a_secondary_user_is_audited(
+@pytest.mark.parametrize("attribute", ["username", "email"])
+def test_a_refused_console_identity_change_of_a_secondary_user_is_audited(
+    attribute: str,
     keycloak_server: KeycloakServer,
     idp: KeycloakIdentityProvider,
     connector: Connector,
     live: object,
 ) -> None:
-    """The store owns usernames: an IT administrator's rename of a seller user is refused in
-    Keycloak, the store keeps its userName, and the seller's audit trail records the attempt."""
+    """The store owns usernames and emails: an IT administrator's rename of a seller user, or
+    new address for it, is refused in Keycloak, the store keeps its userName and email, and the
+    seller's audit trail records the attempt."""
     seller, user, provider_id = _seller_with_staff(
         connector,
         idp,
-        "Rename Guard Test",
-        f"owner-{uuid.uuid4().hex[:8]}@rename-guard.example.com",
-        "rename-guard.example.com",
+        "Identity Guard Test",
+        f"owner-{uuid.uuid4().hex[:8]}@identity-guard.example.com",
+        "identity-guard.example.com",
     )
     it_admin = RealmAdmin.create(keycloak_server, ("manage-users",))
     rep = keycloak_server.admin_json("GET", f"users/{provider_id}")
     refused = it_admin.request(
-        "PUT", f"users/{provider_id}", json={**rep, "username": f"other-{user.user_name}"}
+        "PUT", f"users/{provider_id}", json={**rep, attribute: f"other-{user.user_name}"}
     )
     assert refused.status_code == 400, refused.text
 
@@ -233,12 +236,14 @@ def test_a_refused_console_rename_of_a_secondary_user_is_audited(
         time.sleep(0.05)
     audit = recorded()
     assert [(e.actor, e.target, e.changes.get("attribute")) for e in audit] == [
-        ("keycloak:console", f"user:{user.id}", "username")
+        ("keycloak:console", f"user:{user.id}", attribute)
     ]
     with connector.uow() as uow:
         stored = uow.users.get(seller.id, user.id)
-    assert stored is not None and stored.user_name == user.user_name
-    assert keycloak_server.admin_json("GET", f"users/{provider_id}")["username"] == user.user_name
+    assert stored is not None
+    assert (stored.user_name, stored.primary_email) == (user.user_name, user.primary_email)
+    after = keycloak_server.admin_json("GET", f"users/{provider_id}")
+    assert (after["username"], after["email"]) == (rep["username"], rep["email"])
 
 
 def test_console_role_changes_reach_the_connector_once_and_as_the_poller_reads_them(

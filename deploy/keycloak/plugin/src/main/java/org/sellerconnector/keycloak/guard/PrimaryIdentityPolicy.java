@@ -15,11 +15,12 @@ public final class PrimaryIdentityPolicy {
 
     /** Whose values of an attribute the guard keeps for the connector ({@code applies-to}). */
     public enum Scope {
-        /** A seller's primary user only ({@code primary}; the default on {@code email}). */
+        /** A seller's primary user only ({@code primary}). */
         PRIMARY,
         /**
          * Every seller user, primary or secondary ({@code seller}; the default on
-         * {@code username}): the connector owns the usernames it provisions.
+         * {@code username} and {@code email}): the connector owns the identities it provisions
+         * (the store is their source of truth).
          */
         SELLER,
         /** Every user, on creation too ({@code everyone}; the seller attributes). */
@@ -35,9 +36,9 @@ public final class PrimaryIdentityPolicy {
      * @param appliesTo the option {@code applies-to} ({@code primary}, {@code seller},
      *     {@code everyone}), or null when it is not set
      * @param attribute the attribute the validator is set on
-     * @return the option's scope; when not set, {@link Scope#SELLER} on {@code username} (a
-     *     seller user's username is its userName in the connector, which renames it) and
-     *     {@link Scope#PRIMARY} elsewhere
+     * @return the option's scope; when not set, {@link Scope#SELLER} on {@code username} and
+     *     {@code email} (a seller user's username and email are its userName and primary email
+     *     in the connector, which changes them) and {@link Scope#PRIMARY} elsewhere
      */
     public static Scope scope(String appliesTo, String attribute) {
         String option = appliesTo == null ? "" : appliesTo.strip().toLowerCase(Locale.ROOT);
@@ -45,7 +46,8 @@ public final class PrimaryIdentityPolicy {
             case "everyone" -> Scope.EVERYONE;
             case "seller" -> Scope.SELLER;
             case "primary" -> Scope.PRIMARY;
-            default -> "username".equals(attribute) ? Scope.SELLER : Scope.PRIMARY;
+            default -> "username".equals(attribute) || "email".equals(attribute)
+                    ? Scope.SELLER : Scope.PRIMARY;
         };
     }
 
@@ -107,7 +109,7 @@ public final class PrimaryIdentityPolicy {
     /**
      * Whether to refuse.
      *
-     * @param guarded whether the rule covers this user (a seller's primary for its username and
+     * @param guarded whether the rule covers this user (every seller user for its username and
      *     email; everyone for the seller attributes)
      * @param changes whether the value changes ({@link #changes})
      * @param byConnector whether seller-connector's own service account asks

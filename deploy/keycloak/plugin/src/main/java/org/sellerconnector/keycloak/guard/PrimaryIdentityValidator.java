@@ -29,12 +29,14 @@ import org.sellerconnector.keycloak.webhook.WebhookPayload;
  * The {@code seller-primary-identity} user profile validator: refuses to change a seller's
  * primary user's {@code username} or {@code email} (or to remove its email) unless
  * seller-connector's own service account asks, as its verified change-primary flow does. On
- * {@code username} it covers every seller user, secondary ones too ({@code "applies-to":
- * "seller"}, the default there): the connector owns the usernames it provisions (a user's
- * userName, which the seller's SCIM client or directory sync changes), so the realm lets admins
- * edit usernames ({@code editUsernameAllowed}, the user profile's edit permission {@code admin}
- * only) for the connector's renames to go through, and this guard keeps an administrator's
- * rename of a seller user out. Set on the seller attributes with {@code "applies-to":
+ * {@code username} and {@code email} it covers every seller user, secondary ones too
+ * ({@code "applies-to": "seller"}, the default there): the connector owns the usernames and
+ * emails it provisions (a user's userName and primary email, which the seller's SCIM client or
+ * directory sync changes), so the realm lets admins edit usernames ({@code editUsernameAllowed},
+ * the user profile's edit permission {@code admin} only) for the connector's renames to go
+ * through, and this guard keeps an administrator's rename or new address of a seller user out,
+ * and the user's own new address (account console, update-profile, the update-email required
+ * action). Set on the seller attributes with {@code "applies-to":
  * "everyone"}, it refuses any change of them on any user, on creation too: otherwise an
  * administrator could demote the primary ({@code seller_role}) and then change its email, or tag
  * any user as a seller's primary and give it the seller's tokens.
@@ -61,7 +63,7 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
     public static final String ID = "seller-primary-identity";
     /**
      * Validator option: {@code primary}, {@code seller} or {@code everyone}; when not set,
-     * {@code seller} on {@code username} and {@code primary} elsewhere
+     * {@code seller} on {@code username} and {@code email}, {@code primary} elsewhere
      * ({@link PrimaryIdentityPolicy#scope}).
      */
     public static final String APPLIES_TO = "applies-to";
@@ -71,11 +73,11 @@ public final class PrimaryIdentityValidator implements SimpleValidator {
             "This user is the primary user of seller account %s: its username and email change "
             + "only through the marketplace operator's verified flow (seller-connector sellers "
             + "change-primary).";
-    /** The message of a refused change of a secondary seller user's username (or email). */
+    /** The message of a refused change of a secondary seller user's username or email. */
     public static final String SELLER_REFUSED =
             "This user's %s is provisioned by seller-connector for seller account %s: it changes "
-            + "there (a new userName from the seller's SCIM client or directory sync), and "
-            + "seller-connector brings it here.";
+            + "there (through the seller's SCIM client or directory sync), and seller-connector "
+            + "brings it here.";
     /** The message of a refused change of a seller attribute. */
     public static final String ATTRIBUTE_REFUSED =
             "The attribute %s is set by seller-connector only: a user's seller and role change "

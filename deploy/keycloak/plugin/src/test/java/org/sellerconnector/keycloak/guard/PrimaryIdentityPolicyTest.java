@@ -37,17 +37,21 @@ class PrimaryIdentityPolicyTest {
         assertTrue(PrimaryIdentityPolicy.refuse(true, true, false));
         assertFalse(PrimaryIdentityPolicy.refuse(true, true, true)); // the change-primary flow
         assertFalse(PrimaryIdentityPolicy.refuse(true, false, false)); // another field edited
-        assertFalse(PrimaryIdentityPolicy.refuse(false, true, false)); // a secondary's email
+        assertFalse(PrimaryIdentityPolicy.refuse(false, true, false)); // an unguarded user
     }
 
     @Test
-    void aUsernameIsEverySellerUsersAnEmailThePrimarysUnlessTheOptionSays() {
+    void aUsernameAndAnEmailAreEverySellerUsersUnlessTheOptionSays() {
         assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
                 PrimaryIdentityPolicy.scope(null, "username"));
         assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
                 PrimaryIdentityPolicy.scope("", "username"));
-        assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
+        assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
                 PrimaryIdentityPolicy.scope(null, "email"));
+        assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
+                PrimaryIdentityPolicy.scope(null, "firstName"));
+        assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
+                PrimaryIdentityPolicy.scope("primary", "email"));
         assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
                 PrimaryIdentityPolicy.scope("primary", "username"));
         assertEquals(PrimaryIdentityPolicy.Scope.SELLER,
@@ -55,7 +59,7 @@ class PrimaryIdentityPolicyTest {
         assertEquals(PrimaryIdentityPolicy.Scope.EVERYONE,
                 PrimaryIdentityPolicy.scope("everyone", "seller_role"));
         assertEquals(PrimaryIdentityPolicy.Scope.PRIMARY,
-                PrimaryIdentityPolicy.scope("nonsense", "email"));
+                PrimaryIdentityPolicy.scope("nonsense", "lastName"));
     }
 
     @Test
@@ -63,7 +67,7 @@ class PrimaryIdentityPolicyTest {
         PrimaryIdentityPolicy.Scope seller = PrimaryIdentityPolicy.Scope.SELLER;
         PrimaryIdentityPolicy.Scope primary = PrimaryIdentityPolicy.Scope.PRIMARY;
         PrimaryIdentityPolicy.Scope everyone = PrimaryIdentityPolicy.Scope.EVERYONE;
-        // A secondary's username is the connector's; its email is not guarded here.
+        // A secondary's username and email are the connector's (scope seller), not in primary.
         assertTrue(PrimaryIdentityPolicy.guarded(seller, true, false));
         assertTrue(PrimaryIdentityPolicy.guarded(seller, true, true));
         assertFalse(PrimaryIdentityPolicy.guarded(primary, true, false));
