@@ -13,7 +13,18 @@ import functools
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
-from sqlalchemy import Result, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Result,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from connector.adapters.sql.tables import (
@@ -1103,10 +1114,14 @@ class SqlRecipients:
 
 
 FEED_LOOKBACK = 1000
-"""How many audit ids behind the newest one scanned the sequencer looks again for events
-that committed late (PostgreSQL hands out ids before commit; SQLite commits in id order)."""
+"""SQLite: how many audit ids behind the newest one scanned the sequencer looks again
+(SQLite commits in id order: a margin, not a need)."""
 FEED_SCANNED = "change-feed:scanned"
 """The marker holding the newest audit id the sequencer scanned."""
+FEED_HORIZON = "change-feed:horizon"
+"""PostgreSQL: the marker holding the oldest transaction still running at the last scan;
+events of that transaction and of later ones are looked at again, however long they ran."""
+_SNAPSHOT_XMIN = text("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
 
 class SqlChangeFeed:
@@ -1131,17 +1146,23 @@ class SqlChangeFeed:
         """Give positions, in id order, to the committed events of ``actions`` that ``wanted``
         accepts and that have none. Run it in an immediate unit of work: on PostgreSQL the
         table lock makes sequencers take turns; SQLite's write lock does it there."""
-        if self.uow.dialect == "postgresql":
+        postgres = self.uow.dialect == "postgresql"
+        markers_ = SqlMarkers(self.uow)
+        if postgres:
             self.uow.write(text("LOCK TABLE change_feed IN EXCLUSIVE MODE"))
-        scanned = self._scanned()
+            # Taken before the scan: every transaction older than it has ended, so the scan
+            # (a later snapshot) sees all it committed; the others are looked at next time.
+            horizon = int(self.uow.read(_SNAPSHOT_XMIN).scalar_one())
+            # audit_events.txid (PostgreSQL only, migration feed1): the writing transaction.
+            writer = literal_column("audit_events.txid")
+            since = writer >= int(markers_.get(FEED_HORIZON) or 0)
+        else:
+            scanned = self._scanned()
+            since = audit.c.id > max(scanned - FEED_LOOKBACK, 0)
         placed = select(change_feed.c.audit_id).where(change_feed.c.audit_id == audit.c.id)
         rows = self.uow.read(
             select(audit)
-            .where(
-                audit.c.id > max(scanned - FEED_LOOKBACK, 0),
-                audit.c.action.in_(sorted(set(actions))),
-                ~placed.exists(),
-            )
+            .where(since, audit.c.action.in_(sorted(set(actions))), ~placed.exists())
             .order_by(audit.c.id)
         )
         events = [e for e in (_audit_event(r) for r in rows) if wanted(e)]
@@ -1150,9 +1171,12 @@ class SqlChangeFeed:
                 insert(change_feed),
                 [{"audit_id": e.id, "seller_id": e.seller_id} for e in events],
             )
+        if postgres:
+            markers_.set(FEED_HORIZON, str(horizon))
+            return len(events)
         newest = self.uow.read(select(func.max(audit.c.id))).scalar() or 0
         if int(newest) > scanned:
-            SqlMarkers(self.uow).set(FEED_SCANNED, str(newest))
+            markers_.set(FEED_SCANNED, str(newest))
         return len(events)
 
     def page(self, after: int, limit: int, seller_id: str | None = None) -> list[FeedEntry]:
