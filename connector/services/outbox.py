@@ -18,7 +18,9 @@ same transaction as the change (``seller.sync``, ``permission_set.sync``,
   that waited only for the provider is retried at once instead of at its backoff time.
 * **Poison**: a refusal (:class:`~connector.ports.IdentityProviderRejected`), or
   ``max_attempts`` failed attempts, marks the entries ``poison`` with the error, and the worker
-  moves on. (A "404 not found" refusal is retried like an outage first: a converging call
+  moves on. An outage is not a failure of the entry: while the provider or the mail server is
+  unavailable, an entry keeps being retried (at the backoff cap) until it is ``max_outage``
+  old, so that a Keycloak upgrade or a night without SMTP poisons nothing. (A "404 not found" refusal is retried like an outage first: a converging call
   reads, then writes, and what it read can vanish in between.) A poison entry does **not** block later entries of its aggregate: every later
   ``*.sync`` re-reads the whole current state, so it supersedes the poisoned one (and succeeds
   once the cause is fixed, e.g. a userName that clashed was changed). ``seller-connector
@@ -105,6 +107,9 @@ class OutboxPolicy:
     """Seconds before the first retry; doubled each attempt."""
     backoff_cap: float = 300.0
     """The longest wait between two attempts, in seconds."""
+    max_outage: float = 86_400.0
+    """How long, in seconds since it was queued, an entry that fails only because the
+    provider or the mail server is unavailable keeps being retried past ``max_attempts``."""
     lease_seconds: float = 300.0
     """How long a claim is held before another worker may take it over (a crashed worker)."""
     batch_size: int = 500
@@ -121,7 +126,7 @@ class OutboxPolicy:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OutboxPolicy:
         """Read ``SELLER_CONNECTOR_OUTBOX_*``: ``MAX_ATTEMPTS``, ``BACKOFF_BASE``,
-        ``BACKOFF_CAP``, ``LEASE_SECONDS``, ``BATCH_SIZE``, ``CONCURRENCY``,
+        ``BACKOFF_CAP``, ``MAX_OUTAGE``, ``LEASE_SECONDS``, ``BATCH_SIZE``, ``CONCURRENCY``,
         ``BULK_THRESHOLD``, ``POLL_INTERVAL``, ``INTERVAL`` (defaults above).
 
         :raises ValueError: naming a variable that is not a positive number.
@@ -132,6 +137,7 @@ class OutboxPolicy:
             ("max_attempts", int),
             ("backoff_base", float),
             ("backoff_cap", float),
+            ("max_outage", float),
             ("lease_seconds", float),
             ("batch_size", int),
             ("concurrency", int),
@@ -556,6 +562,14 @@ class OutboxWorker:
             }
         )
 
+    def _young(self, entries: list[OutboxEntry]) -> bool:
+        """Whether the oldest of ``entries`` was queued less than ``max_outage`` ago."""
+        queued = [e.created_at for e in entries if e.created_at is not None]
+        if not queued:
+            return False
+        age = self.clock() - min(queued)
+        return age.total_seconds() < self.policy.max_outage
+
     def _retry(
         self, claim: Claim, entries: list[OutboxEntry], exc: Exception, report: RoundReport
     ) -> dt.datetime | None:
@@ -572,7 +586,8 @@ class OutboxWorker:
             log.error("outbox %s: unexpected error", claim.aggregate_id, exc_info=exc)
             error = f"error: {type(exc).__name__}: {exc}"
         attempts = max(e.attempts for e in entries) + 1
-        if attempts >= self.policy.max_attempts:
+        outage = unavailable or isinstance(exc, MailUnavailable)
+        if attempts >= self.policy.max_attempts and not (outage and self._young(entries)):
             self._poison(claim, entries, f"gave up after {attempts} attempts: {error}", report)
             return None
         retry_after = exc.retry_after if isinstance(exc, IdentityProviderUnavailable) else None

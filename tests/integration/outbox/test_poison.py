@@ -3,6 +3,7 @@ it holds back nothing, and an operator can requeue it once the cause is fixed.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -83,7 +84,7 @@ def test_a_refused_change_is_poison_holds_nothing_back_and_can_be_requeued(
     assert SqlOutboxQueue(connector.engine).stats(utcnow()).counts["poison"] == 0
 
 
-def test_a_change_that_keeps_failing_becomes_poison_after_max_attempts(
+def test_an_outage_poisons_nothing_until_it_outlasts_max_outage(
     connector: Connector,
     client: Any,
     make_seller: Callable[..., SellerHandle],
@@ -102,20 +103,31 @@ def test_a_change_that_keeps_failing_becomes_poison_after_max_attempts(
     # A Keycloak address where nothing listens: every call is refused (unavailable).
     # Retries wait 1 to 2 s: longer than one failing round takes even on a busy machine, so
     # the first drain makes exactly one attempt of each.
-    policy = OutboxPolicy(max_attempts=2, backoff_base=2.0, backoff_cap=2.0, poll_interval=60)
+    policy = OutboxPolicy(
+        max_attempts=2, backoff_base=2.0, backoff_cap=2.0, max_outage=3600, poll_interval=60
+    )
     worker = make_worker(policy, url=f"http://127.0.0.1:{free_port()}", timeout=2.0)
     first = worker.drain()
     # One attempt each, then everything waits for its backoff (nothing spins).
     assert first.unavailable and (first.entries, first.retried, first.poisoned) == (7, 6, 0)
     time.sleep(2.1)
+    # Past max_attempts, but Keycloak is only unavailable and the entries are young: kept.
     second = worker.drain()
-    assert second.poisoned == 6
+    assert (second.retried, second.poisoned) == (6, 0)
     queue = SqlOutboxQueue(connector.engine)
+    assert (
+        sorted(e.attempts for e in queue.entries("pending") if e.topic != "user.invite") == [2] * 6
+    )
+    # An hour later (the worker's clock), the outage has outlasted max_outage: poison.
+    later = worker.clock() + dt.timedelta(seconds=policy.max_outage + 5)
+    worker.clock = lambda: later
+    third = worker.drain()
+    assert third.poisoned == 6
     poison = queue.entries("poison")
     assert len(poison) == 6
     for entry in poison:
-        assert entry.attempts == 2
-        assert (entry.last_error or "").startswith("gave up after 2 attempts: unavailable:")
+        assert entry.attempts == 3
+        assert (entry.last_error or "").startswith("gave up after 3 attempts: unavailable:")
     # The invitation behind the poison sync is not held back by it: it has its own attempts.
     [invite] = queue.entries("pending")
     assert (invite.topic, invite.attempts) == ("user.invite", 1)
