@@ -18,9 +18,10 @@ same transaction as the change (``seller.sync``, ``permission_set.sync``,
   that waited only for the provider is retried at once instead of at its backoff time.
 * **Poison**: a refusal (:class:`~connector.ports.IdentityProviderRejected`), or
   ``max_attempts`` failed attempts, marks the entries ``poison`` with the error, and the worker
-  moves on. An outage is not a failure of the entry: while the provider or the mail server is
-  unavailable, an entry keeps being retried (at the backoff cap) until it is ``max_outage``
-  old, so that a Keycloak upgrade or a night without SMTP poisons nothing. (A "404 not found" refusal is retried like an outage first: a converging call
+  moves on. An outage is not a failure of the entry: while the provider (its console poll
+  failing too) or the mail server is unavailable, an entry keeps being retried (at the
+  backoff cap) until it is ``max_outage`` old, so that a Keycloak upgrade or a night without
+  SMTP poisons nothing. (A "404 not found" refusal is retried like an outage first: a converging call
   reads, then writes, and what it read can vanish in between.) A poison entry does **not** block later entries of its aggregate: every later
   ``*.sync`` re-reads the whole current state, so it supersedes the poisoned one (and succeeds
   once the cause is fixed, e.g. a userName that clashed was changed). ``seller-connector
@@ -586,7 +587,10 @@ class OutboxWorker:
             log.error("outbox %s: unexpected error", claim.aggregate_id, exc_info=exc)
             error = f"error: {type(exc).__name__}: {exc}"
         attempts = max(e.attempts for e in entries) + 1
-        outage = unavailable or isinstance(exc, MailUnavailable)
+        # Unavailable while the console poll (the health probe) answers is this entry's own
+        # trouble, not an outage: it counts against max_attempts like any other failure.
+        provider_down = unavailable and (self.console is None or self._outage)
+        outage = provider_down or isinstance(exc, MailUnavailable)
         if attempts >= self.policy.max_attempts and not (outage and self._young(entries)):
             self._poison(claim, entries, f"gave up after {attempts} attempts: {error}", report)
             return None
