@@ -21,9 +21,10 @@ same transaction as the change (``seller.sync``, ``permission_set.sync``,
   moves on. An outage is not a failure of the entry: while the provider (its console poll
   failing too) or the mail server is unavailable, an entry keeps being retried (at the
   backoff cap) until it is ``max_outage`` old, so that a Keycloak upgrade or a night without
-  SMTP poisons nothing. (A "404 not found" refusal is retried like an outage first: a converging call
-  reads, then writes, and what it read can vanish in between.) A poison entry does **not** block later entries of its aggregate: every later
-  ``*.sync`` re-reads the whole current state, so it supersedes the poisoned one (and succeeds
+  SMTP poisons nothing. (A "404 not found" refusal is retried like an outage first: a
+  converging call reads, then writes, and what it read can vanish in between.) A poison entry
+  does **not** block later entries of its aggregate: every later ``*.sync`` re-reads the
+  whole current state, so it supersedes the poisoned one (and succeeds
   once the cause is fixed, e.g. a userName that clashed was changed). ``seller-connector
   outbox retry --poison`` puts poison entries back in line.
 * **Leases.** A claim holds its entries for ``lease_seconds``; a worker (or machine) that dies

@@ -168,8 +168,9 @@ def worker(
     Pending changes are claimed, read as the store has them now, and applied; when Keycloak is
     down they are retried with exponential backoff (for up to SELLER_CONNECTOR_OUTBOX_MAX_OUTAGE
     seconds, a day), and after SELLER_CONNECTOR_OUTBOX_MAX_ATTEMPTS (8) other failures, or when
-    Keycloak refuses one, they become poison (see `outbox status`, `outbox retry --poison`). Every few seconds the console changes are polled too. Run ONE
-    worker per deployment (serve's gunicorn_hooks start one); more are safe, not faster.
+    Keycloak refuses one, they become poison (see `outbox status`, `outbox retry --poison`).
+    Every few seconds the console changes are polled too. Run ONE worker per deployment
+    (serve's gunicorn_hooks start one); more are safe, not faster.
     """
     policy = _policy(interval=interval, concurrency=concurrency)
     outbox_worker = _worker(ctx, policy, console=not no_console)
