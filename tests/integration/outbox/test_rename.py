@@ -42,6 +42,12 @@ def _address(handle: SellerHandle, tag: str) -> str:
     return f"{tag}-{uuid.uuid4().hex[:8]}@{handle.seller.id[:8]}.example.com"
 
 
+def _new_user(client: Any, handle: SellerHandle, tag: str) -> dict[str, Any]:
+    """A secondary user created over SCIM, as the service answered it."""
+    body = user_body(_address(handle, tag))
+    return scim_json(client.post("/scim/v2/Users", json=body, headers=handle.headers), 201)
+
+
 def _no_poison(connector: Connector, report: Any) -> None:
     assert report.poisoned == report.retried == 0, report.errors
     stats = SqlOutboxQueue(connector.engine).stats(utcnow())
@@ -58,18 +64,8 @@ def test_a_scim_rename_to_a_new_address_reaches_keycloak(
     make_worker: Callable[..., OutboxWorker],
 ) -> None:
     handle = make_seller()
-    patched = scim_json(
-        client.post(
-            "/scim/v2/Users", json=user_body(_address(handle, "ann")), headers=handle.headers
-        ),
-        201,
-    )
-    put = scim_json(
-        client.post(
-            "/scim/v2/Users", json=user_body(_address(handle, "bob")), headers=handle.headers
-        ),
-        201,
-    )
+    patched = _new_user(client, handle, "ann")
+    put = _new_user(client, handle, "bob")
     worker = make_worker(bulk_endpoint=bulk_endpoint)
     _no_poison(connector, worker.drain())
     kc_patched = kc_user(keycloak_server, patched["id"])
@@ -127,12 +123,7 @@ def test_a_scim_email_change_reaches_keycloak(
     """A secondary's emails change and its userName stays (a SCIM client whose userName is
     not the address): the same Keycloak user gets the new email, under the same username."""
     handle = make_seller()
-    created = scim_json(
-        client.post(
-            "/scim/v2/Users", json=user_body(_address(handle, "cy")), headers=handle.headers
-        ),
-        201,
-    )
+    created = _new_user(client, handle, "cy")
     worker = make_worker(bulk_endpoint=bulk_endpoint)
     _no_poison(connector, worker.drain())
     before = kc_user(keycloak_server, created["id"])
