@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -164,6 +164,15 @@ def user_body(user_name: str, email: str | None = None, **extra: Any) -> dict[st
     }
     body.update(extra)
     return body
+
+
+def bulk_creates(bodies: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """A BulkRequest body that POSTs each of these User bodies (bulkIds u0, u1, ...)."""
+    operations = [
+        {"method": "POST", "path": "/Users", "bulkId": f"u{n}", "data": body}
+        for n, body in enumerate(bodies)
+    ]
+    return {"schemas": [BULK_SCHEMA], "Operations": operations}
 
 
 @pytest.fixture(autouse=True)

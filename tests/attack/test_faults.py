@@ -17,24 +17,13 @@ import requests
 from connector.bootstrap import bootstrap
 from connector.entrypoints.web import create_app
 from connector.settings import Settings
-from tests.conftest import BULK_SCHEMA, make_settings, user_body
+from tests.conftest import bulk_creates, make_settings, user_body
 from tests.support.live_server import LiveServer
 from tests.support.ports import free_port
 
 
 def _bulk(count: int, prefix: str) -> dict[str, Any]:
-    return {
-        "schemas": [BULK_SCHEMA],
-        "Operations": [
-            {
-                "method": "POST",
-                "path": "/Users",
-                "bulkId": f"u{n}",
-                "data": user_body(f"{prefix}{n}@crash.example.com"),
-            }
-            for n in range(count)
-        ],
-    }
+    return bulk_creates(user_body(f"{prefix}{n}@crash.example.com") for n in range(count))
 
 
 def _lost_so_far(database: Path) -> int:

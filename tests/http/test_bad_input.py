@@ -12,7 +12,14 @@ from connector.bootstrap import Connector
 from connector.domain.drafts import Actor
 from connector.services import sellers as seller_cases
 from scim.schemas import MAX_OPERATIONS, MAX_PAYLOAD_SIZE
-from tests.conftest import PATCH_SCHEMA, SCIM, USER_SCHEMA, SellerHandle, user_body
+from tests.conftest import (
+    PATCH_SCHEMA,
+    SCIM,
+    USER_SCHEMA,
+    SellerHandle,
+    bulk_creates,
+    user_body,
+)
 from tests.http.conftest import assert_scim_error, bulk_body, group_body, patch_body, store_dump
 
 USERS = "/scim/v2/Users"
@@ -269,17 +276,11 @@ def test_bulk_over_max_operations_is_413_and_runs_nothing(
     seller = make_seller()
     config = client.get("/scim/v2/ServiceProviderConfig").get_json()
     assert config["bulk"]["maxOperations"] == MAX_OPERATIONS
-    operations = [
-        {
-            "method": "POST",
-            "path": "/Users",
-            "bulkId": f"u{n}",
-            "data": {"schemas": [USER_SCHEMA], "userName": f"u{n}"},
-        }
-        for n in range(MAX_OPERATIONS + 1)
-    ]
+    too_many = bulk_creates(
+        {"schemas": [USER_SCHEMA], "userName": f"u{n}"} for n in range(MAX_OPERATIONS + 1)
+    )
     before = store_dump(connector)
-    response = client.post("/scim/v2/Bulk", json=bulk_body(*operations), headers=seller.headers)
+    response = client.post("/scim/v2/Bulk", json=too_many, headers=seller.headers)
     assert_scim_error(response, 413, detail_has=("maxOperations",))
     assert store_dump(connector) == before
 

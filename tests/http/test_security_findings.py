@@ -18,8 +18,8 @@ from connector.domain.model import Plan, utcnow
 from connector.entrypoints.web import create_app
 from connector.services import sellers as seller_cases
 from connector.services import users as user_cases
-from tests.conftest import SCIM, make_settings, user_body
-from tests.http.conftest import assert_scim_error, bulk_body, patch_body
+from tests.conftest import SCIM, bulk_creates, make_settings, user_body
+from tests.http.conftest import assert_scim_error, patch_body
 
 USERS = "/scim/v2/Users"
 
@@ -174,16 +174,8 @@ def _capped_seller(
 
 def test_a_bulk_counts_the_invitations_it_sends(sqlite_url: str, tmp_path: Path) -> None:
     _, client, _, headers = _capped_seller(sqlite_url, tmp_path, 3)
-    operations = [
-        {
-            "method": "POST",
-            "path": "/Users",
-            "bulkId": f"u{n}",
-            "data": user_body(f"bulk{n}@capped.example.com"),
-        }
-        for n in range(5)
-    ]
-    response = client.post("/scim/v2/Bulk", headers=headers, json=bulk_body(*operations))
+    body = bulk_creates(user_body(f"bulk{n}@capped.example.com") for n in range(5))
+    response = client.post("/scim/v2/Bulk", headers=headers, json=body)
     assert response.status_code == 200, response.get_data(as_text=True)
     statuses = [int(op["status"]) for op in response.json["Operations"]]
     # The cap is counted once for the Bulk and kept by the three invitations it sent.

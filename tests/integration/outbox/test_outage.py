@@ -28,12 +28,12 @@ from connector.entrypoints.worker import BackgroundWorker
 from connector.services.outbox import OutboxWorker
 from connector.services.reconcile import compare
 from tests.conftest import (
-    BULK_SCHEMA,
     GROUP_SCHEMA,
     PATCH_SCHEMA,
     SELLER_USER,
     USER_SCHEMA,
     SellerHandle,
+    bulk_creates,
     user_body,
 )
 from tests.integration.outbox.conftest import FAST
@@ -275,20 +275,10 @@ def test_no_change_is_lost_when_keycloak_stops_during_bulk_syncs(
         proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
         down, up = proxy.cut, proxy.restore
         worker = make_worker(policy, timeout=5.0, url=proxy.url, bulk_chunk=4, bulk_parallel=2)
-    operations = [
-        {
-            "method": "POST",
-            "path": "/Users",
-            "bulkId": f"u{n}",
-            "data": user_body(f"b{n}-{uuid.uuid4().hex[:6]}@bulk-outage.example.com"),
-        }
-        for n in range(40)
-    ]
-    response = client.post(
-        "/scim/v2/Bulk",
-        json={"schemas": [BULK_SCHEMA], "Operations": operations},
-        headers=handle.headers,
+    body = bulk_creates(
+        user_body(f"b{n}-{uuid.uuid4().hex[:6]}@bulk-outage.example.com") for n in range(40)
     )
+    response = client.post("/scim/v2/Bulk", json=body, headers=handle.headers)
     assert response.status_code == 200, response.get_data(as_text=True)
     created = [op["location"].rsplit("/", 1)[-1] for op in response.get_json()["Operations"]]
     assert len(created) == 40
