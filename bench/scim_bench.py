@@ -57,7 +57,7 @@ for path in (ROOT, HERE):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from scimbench import load, seed, servers  # noqa: E402
+from scimbench import bare, load, seed, servers  # noqa: E402
 
 RESULTS = HERE / "results"
 AIMS: dict[str, float] = {
@@ -166,6 +166,7 @@ class Plan:
     threads: int | None
     keycloak: bool = True
     store: str = "sqlite"
+    bare: bool = True
 
 
 # Durable like our SQLite (WAL, synchronous=NORMAL): commits survive a crash of the process;
@@ -223,6 +224,7 @@ def _compare(plan: Plan, work: Path, database_url: str | None) -> list[dict[str,
     ours = servers.start_ours(home, plan.workers, plan.threads, database_url)
     reference = None
     keycloak = None
+    bare_server = None
     try:
         reference = servers.start_reference(home, "reference-bench-token")
         started = time.monotonic()
@@ -246,11 +248,16 @@ def _compare(plan: Plan, work: Path, database_url: str | None) -> list[dict[str,
                 f"import in {time.monotonic() - started:.1f} s"
             )
             targets.append(("keycloak", keycloak.server, kc_tenant))
+        if plan.bare:
+            database = home / "bare.sqlite3"
+            bare_tenant = bare.seed(database, "bare-bench-token", plan.users, plan.groups)
+            bare_server = servers.start_bare(home, database, ours.workers, ours.threads)
+            targets.append(("bare", bare_server, bare_tenant))
         operations = load.operations()
         supported: dict[str, set[str]] = {}
         for label, server, who in targets:
             failures = load.smoke(server.port, server.prefix, who, plan.users, operations)
-            if failures and label != "keycloak":
+            if failures and label not in ("keycloak", "bare"):
                 raise SystemExit(f"{server.name} fails the smoke test: {failures}")
             supported[label] = {op.name for op in operations if op.name not in failures}
             if failures:
@@ -259,6 +266,7 @@ def _compare(plan: Plan, work: Path, database_url: str | None) -> list[dict[str,
             f"ours: gunicorn {ours.workers} workers x {ours.threads} threads; "
             "reference: one threaded process"
             + ("; keycloak: its own SCIM API (JVM, in-memory H2)" if keycloak else "")
+            + ("; bare: the ceiling, our server model, SQLite" if bare_server else "")
             + "\n"
         )
         rows = []
@@ -299,8 +307,26 @@ def _compare(plan: Plan, work: Path, database_url: str | None) -> list[dict[str,
                         else None
                     ),
                     "aim": AIMS[op.name] if op.name in AIMS else AIMS[op.kind],
+                    "bare": figures.get("bare"),
+                    "ratio_bare": (
+                        round(_ratio(figures["ours"]["rps"], figures["bare"]["rps"]), 2)
+                        if "bare" in figures
+                        else None
+                    ),
                     "loadavg": loadavg(),
                 }
+                # What the aims ask of us in requests per second, and whether even the bare
+                # ceiling reaches it in this very run.
+                row["aim_rps"] = round(
+                    max(
+                        row["aim"] * figures["reference"]["rps"],
+                        AIM_KEYCLOAK * figures["keycloak"]["rps"] if "keycloak" in figures else 0,
+                    ),
+                    1,
+                )
+                row["aim_above_bare"] = (
+                    row["aim_rps"] > figures["bare"]["rps"] if "bare" in figures else None
+                )
                 row["aim_met"] = row["ratio_rps"] >= row["aim"] and (
                     row["ratio_keycloak"] is None or row["ratio_keycloak"] >= AIM_KEYCLOAK
                 )
@@ -313,6 +339,8 @@ def _compare(plan: Plan, work: Path, database_url: str | None) -> list[dict[str,
             reference.stop()
         if keycloak is not None:
             keycloak.stop()
+        if bare_server is not None:
+            bare_server.stop()
 
 
 def servers_version() -> str:
@@ -329,10 +357,12 @@ def _compare_line(row: dict[str, Any]) -> str:
         if k
         else ""
     )
+    b = row.get("bare")
+    ceiling = f" | bare {b['rps']:>8.1f}/s (aim {row['aim_rps']:.0f}/s)" if b else ""
     return (
         f"{row['operation']:<38} c={row['concurrency']}  ours {o['rps']:>8.1f}/s "
         f"p50 {o['p50_ms']:>7.1f} p99 {o['p99_ms']:>7.1f} | ref {r['rps']:>8.1f}/s "
-        f"p50 {r['p50_ms']:>7.1f} | x{row['ratio_rps']:.2f}{kc}"
+        f"p50 {r['p50_ms']:>7.1f} | x{row['ratio_rps']:.2f}{kc}{ceiling}"
         + (f"  errors {'/'.join(map(str, errors))}" if any(errors) else "")
     )
 
@@ -351,6 +381,9 @@ def compare_table(rows: list[dict[str, Any]]) -> str:
     if keycloak:
         headers.append("ours/Keycloak")
     headers.append("aims met")
+    bare_ = any(r.get("bare") for r in rows)
+    if bare_:
+        headers += ["aim req/s", "bare req/s", "ours/bare"]
     body = []
     for r in rows:
         k = r.get("keycloak")
@@ -368,6 +401,13 @@ def compare_table(rows: list[dict[str, Any]]) -> str:
         if keycloak:
             line.append(f"{r['ratio_keycloak']:.2f}x" if k else "n/a")
         line.append("yes" if r["aim_met"] else "no")
+        if bare_:
+            b = r.get("bare")
+            line += [
+                r["aim_rps"],
+                b["rps"] if b else "n/a",
+                f"{r['ratio_bare']:.2f}x" if b else "n/a",
+            ]
         if errors:
             line.append(
                 f"{r['ours']['errors']}/{r['reference']['errors']}/{(k or {}).get('errors', '-')}"
@@ -671,6 +711,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="Leave out Keycloak's own SCIM (started from .cache/keycloak by default).",
     )
     parser.add_argument(
+        "--no-bare",
+        dest="bare",
+        action="store_false",
+        help="Leave out the bare ceiling (bench/scimbench/bare.py: Flask and SQLite, no rules).",
+    )
+    parser.add_argument(
         "--store",
         choices=["sqlite", "postgres"],
         default="sqlite",
@@ -699,6 +745,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         workers=args.workers,
         threads=args.threads,
         keycloak=args.keycloak,
+        bare=args.bare,
         store=args.store,
     )
 
@@ -739,6 +786,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"reference; every operation >= {AIM_KEYCLOAK}x Keycloak): met in {met} of "
                     f"{len(report['compare'])} cells"
                 )
+                above = [r for r in report["compare"] if r.get("aim_above_bare")]
+                if any(r.get("bare") for r in report["compare"]):
+                    print(
+                        f"cells whose aim lies above the bare ceiling of this run: {len(above)}"
+                        + "".join(f"\n  {r['operation']} c={r['concurrency']}" for r in above)
+                    )
                 ok = not any(
                     r["ours"]["errors"] or r["reference"]["errors"] for r in report["compare"]
                 )

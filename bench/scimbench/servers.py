@@ -1,4 +1,4 @@
-"""The two servers under test, started on free loopback ports, and their processes' figures."""
+"""The servers under test, started on free loopback ports, and their processes' figures."""
 
 from __future__ import annotations
 
@@ -174,6 +174,36 @@ def start_reference(home: Path, token: str) -> Server:
         "scim2-server", port, "/v2", process, log, log_path, "/v2/ServiceProviderConfig"
     )
     server.wait_ready()
+    return server
+
+
+def start_bare(home: Path, database: Path, workers: int, threads: int) -> Server:
+    """The bare ceiling (``scimbench.bare``) under gunicorn with our server model, on a
+    SQLite file already seeded."""
+    port = free_port()
+    env = dict(os.environ)
+    env["BARE_DATABASE"] = str(database)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT / "bench"), str(ROOT), env.get("PYTHONPATH")])
+    )
+    command = [
+        _command("gunicorn"),
+        "--bind",
+        f"{HOST}:{port}",
+        "--worker-class",
+        "gthread" if threads > 1 else "sync",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "scimbench.bare:app_from_env()",
+    ]
+    log_path = home / "bare.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home)
+    server = Server("bare ceiling", port, "/bare/v2", process, log, log_path, "/healthz")
+    server.wait_ready()
+    server.workers, server.threads = workers, threads
     return server
 
 
