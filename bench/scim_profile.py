@@ -157,7 +157,7 @@ def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Pat
         del os.environ[name]  # only this run's settings
     os.environ["SELLER_CONNECTOR_HOME"] = str(work)
     os.environ["SELLER_CONNECTOR_SECRET_KEY"] = "profile-secret-key-not-for-production"
-    # Every seeded user has a pending invitation; the cap guards squatting, not load.
+    # The profile's own creates stay pending: thousands, past the default cap.
     os.environ["SELLER_CONNECTOR_MAX_PENDING_INVITATIONS"] = "10000000"
     from connector.entrypoints.web import create_app
 

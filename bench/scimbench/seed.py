@@ -133,13 +133,15 @@ def seed_users(
 ) -> None:
     """Insert ``users`` users and ``groups`` groups (users round robin) into one seller.
 
-    Each user is a secondary user with a pending invitation, one reserved email, one
-    ``user.created`` audit event and its two outbox entries, as provisioning leaves it.
+    Each user is a secondary user who accepted its invitation and signed in, with one
+    reserved email, one ``user.created`` audit event and its two outbox entries: a seller's
+    staff in steady state. (All of them pending would be a state the service refuses by
+    default: 5,000 open invitations at most per seller.)
     """
     catalogue = connector.catalogue
     now = utcnow()
     invitation = Invitation(
-        InvitationState.pending, sent_at=now, expires_at=now + DEFAULT_INVITATION_LIFESPAN
+        InvitationState.accepted, sent_at=now, expires_at=now + DEFAULT_INVITATION_LIFESPAN
     )
     lifespan = {"lifespan_seconds": int(DEFAULT_INVITATION_LIFESPAN.total_seconds())}
     ids = [new_id() for _ in range(users)]
@@ -164,6 +166,7 @@ def seed_users(
                     invitation=invitation,
                     created_at=now,
                     updated_at=now,
+                    last_login_at=now,
                 )
                 user_rows.append(
                     {

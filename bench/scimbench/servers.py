@@ -123,7 +123,8 @@ def start_ours(
         "SELLER_CONNECTOR_HOME": str(home),
         "SELLER_CONNECTOR_PUBLIC_URL": f"http://{HOST}:{port}",
         "SELLER_CONNECTOR_SECRET_KEY": "bench-secret-key-not-for-production",
-        # Every seeded user has a pending invitation; the cap guards squatting, not load.
+        # The run's own creates (thousands, with the Bulk cells) all stay pending: past the
+        # default cap, which guards squatting, not load.
         "SELLER_CONNECTOR_MAX_PENDING_INVITATIONS": "10000000",
     }
     if database_url:
