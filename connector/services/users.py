@@ -52,7 +52,7 @@ class InvitationCap:
         :raises Forbidden: at the limit.
         """
         if self._pending is None:
-            self._pending = uow.users.pending_invitations(seller.id, utcnow(), self.limit)
+            self._pending = uow.users.pending_invitations(seller.id, utcnow())
         if self._pending >= self.limit:
             raise Forbidden(
                 f"Seller {seller.name!r} has {self._pending} pending invitations, the most this "

@@ -264,17 +264,14 @@ _SAVE_USER = (
     .where(users.c.id == bindparam("w_id"), users.c.version == bindparam("w_version"))
     .values(version=bindparam("w_next"), **{c: bindparam(f"v_{c}") for c in _USER_STATE})
 )
-# Counted up to a bound: a seller's create never reads more index entries than the cap.
-_PENDING_INVITATIONS = select(func.count()).select_from(
-    select(literal_column("1"))
+_PENDING_INVITATIONS = (
+    select(func.count())
     .select_from(users)
     .where(
         users.c.seller_id == bindparam("seller"),
         PENDING,
         users.c.invitation_expires_at > bindparam("now"),
     )
-    .limit(bindparam("at_most"))
-    .subquery()
 )
 _EXPIRED_INVITATIONS = (
     select(users)
@@ -510,14 +507,11 @@ class SqlUsers:
             .values(released_at=at, current=False)
         )
 
-    def pending_invitations(
-        self, seller_id: str, now: dt.datetime, at_most: int | None = None
-    ) -> int:
-        """How many of the seller's users have a pending invitation that has not expired
-        (``at_most`` of them, when given: counting stops there)."""
-        bound = 2**62 if at_most is None else at_most
-        parameters = {"seller": seller_id, "now": now, "at_most": bound}
-        return int(self.uow.read(_PENDING_INVITATIONS, parameters).scalar_one())
+    def pending_invitations(self, seller_id: str, now: dt.datetime) -> int:
+        """How many of the seller's users have a pending invitation that has not expired."""
+        return int(
+            self.uow.read(_PENDING_INVITATIONS, {"seller": seller_id, "now": now}).scalar_one()
+        )
 
     def expired_invitations(self, now: dt.datetime, limit: int) -> list[SellerUser]:
         """Active users whose invitation expired unaccepted, never having logged in."""
