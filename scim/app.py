@@ -830,6 +830,17 @@ class SellerScimHandler(ScimHandler):
         self._bulk_roles = _bulk_roles_in(request.body)
         return super().bulk(request)
 
+    def apply_bulk_operation(
+        self, resource_type: ResourceType, operation: BulkOperation[Resource[Any]]
+    ) -> Resource[Any] | None:
+        """A Bulk POST is written as a single POST is; its outcome keeps only the new
+        resource's id and version."""
+        if operation.method == BulkOperation.Method.post:
+            data = cast(Resource[Any], operation.data)
+            document = self.storage.create_document(resource_type, data)
+            return self.storage.created_reference(resource_type, document)
+        return super().apply_bulk_operation(resource_type, operation)
+
     def run_bulk_step(
         self, request: ScimRequest, plan: BulkPlan, step: BulkStep
     ) -> tuple[dict[str, Any], Resource[Any] | None]:

@@ -482,6 +482,20 @@ class SellerStorage(ScimStorage):
         meta = {k: v for k, v in document["meta"].items() if k != "location"}
         return self.model_of(resource_type, {**document, "meta": meta})
 
+    def created_reference(
+        self, resource_type: ResourceType, document: dict[str, Any]
+    ) -> Resource[Any]:
+        """A resource just created, as a Bulk outcome and later bulkId references need it:
+        its id and version only: the whole document validated back into a model was a
+        tenth of a Bulk of creates. (A small validation is cheaper than pydantic's
+        ``model_construct`` here: that one fills every default of the model.)"""
+        meta = document["meta"]
+        skeleton = {
+            "id": document["id"],
+            "meta": {"resourceType": meta["resourceType"], "version": meta.get("version")},
+        }
+        return self._model(resource_type).model_validate(skeleton)
+
     def _seller(self, uow: UnitOfWork) -> SellerAccount:
         """The seller, read fresh in the write's own unit of work: writes apply its current
         plan and partners."""
