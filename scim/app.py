@@ -69,6 +69,7 @@ from connector.services.authentication import (
     read_token,
     verify_token,
 )
+from scim.coercion import cache_filter_value_adapters
 from scim.logs import log
 from scim.schemas import build_models
 from scim.storage import (
@@ -124,6 +125,7 @@ def register_scim(app: Flask, connector: Connector) -> None:
     models = build_models(connector.catalogue)
     service = SellerScimService(models.provider, secret=settings.secret_key)
     keep_list_response_model(models.provider)
+    cache_filter_value_adapters()
     base_url = f"{settings.public_url}{SCIM_PREFIX}"
     renderer = Renderer(base_url, connector.catalogue, models.user_extensions)
     authenticator = Authenticator(

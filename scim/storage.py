@@ -552,7 +552,8 @@ class SellerStorage(ScimStorage):
         """A page of a search, rendered."""
         query = SearchQuery(
             kinds=[(_kind(rt), self._model(rt)) for rt in resource_types],
-            filter=str(search_request.filter) if search_request.filter is not None else None,
+            # Kept as parsed: a bound filter is a str the store need not parse again.
+            filter=search_request.filter,
             sort_by=str(search_request.sort_by) if search_request.sort_by is not None else None,
             descending=search_request.sort_by is not None
             and search_request.sort_order == SearchRequest.SortOrder.descending,

@@ -85,6 +85,7 @@ class SearchQuery:
     kinds: Sequence[tuple[str, Any]]
     """(``User`` or ``Group``, its SCIM model) for each kind searched."""
     filter: str | None = None
+    """The filter's text (a scim2-models bound filter, itself a str, is used as parsed)."""
     sort_by: str | None = None
     descending: bool = False
     start: int = 0
