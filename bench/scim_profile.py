@@ -36,7 +36,7 @@ for path in (ROOT, HERE):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from scimbench import load, seed  # noqa: E402
+from scimbench import floor, load, seed  # noqa: E402
 
 DEFAULT_REQUESTS = {
     "get user by id": 1000,
@@ -103,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="N",
         help="Print the N SQL statements taking the most time, per request.",
+    )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="Also measure the libraries' floor: the CPU that scim2-server and scim2-models "
+        "take alone for each request (bench/scimbench/floor.py).",
+    )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        metavar="COMPARE_JSON",
+        help="With --floor: set each floor against what the aims of this compare run leave "
+        "above its bare ceiling.",
     )
     parser.add_argument("--json", type=Path, help="Also write the figures to this file.")
     args = parser.parse_args(argv)
@@ -204,6 +217,11 @@ def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Pat
             f"{figures[op.name]['wall_ms']:>9.2f} ms wall per request (median of {args.repeat} x {count})",
             flush=True,
         )
+        if args.floor and floor.steps(op.name) is not None:
+            spent = measure_floor(app, client, sent, op, state, count, args.repeat)
+            figures[op.name]["floor_cpu_ms"] = round(spent * 1000, 3)
+            share = spent / (cpu / count)
+            print(f"    libraries' floor {spent * 1000:.3f} ms CPU ({share:.0%} of the request)")
         if args.statements:
             with statement_times() as times:
                 run(count)
@@ -223,9 +241,73 @@ def profile(args: argparse.Namespace, parser: argparse.ArgumentParser, work: Pat
                 stats.stream = out  # type: ignore[attr-defined]
                 stats.sort_stats(args.sort).print_stats(args.cprofile)
                 print(out.getvalue())
+    if args.floor and args.against:
+        print_budgets(json.loads(args.against.read_text()), figures)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     return 0
+
+
+def measure_floor(
+    app: Any, client: Any, sent: dict[str, str], op: Any, state: Any, count: int, repeat: int
+) -> float:
+    """CPU seconds per request of the library steps alone (median of ``repeat`` rounds)."""
+    from scim.app import SellerScimService
+    from scim.schemas import build_models
+
+    connector = app.extensions["seller_connector"]
+    models = build_models(connector.catalogue)
+    service = SellerScimService(models.provider, secret=connector.settings.secret_key)
+    base_url = f"{connector.settings.public_url}{floor.PREFIX}"
+    prepared = []
+    for _ in range(count):
+        request = op.build(state)
+        document = None
+        if request.method in ("PUT", "PATCH"):
+            # What our handler validates back into a model: the stored user, as rendered.
+            document = client.get(request.path.split("?")[0], headers=sent).get_json()
+        prepared.append(
+            (floor.scim_request(request.method, request.path, request.body, base_url), document)
+        )
+    run = floor.steps(op.name)
+    assert run is not None
+    for scim_request, document in prepared[: max(2, count // 10)]:
+        run(service, scim_request, document)  # warm up
+    rounds = []
+    for _ in range(repeat):
+        started = time.process_time()
+        for scim_request, document in prepared:
+            run(service, scim_request, document)
+        rounds.append((time.process_time() - started) / count)
+    return sorted(rounds)[len(rounds) // 2]
+
+
+def print_budgets(compare: dict[str, Any], figures: dict[str, Any]) -> None:
+    """Each measured floor against what the compare run's aims leave above its ceiling."""
+    print(
+        f"\nAgainst the compare run of {compare.get('started', '?')} "
+        f"(commit {compare.get('machine', {}).get('commit', '?')}): what each aim leaves "
+        "above the bare ceiling, per request, and the libraries' floor"
+    )
+    print(
+        f"{'operation':<30} {'c':>2} {'aim/s':>7} {'bare/s':>7} {'left':>8} {'floor':>8}  verdict"
+    )
+    for budget in floor.budgets(compare):
+        measured = figures.get(budget.operation, {})
+        if "floor_cpu_ms" not in measured:
+            continue
+        spent, request = measured["floor_cpu_ms"], measured["cpu_ms"]
+        if spent > budget.ms:
+            verdict = "out of reach: the libraries alone exceed what the aim leaves"
+        else:
+            verdict = (
+                f"{budget.ms - spent:.2f} ms left for the rest ({budget.basis}); "
+                f"ours spends {request - spent:.2f} ms on it in process"
+            )
+        print(
+            f"{budget.operation[:30]:<30} {budget.concurrency:>2} {budget.aim_rps:>7.0f} "
+            f"{budget.bare_rps:>7.0f} {budget.ms:>6.3f}ms {spent:>6.3f}ms  {verdict}"
+        )
 
 
 if __name__ == "__main__":
