@@ -71,6 +71,7 @@ from connector.services.authentication import (
 )
 from scim.coercion import cache_filter_value_adapters
 from scim.logs import log
+from scim.path_resolution import cache_designated_models
 from scim.schemas import build_models
 from scim.storage import (
     ConcurrentChange,
@@ -126,6 +127,7 @@ def register_scim(app: Flask, connector: Connector) -> None:
     service = SellerScimService(models.provider, secret=settings.secret_key)
     keep_list_response_model(models.provider)
     cache_filter_value_adapters()
+    cache_designated_models()
     base_url = f"{settings.public_url}{SCIM_PREFIX}"
     renderer = Renderer(base_url, connector.catalogue, models.user_extensions)
     authenticator = Authenticator(
