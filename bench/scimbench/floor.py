@@ -75,26 +75,32 @@ def _create(service: Any, req: ScimRequest, _document: dict[str, Any] | None) ->
         service.read_creation(resource_type, req.body, "application/scim+json")
 
 
-def _replace(service: Any, req: ScimRequest, document: dict[str, Any] | None) -> None:
+def _rewrite(
+    service: Any,
+    req: ScimRequest,
+    document: dict[str, Any] | None,
+    operation: Operation,
+    read: str,
+    apply: str,
+) -> None:
+    """A PUT or a PATCH: its body read, the stored resource validated back into a model,
+    the change applied (``read`` and ``apply`` name the service's methods for it)."""
     with service.provider:
-        target = service.route(req, Operation.replace)
+        target = service.route(req, operation)
         resource_type = service.resource_type_at(cast(str, target.endpoint))
         service.read_response_parameters(resource_type, req.query)
-        replacement = service.read_replacement(resource_type, req.body, "application/scim+json")
+        change = getattr(service, read)(resource_type, req.body, "application/scim+json")
         conditions = service.read_conditions(req)
         current = service.get_model(resource_type).model_validate(document)
-        service.apply_replacement(current, replacement, conditions)
+        getattr(service, apply)(current, change, conditions)
+
+
+def _replace(service: Any, req: ScimRequest, document: dict[str, Any] | None) -> None:
+    _rewrite(service, req, document, Operation.replace, "read_replacement", "apply_replacement")
 
 
 def _patch(service: Any, req: ScimRequest, document: dict[str, Any] | None) -> None:
-    with service.provider:
-        target = service.route(req, Operation.patch)
-        resource_type = service.resource_type_at(cast(str, target.endpoint))
-        service.read_response_parameters(resource_type, req.query)
-        patch_op = service.read_patch(resource_type, req.body, "application/scim+json")
-        conditions = service.read_conditions(req)
-        current = service.get_model(resource_type).model_validate(document)
-        service.apply_patch(current, patch_op, conditions)
+    _rewrite(service, req, document, Operation.patch, "read_patch", "apply_patch")
 
 
 _STEPS: dict[str, Callable[[Any, ScimRequest, dict[str, Any] | None], None]] = {
