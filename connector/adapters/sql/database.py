@@ -1,7 +1,8 @@
 """Engines, transactions and the unit of work; schema migrations.
 
 **Short write transactions.** A unit of work reads in an ordinary (deferred) transaction
-that never waits for writers, and *stages* its writes; ``commit`` then opens one short
+that never waits for writers (on PostgreSQL in autocommit: see :func:`begin`), and *stages*
+its writes; ``commit`` then opens one short
 write transaction (``BEGIN IMMEDIATE`` on SQLite, in turn with the other writers), runs the
 staged statements, checks that each versioned UPDATE hit its row, and commits. No lock is
 held while Python decides what to write. A row that changed since it was read is reported
@@ -216,8 +217,12 @@ def _ping_rested_connections(engine: Engine) -> None:
     """
 
     @event.listens_for(engine.pool, "checkin")
-    def _rested(_dbapi_connection: Any, record: Any) -> None:
+    def _rested(dbapi_connection: Any, record: Any) -> None:
         record.info[_RESTING_SINCE] = time.monotonic()
+        # Whoever checks it out next gets transactions unless it asks otherwise (begin()).
+        if dbapi_connection is not None and not dbapi_connection.closed:
+            with contextlib.suppress(Exception):
+                dbapi_connection.autocommit = False
 
     @event.listens_for(engine.pool, "checkout")
     def _ping(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
@@ -240,8 +245,15 @@ def _leave_queue(info: dict[str, Any]) -> None:
 
 
 def begin(connection: Connection, *, immediate: bool) -> Any:
-    """Begin a transaction on ``connection``: a write transaction when ``immediate``."""
+    """Begin a transaction on ``connection``: a write transaction when ``immediate``.
+
+    On PostgreSQL a read-only one runs its statements in autocommit: at READ COMMITTED
+    every statement takes its own snapshot inside a transaction too, so BEGIN and ROLLBACK
+    bought nothing but two round trips (half of those of a GET).
+    """
     connection.info[_IMMEDIATE] = immediate
+    if connection.dialect.name == "postgresql":
+        connection.connection.driver_connection.autocommit = not immediate
     return connection.begin()
 
 
@@ -254,7 +266,8 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_transaction(engine: Engine) -> Iterator[Connection]:
-    """A read-only transaction: a consistent snapshot that never waits for writers."""
+    """A read-only transaction that never waits for writers: one snapshot on SQLite; on
+    PostgreSQL each statement its own (READ COMMITTED, as in any of its transactions)."""
     with engine.connect() as connection, begin(connection, immediate=False):
         yield connection
 
