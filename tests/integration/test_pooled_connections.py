@@ -91,3 +91,34 @@ def test_without_the_ping_a_write_on_a_dead_connection_fails_and_is_not_applied(
         uow.commit()
     with SqlUnitOfWork(engine) as uow:
         assert uow.markers.get("pooled-connections") is None
+
+
+def test_reads_open_no_transaction_and_writes_still_do(engine: Engine) -> None:
+    # At READ COMMITTED a transaction gives a read nothing: each statement has its own
+    # snapshot. Reads skip BEGIN and ROLLBACK; the staged writes commit in one transaction.
+    with SqlUnitOfWork(engine) as uow:
+        uow.read(BACKEND)
+        driver = uow.connection.connection.driver_connection  # type: ignore[union-attr]
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        uow.markers.set("pooled-connections", "one")
+        uow.markers.set("pooled-connections-2", "two")
+        with pytest.raises(DBAPIError):
+            uow.write(text("SELECT 1/0"))
+            uow.commit()
+    with SqlUnitOfWork(engine) as uow:
+        assert uow.markers.get("pooled-connections") is None  # nothing of the failed commit
+
+
+def test_a_connection_comes_back_from_a_read_with_transactions(engine: Engine) -> None:
+    with SqlUnitOfWork(engine) as uow:
+        pid = int(uow.read(BACKEND).scalar_one())
+    with engine.connect() as connection:
+        assert int(connection.execute(BACKEND).scalar_one()) == pid  # the same connection
+        connection.execute(
+            text(
+                "INSERT INTO sync_markers (source, marker, updated_at) VALUES ('x', 'kept?', now())"
+            )
+        )
+        connection.rollback()
+    with SqlUnitOfWork(engine) as uow:
+        assert uow.markers.get("x") is None
