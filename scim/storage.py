@@ -521,10 +521,10 @@ class SellerStorage(ScimStorage):
         seller_id = self.context.seller_id
         with self._uow() as uow:
             if kind == "User":
-                user = uow.users.get(seller_id, resource_id)
-                if user is None:
+                found_user = uow.users.get_with_sets(seller_id, resource_id)
+                if found_user is None:
                     raise NotFoundException(detail=f"User {resource_id} not found.")
-                groups = uow.permission_sets.of_user(user.id)
+                user, groups = found_user
                 self._read[user.id] = user
                 self._groups[user.id] = groups
                 return self.renderer.user(user, groups)
