@@ -31,6 +31,8 @@ from connector.adapters.sql.repositories import (
     memberships,
     outbox,
     permission_sets,
+    recipient_rows,
+    recipients,
     set_to_domain,
     user_columns,
     user_to_domain,
@@ -403,6 +405,17 @@ class SqlDirectoryStore:
                 for user in new_users
             ],
         )
+        self._index_recipients(new_users, new=True)
+
+    def _index_recipients(self, batch: Sequence[SellerUser], *, new: bool) -> None:
+        """The recipient index follows the batch's users, as each single save keeps it
+        (``write_recipients``): a user deactivated by the directory receives nothing more."""
+        if not new:
+            for chunk in chunks([user.id for user in batch]):
+                self.uow.write(delete(recipients).where(recipients.c.user_id.in_(chunk)))
+        rows = [row for user in batch for row in recipient_rows(user)]
+        if rows:
+            self.uow.write(insert(recipients), rows)
 
     def save_users(self, changed: Sequence[SellerUser]) -> None:
         if not changed:
@@ -421,6 +434,7 @@ class SqlDirectoryStore:
                 "A user of this batch changed meanwhile: read it again and retry."
             ),
         )
+        self._index_recipients(changed, new=False)
 
     def claim_addresses(self, claims: Sequence[AddressClaim]) -> None:
         if not claims:

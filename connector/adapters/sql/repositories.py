@@ -1107,6 +1107,20 @@ def recipient_rows(user: SellerUser) -> list[dict[str, Any]]:
     ]
 
 
+def rebuild_recipient_index(connection: Any) -> None:
+    """Make the whole recipient index what the stored users say (for migrations): every
+    row is written again from the users, in batches."""
+    connection.execute(delete(recipients))
+    rows: list[dict[str, Any]] = []
+    for row in connection.execute(select(users).where(users.c.deleted.is_(False))):
+        rows.extend(recipient_rows(user_to_domain(row)))
+        if len(rows) >= 1000:
+            connection.execute(insert(recipients), rows)
+            rows = []
+    if rows:
+        connection.execute(insert(recipients), rows)
+
+
 _DELETE_RECIPIENT = delete(recipients).where(recipients.c.user_id == bindparam("w_user"))
 _RECIPIENTS_OF = (
     select(recipients.c.user_id, recipients.c.email, recipients.c.role)

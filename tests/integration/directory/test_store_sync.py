@@ -572,3 +572,38 @@ def test_batches_stop_at_their_time_limit_and_the_rest_follows(
         scim_user(client, seller, f"{n}@example.com")["id"]  # type: ignore[index]
         for n in ("dave", "erin", "gina")
     }
+
+
+def test_a_user_the_directory_deactivates_stops_receiving_notifications(
+    synced: tuple[Slapd, Connector, SellerHandle], client: Any
+) -> None:
+    # The recipient index the marketplace reads at send time follows a directory run's
+    # deactivation and reactivation as it follows a SCIM one.
+    server, connector, seller = synced
+    dave = scim_user(client, seller, "dave@example.com")
+    assert dave is not None
+    extension = "urn:seller-connector:scim:schemas:extension:seller:2.0:User"
+    patched = client.patch(
+        f"/scim/v2/Users/{dave['id']}",
+        json={
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [
+                {"op": "replace", "path": f"{extension}:notifications", "value": ["orders"]}
+            ],
+        },
+        headers=seller.headers,
+    )
+    assert patched.status_code == 200, patched.get_data(as_text=True)
+
+    def receivers() -> set[str]:
+        with connector.uow() as uow:
+            return {r.user_id for r in uow.recipients.of(seller.seller.id, "orders")}
+
+    assert dave["id"] in receivers()
+    server.modify(replace_attr(dn("dave"), "employeeType", "disabled"))
+    sync(connector, server, config_for(server, seller.seller.id))
+    assert scim_get(client, seller, dave["id"])["active"] is False
+    assert dave["id"] not in receivers()
+    server.modify(replace_attr(dn("dave"), "employeeType", None))
+    sync(connector, server, config_for(server, seller.seller.id))
+    assert dave["id"] in receivers()

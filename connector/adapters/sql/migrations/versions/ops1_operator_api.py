@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 import connector.adapters.sql.tables
-from connector.adapters.sql.repositories import recipient_rows, user_to_domain
+from connector.adapters.sql.repositories import rebuild_recipient_index
 
 revision = "ops1"
 down_revision = "0003"
@@ -66,17 +66,7 @@ def upgrade() -> None:
 
 def _index_recipients() -> None:
     """Fill the recipient index from the users already stored (their saves keep it after)."""
-    bind = op.get_bind()
-    users = connector.adapters.sql.tables.UserRow.__table__
-    recipients = connector.adapters.sql.tables.NotificationRecipientRow.__table__
-    rows = []
-    for row in bind.execute(sa.select(users).where(users.c.deleted.is_(False))):
-        rows.extend(recipient_rows(user_to_domain(row)))
-        if len(rows) >= 1000:
-            bind.execute(sa.insert(recipients), rows)
-            rows = []
-    if rows:
-        bind.execute(sa.insert(recipients), rows)
+    rebuild_recipient_index(op.get_bind())
 
 
 def downgrade() -> None:
