@@ -209,7 +209,7 @@ def _ping_rested_connections(engine: Engine) -> None:
     """Check a pooled connection before use only when it rested a while.
 
     SQLAlchemy's ``pool_pre_ping`` pings at every checkout: on PostgreSQL a round trip more
-    for every unit of work, a fifth of a GET's. A connection in steady use was alive
+    for every unit of work, as many as a GET's own. A connection in steady use was alive
     milliseconds ago; one that rested may have been dropped (a server restart, an idle
     timeout on the way) and is pinged, and replaced when dead. One that dies while in use
     fails its unit of work's first statement, which then runs again on a fresh connection
@@ -249,7 +249,7 @@ def begin(connection: Connection, *, immediate: bool) -> Any:
 
     On PostgreSQL a read-only one runs its statements in autocommit: at READ COMMITTED
     every statement takes its own snapshot inside a transaction too, so BEGIN and ROLLBACK
-    bought nothing but two round trips (half of those of a GET).
+    bought nothing but two round trips for every reading unit of work.
     """
     connection.info[_IMMEDIATE] = immediate
     if connection.dialect.name == "postgresql":
