@@ -101,10 +101,11 @@ def test_an_outage_poisons_nothing_until_it_outlasts_max_outage(
         201,
     )
     # A Keycloak address where nothing listens: every call is refused (unavailable).
-    # Retries wait 1 to 2 s: longer than one failing round takes even on a busy machine, so
-    # the first drain makes exactly one attempt of each.
+    # Retries wait 3 to 6 s: longer than one failing round takes even on a busy machine, so
+    # each drain makes exactly one attempt of each (at 1 to 2 s, a drain that took over a
+    # second under the full suite's load came back to an entry twice).
     policy = OutboxPolicy(
-        max_attempts=2, backoff_base=2.0, backoff_cap=2.0, max_outage=3600, poll_interval=60
+        max_attempts=2, backoff_base=6.0, backoff_cap=6.0, max_outage=3600, poll_interval=60
     )
     worker = make_worker(policy, url=f"http://127.0.0.1:{free_port()}", timeout=2.0)
     # The worker's round: the console poll (its health probe) fails too, then the entries.
@@ -113,7 +114,7 @@ def test_an_outage_poisons_nothing_until_it_outlasts_max_outage(
     assert poll is None
     # One attempt each, then everything waits for its backoff (nothing spins).
     assert first.unavailable and (first.entries, first.retried, first.poisoned) == (7, 6, 0)
-    time.sleep(2.1)
+    time.sleep(6.1)
     # Past max_attempts, but Keycloak is down and the entries are young: kept.
     second = worker.drain()
     assert (second.retried, second.poisoned) == (6, 0)
