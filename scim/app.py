@@ -69,9 +69,8 @@ from connector.services.authentication import (
     read_token,
     verify_token,
 )
-from scim.coercion import cache_filter_value_adapters
+from scim import library_caches
 from scim.logs import log
-from scim.path_resolution import cache_designated_models
 from scim.schemas import build_models
 from scim.storage import (
     ConcurrentChange,
@@ -126,8 +125,7 @@ def register_scim(app: Flask, connector: Connector) -> None:
     models = build_models(connector.catalogue)
     service = SellerScimService(models.provider, secret=settings.secret_key)
     keep_list_response_model(models.provider)
-    cache_filter_value_adapters()
-    cache_designated_models()
+    library_caches.install()
     base_url = f"{settings.public_url}{SCIM_PREFIX}"
     renderer = Renderer(base_url, connector.catalogue, models.user_extensions)
     authenticator = Authenticator(
