@@ -34,7 +34,7 @@ from alembic.config import Config
 from pydantic_core import from_json, to_json
 from sqlalchemy import Connection, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
 
 from connector.adapters.sql import repositories as r
 from connector.adapters.sql.search import SqlSearch
@@ -167,33 +167,48 @@ def make_engine(url: str, *, busy_timeout_ms: int = 5000) -> Engine:
         cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Any) -> None:
+    # BEGIN, COMMIT and ROLLBACK are this engine's dialect's own steps, not connection events
+    # as in SQLAlchemy's SQLite recipe: any connection event makes SQLAlchemy dispatch events
+    # around every transaction and statement (a read unit of work 90-100 -> 70-77 us, a
+    # write one 160-170 -> 115-130 us; a statement 19 -> 15.6 us). The turn now also
+    # passes on after COMMIT has run, not before (the commit event came first).
+    dialect = engine.dialect
+    driver_commit, driver_rollback = dialect.do_commit, dialect.do_rollback
+
+    def _begin(dbapi_connection: Any) -> None:
         # A write transaction takes the write lock up front (IMMEDIATE), in turn with the
         # other writers; readers stay DEFERRED and, with WAL, never wait for writers.
-        if not connection.info.get(_IMMEDIATE):
-            # Straight to the driver: a deferred BEGIN takes no lock and cannot fail busy,
-            # and SQLAlchemy's execution around it was a tenth of a GET's CPU.
-            connection.connection.driver_connection.execute("BEGIN")
+        info = dbapi_connection.info
+        if not info.get(_IMMEDIATE):
+            dbapi_connection.driver_connection.execute("BEGIN")
             return
         if queue is not None:
             if not queue.acquire():
-                raise OperationalError(
-                    "BEGIN IMMEDIATE", {}, sqlite3.OperationalError("database is locked")
-                )
-            connection.info[_QUEUED] = queue
+                # SQLAlchemy raises it as OperationalError, as SQLite's own busy error.
+                raise sqlite3.OperationalError("database is locked")
+            info[_QUEUED] = queue
         try:
-            connection.exec_driver_sql("BEGIN IMMEDIATE")
+            dbapi_connection.driver_connection.execute("BEGIN IMMEDIATE")
         except BaseException:
-            _leave_queue(connection.info)
+            _leave_queue(info)
             raise
 
-    @event.listens_for(engine, "commit")
-    @event.listens_for(engine, "rollback")
-    def _end(connection: Any) -> None:
-        # The next transaction of this pooled connection reads unless asked to write.
-        connection.info.pop(_IMMEDIATE, None)
-        _leave_queue(connection.info)
+    def _ended(end: Callable[[Any], None]) -> Callable[[Any], None]:
+        def _end(dbapi_connection: Any) -> None:
+            try:
+                end(dbapi_connection)
+            finally:
+                # The next transaction of this pooled connection reads unless asked to
+                # write; the turn passes on once the transaction has ended.
+                info = _pool_info(dbapi_connection)
+                info.pop(_IMMEDIATE, None)
+                _leave_queue(info)
+
+        return _end
+
+    dialect.do_begin = _begin  # type: ignore[method-assign]
+    dialect.do_commit = _ended(driver_commit)  # type: ignore[method-assign]
+    dialect.do_rollback = _ended(driver_rollback)  # type: ignore[method-assign]
 
     @event.listens_for(engine.pool, "checkin")
     def _checkin(_dbapi_connection: Any, record: Any) -> None:
@@ -236,6 +251,14 @@ def _ping_rested_connections(engine: Engine) -> None:
                 # The pool discards this connection and checks out another.
                 raise DisconnectionError() from error
             raise
+
+
+def _pool_info(dbapi_connection: Any) -> dict[str, Any]:
+    """The pooled connection's ``info``; empty for the engine's first connect, which has none."""
+    try:
+        return dbapi_connection.info
+    except NotImplementedError:
+        return {}
 
 
 def _leave_queue(info: dict[str, Any]) -> None:
