@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from connector.domain.addresses import AddressClaim, AddressFlag, HeldAddress
 from connector.domain.model import PermissionSet, Role, SellerUser
 from connector.ports.store import AuditEvent, OutboxEntry
 
@@ -197,37 +198,6 @@ class StoredUser:
     """Its link in the directory source asked about (None: not linked to it)."""
     permission_sets: tuple[str, ...] = ()
     """The display names of the permission sets it belongs to."""
-
-
-@dataclass(frozen=True)
-class HeldAddress:
-    """One row of a user's reserved addresses."""
-
-    email_key: str
-    current: bool
-    """Among the user's current addresses (filters see only these)."""
-    released: bool
-    """Given up (the user never signed in): another user may take it."""
-
-
-@dataclass(frozen=True)
-class AddressClaim:
-    """Reserve an address for a user: a new one, or one its holder released."""
-
-    email_key: str
-    user_id: str
-    seller_id: str
-    current: bool = True
-
-
-@dataclass(frozen=True)
-class AddressFlag:
-    """Mark one of the user's own reserved addresses current or not (taking it back
-    if it was released)."""
-
-    email_key: str
-    user_id: str
-    current: bool
 
 
 @dataclass(frozen=True)

@@ -39,15 +39,10 @@ from connector.adapters.sql.repositories import (
     users,
 )
 from connector.adapters.sql.tables import DirectoryGroupMemberRow, DirectoryLinkRow
+from connector.domain.addresses import AddressClaim, AddressFlag, HeldAddress
 from connector.domain.errors import Uniqueness, VersionMismatch
 from connector.domain.model import PermissionSet, Role, SellerUser, utcnow
-from connector.ports.directory import (
-    AddressClaim,
-    AddressFlag,
-    HeldAddress,
-    Membership,
-    StoredUser,
-)
+from connector.ports.directory import Membership, StoredUser
 from connector.ports.store import AuditEvent, OutboxEntry
 
 links = DirectoryLinkRow.__table__

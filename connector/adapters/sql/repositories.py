@@ -44,6 +44,7 @@ from connector.adapters.sql.tables import (
     TokenRow,
     UserRow,
 )
+from connector.domain.addresses import HeldAddress, address_changes
 from connector.domain.catalogue import Level
 from connector.domain.errors import Uniqueness, VersionMismatch
 from connector.domain.model import (
@@ -366,30 +367,30 @@ class SqlUsers:
         write_recipients(self.uow, user, new=True)
         self._indexed.add(user.id)
 
-    def _reserve_emails(
-        self, user: SellerUser, held: dict[str, tuple[bool, bool]] | None = None
-    ) -> None:
-        """Reserve every address of the user (the brand-new rule is the table's key), mark
-        which are current (filters see only those), and take back released ones it uses."""
+    def _reserve_emails(self, user: SellerUser, held: dict[str, HeldAddress] | None = None) -> None:
+        """Write what saving ``user`` changes in its reserved addresses (``address_changes``:
+        the brand-new rule is the table's key); a claim another user won meanwhile fails."""
         if held is None:
             held = {
-                r[0]: (bool(r[1]), bool(r[2]))
-                for r in self.uow.read(_EMAILS_OF_USER, {"user": user.id})
+                key: HeldAddress(key, bool(current), bool(released))
+                for key, current, released in self.uow.read(_EMAILS_OF_USER, {"user": user.id})
             }
-        keys = user.email_keys
-        current = not user.deleted
-        for key, (was, released) in held.items():
-            wanted = key in keys and current
-            if wanted != was or (released and wanted):
-                self.uow.write(
-                    _SET_EMAIL_CURRENT, {"w_key": key, "w_user": user.id, "w_current": wanted}
-                )
-        for key in sorted(keys - held.keys()):
-            # A new address, or one another user released: taken only while still free.
+        claims, flags = address_changes(user, held)
+        for flag in flags:
+            self.uow.write(
+                _SET_EMAIL_CURRENT,
+                {"w_key": flag.email_key, "w_user": user.id, "w_current": flag.current},
+            )
+        for claim in claims:
             self.uow.write(
                 address_claim_statement(self.uow.dialect),
-                {"c_key": key, "c_user": user.id, "c_seller": user.seller_id, "c_current": current},
-                after=lambda result, key=key: _claimed(result, key),  # type: ignore[misc]
+                {
+                    "c_key": claim.email_key,
+                    "c_user": user.id,
+                    "c_seller": user.seller_id,
+                    "c_current": claim.current,
+                },
+                after=lambda result, key=claim.email_key: _claimed(result, key),  # type: ignore[misc]
             )
 
     def get(

@@ -34,6 +34,7 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from connector.domain.addresses import AddressClaim, AddressFlag, HeldAddress, address_changes
 from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, UserDraft
 from connector.domain.errors import Forbidden, InvalidValue, NotFound, Uniqueness
@@ -53,10 +54,7 @@ from connector.domain.model import (
     utcnow,
 )
 from connector.ports.directory import (
-    AddressClaim,
-    AddressFlag,
     DirectoryStore,
-    HeldAddress,
     Membership,
 )
 from connector.ports.outbox import PERMISSION_SET_SYNC, USER_INVITE, USER_SYNC
@@ -284,27 +282,18 @@ class Batch:
         return None
 
     def _addresses(self, user: SellerUser) -> tuple[list[AddressClaim], list[AddressFlag]]:
-        """What saving ``user`` writes to the reserved addresses (as ``SqlUsers.save``):
-        its rows marked current or not (released ones it uses taken back), and claims
-        of the addresses it does not hold yet.
+        """What saving ``user`` writes to the reserved addresses (``address_changes``, as
+        every single save), its claims checked against the owners this batch read.
 
         :raises Uniqueness: an address it needs is held by someone else, unreleased.
         """
-        held = self.held.get(user.id, {})
-        keys = user.email_keys
-        current = not user.deleted
-        flags = [
-            AddressFlag(key, user.id, key in keys and current)
-            for key, row in held.items()
-            if (key in keys and current) != row.current
-            or (row.released and key in keys and current)
-        ]
-        claims = []
-        for key in sorted(keys - held.keys()):
-            owner = self.owners.get(key)
+        claims, flags = address_changes(user, self.held.get(user.id, {}))
+        for claim in claims:
+            owner = self.owners.get(claim.email_key)
             if owner is not None and owner.user_id != user.id and not owner.released:
-                raise Uniqueness(f"The email address {key} was taken by another user meanwhile.")
-            claims.append(AddressClaim(key, user.id, user.seller_id, current))
+                raise Uniqueness(
+                    f"The email address {claim.email_key} was taken by another user meanwhile."
+                )
         return claims, flags
 
     def _keep(
