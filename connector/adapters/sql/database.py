@@ -35,6 +35,7 @@ from pydantic_core import from_json, to_json
 from sqlalchemy import Connection, Engine, Result, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, DisconnectionError, IntegrityError
+from sqlalchemy.sql.dml import Insert
 
 from connector.adapters.sql import repositories as r
 from connector.adapters.sql.search import SqlSearch
@@ -477,7 +478,7 @@ class SqlUnitOfWork:
             return
         begin(connection, immediate=True)
         try:
-            for write in staged:
+            for write in _coalesced(staged):
                 self._run(write)
         except BaseException:
             connection.rollback()
@@ -508,6 +509,42 @@ class SqlUnitOfWork:
         except BaseException:
             del self._staged[mark:]
             raise
+
+
+def _coalesced(staged: list[_Write]) -> Iterator[_Write]:
+    """The staged writes, with each run of plain inserts of one statement (nothing to check,
+    one row each) sent as one ``executemany``: a group PATCH's hundred outbox entries, for
+    instance. The order of the writes is kept."""
+    run: list[_Write] = []
+    for write in staged:
+        if run and not (
+            _plain_insert(write)
+            and write.statement is run[0].statement
+            and write.parameters.keys() == run[0].parameters.keys()
+        ):
+            yield _together(run)
+            run = []
+        if _plain_insert(write):
+            run.append(write)
+        else:
+            yield write
+    if run:
+        yield _together(run)
+
+
+def _plain_insert(write: _Write) -> bool:
+    return (
+        isinstance(write.statement, Insert)
+        and isinstance(write.parameters, dict)
+        and write.expected_rows is None
+        and write.after is None
+    )
+
+
+def _together(run: list[_Write]) -> _Write:
+    if len(run) == 1:
+        return run[0]
+    return _Write(run[0].statement, [w.parameters for w in run], None, None, None)
 
 
 def _version_mismatch() -> Exception:
