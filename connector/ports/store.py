@@ -123,6 +123,13 @@ class UserRepository(Protocol):
         self, seller_id: str, user_id: str, *, include_deleted: bool = False
     ) -> SellerUser | None: ...
     def get_many(self, seller_id: str, user_ids: Iterable[str]) -> list[SellerUser]: ...
+    def ids_of(
+        self, seller_id: str, user_ids: Iterable[str], *, visible_only: bool = True
+    ) -> set[str]:
+        """Which of ``user_ids`` are users of this seller (and not deleted, unless
+        ``visible_only`` is false): their rows are not read."""
+        ...
+
     def get_with_sets(
         self, seller_id: str, user_id: str
     ) -> tuple[SellerUser, list[PermissionSet]] | None:

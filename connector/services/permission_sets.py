@@ -6,6 +6,8 @@ As in :mod:`connector.services.users`: the use cases are one unit of work each; 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from connector.domain.catalogue import Catalogue
 from connector.domain.drafts import Actor, PermissionSetDraft
 from connector.domain.errors import InvalidValue, NotFound, Uniqueness, VersionMismatch
@@ -19,13 +21,13 @@ from connector.domain.model import (
 )
 from connector.ports.outbox import PERMISSION_SET_DELETE, PERMISSION_SET_SYNC
 from connector.ports.store import AuditEvent, OutboxEntry, UnitOfWork
-from connector.services.users import enqueue_user_sync, new_id
+from connector.services.users import enqueue_sync_of, new_id
 
 
 def check_members(uow: UnitOfWork, seller: SellerAccount, member_ids: list[str]) -> list[str]:
     """Members must be visible users of this seller; anything else is an invalid value."""
     wanted = list(dict.fromkeys(member_ids))
-    found = {u.id for u in uow.users.get_many(seller.id, wanted) if not u.deleted}
+    found = uow.users.ids_of(seller.id, wanted)
     missing = [m for m in wanted if m not in found]
     if missing:
         raise InvalidValue(
@@ -49,8 +51,14 @@ def _enqueue(uow: UnitOfWork, permission_set: PermissionSet, touched_users: set[
             aggregate_id=permission_set.id,
         )
     )
-    for user in uow.users.get_many(permission_set.seller_id, sorted(touched_users)):
-        enqueue_user_sync(uow, user)
+    _enqueue_user_syncs(uow, permission_set.seller_id, touched_users)
+
+
+def _enqueue_user_syncs(uow: UnitOfWork, seller_id: str, user_ids: Iterable[str]) -> None:
+    """A user sync for each of these users of the seller (deleted ones too: the identity
+    provider must learn what they lost)."""
+    for user_id in sorted(uow.users.ids_of(seller_id, user_ids, visible_only=False)):
+        enqueue_sync_of(uow, seller_id, user_id)
 
 
 def get_permission_set(uow: UnitOfWork, seller: SellerAccount, set_id: str) -> PermissionSet:
@@ -197,6 +205,5 @@ def delete_permission_set(
                 seller_id=seller.id, topic=PERMISSION_SET_DELETE, aggregate_id=permission_set.id
             )
         )
-        for user in uow.users.get_many(seller.id, permission_set.member_ids):
-            enqueue_user_sync(uow, user)
+        _enqueue_user_syncs(uow, seller.id, permission_set.member_ids)
         uow.commit()

@@ -112,7 +112,12 @@ def check_manager(
 
 def enqueue_user_sync(uow: UnitOfWork, user: SellerUser) -> None:
     """Tell the identity provider that this user changed. The worker reads the current state."""
-    uow.outbox.add(OutboxEntry(seller_id=user.seller_id, topic=USER_SYNC, aggregate_id=user.id))
+    enqueue_sync_of(uow, user.seller_id, user.id)
+
+
+def enqueue_sync_of(uow: UnitOfWork, seller_id: str, user_id: str) -> None:
+    """:func:`enqueue_user_sync` by the user's id, for callers that did not read the user."""
+    uow.outbox.add(OutboxEntry(seller_id=seller_id, topic=USER_SYNC, aggregate_id=user_id))
 
 
 def _enqueue_invitation(uow: UnitOfWork, user: SellerUser, lifespan: dt.timedelta) -> None:

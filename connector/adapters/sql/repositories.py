@@ -287,6 +287,9 @@ _EXPIRED_INVITATIONS = (
 )
 _INSERT_USER = insert(users)
 _USERS_BY_IDS = select(users).where(users.c.id.in_(bindparam("ids", expanding=True)))
+_USER_IDS = select(users.c.id, users.c.seller_id, users.c.deleted).where(
+    users.c.id.in_(bindparam("ids", expanding=True))
+)
 _EMAIL_OWNERS = (
     select(
         emails.c.email_key,
@@ -429,6 +432,17 @@ class SqlUsers:
                 if row.seller_id == seller_id:
                     found[row.id] = user_to_domain(row)
         return [found[i] for i in ids if i in found]
+
+    def ids_of(
+        self, seller_id: str, user_ids: Iterable[str], *, visible_only: bool = True
+    ) -> set[str]:
+        found: set[str] = set()
+        for chunk in chunks(list(dict.fromkeys(user_ids))):
+            # By primary key only, as get_many.
+            for user_id, row_seller, deleted in self.uow.read(_USER_IDS, {"ids": chunk}):
+                if row_seller == seller_id and not (visible_only and deleted):
+                    found.add(user_id)
+        return found
 
     def by_user_name(self, seller_id: str, user_name_key: str) -> SellerUser | None:
         row = self.uow.read(_USER_BY_NAME, {"seller": seller_id, "key": user_name_key}).first()
