@@ -7,7 +7,7 @@ import uuid
 from typing import Any
 
 from connector.domain.catalogue import Level
-from connector.domain.model import PermissionSet
+from connector.domain.model import PermissionSet, Role, SellerUser
 
 
 def _add_set(connector: Any, seller_id: str, name: str, members: list[str]) -> PermissionSet:
@@ -64,3 +64,27 @@ def test_another_sellers_user_and_an_unknown_one_are_not_found(
     with connector.uow() as uow:
         assert uow.users.get_with_sets(mine.seller.id, theirs.primary.id) is None
         assert uow.users.get_with_sets(mine.seller.id, uuid.uuid4().hex) is None
+
+
+def test_ids_of_names_this_sellers_users_and_leaves_deleted_ones_to_the_asker(
+    connector: Any, make_seller: Any
+) -> None:
+    mine, theirs = make_seller(), make_seller()
+    seller_id = mine.seller.id
+    staff = SellerUser(uuid.uuid4().hex, seller_id, "staff@mine.example.com", Role.secondary)
+    gone = SellerUser(
+        uuid.uuid4().hex, seller_id, "gone@mine.example.com", Role.secondary, deleted=True
+    )
+    with connector.uow() as uow:
+        uow.users.add(staff)
+        uow.users.add(gone)
+        uow.commit()
+    asked = [staff.id, gone.id, mine.primary.id, theirs.primary.id, uuid.uuid4().hex, staff.id]
+    with connector.uow() as uow:
+        assert uow.users.ids_of(seller_id, asked) == {staff.id, mine.primary.id}
+        assert uow.users.ids_of(seller_id, asked, visible_only=False) == {
+            staff.id,
+            gone.id,
+            mine.primary.id,
+        }
+        assert uow.users.ids_of(seller_id, []) == set()
