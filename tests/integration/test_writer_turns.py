@@ -41,11 +41,9 @@ def test_a_writer_without_its_turn_fails_as_sqlite_busy_and_writes_once_it_passe
             waited = time.monotonic() - started
             assert 0.25 <= waited < 2.0
             holder.commit()
-        # The holder committed: its turn passed on, and the writer that failed writes now,
-        # without waiting.
-        started = time.monotonic()
+        # The holder committed: its turn passed on, and the writer that failed writes now
+        # (had the turn stayed held, it would fail again after the busy timeout).
         _write(second, "second")
-        assert time.monotonic() - started < 0.25
         with SqlUnitOfWork(first) as reader:
             assert reader.read(READ, {"source": "turns"}).scalar_one() == "second"
     finally:
@@ -66,9 +64,7 @@ def test_the_turn_passes_on_however_the_transaction_ends(sqlite_url: str, end: s
                 elif end == "rollback":
                     holder.rollback()
                 # "leave": the block ends with the transaction open; leaving rolls it back
-            started = time.monotonic()
-            _write(second, f"second-{round_}")
-            assert time.monotonic() - started < 0.25
+            _write(second, f"second-{round_}")  # fails after the busy timeout if still held
         # A reading unit of work of the same pooled connection does not take the turn.
         with SqlUnitOfWork(first) as reader:
             assert reader.read(READ, {"source": "turns"}).scalar_one() == "second-2"
