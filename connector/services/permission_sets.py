@@ -43,7 +43,14 @@ def _check_name_free(uow: UnitOfWork, seller: SellerAccount, set_id: str | None,
         raise Uniqueness(f"A group named {name!r} already exists for this seller.")
 
 
-def _enqueue(uow: UnitOfWork, permission_set: PermissionSet, touched_users: set[str]) -> None:
+def _enqueue(
+    uow: UnitOfWork,
+    permission_set: PermissionSet,
+    touched_users: set[str],
+    checked: list[str],
+) -> None:
+    """The set's sync, and a user sync for each touched user; ``checked`` are the members
+    :func:`check_members` just found to be this seller's users (not read again)."""
     uow.outbox.add(
         OutboxEntry(
             seller_id=permission_set.seller_id,
@@ -51,13 +58,19 @@ def _enqueue(uow: UnitOfWork, permission_set: PermissionSet, touched_users: set[
             aggregate_id=permission_set.id,
         )
     )
-    _enqueue_user_syncs(uow, permission_set.seller_id, touched_users)
+    _enqueue_user_syncs(uow, permission_set.seller_id, touched_users, known=set(checked))
 
 
-def _enqueue_user_syncs(uow: UnitOfWork, seller_id: str, user_ids: Iterable[str]) -> None:
+def _enqueue_user_syncs(
+    uow: UnitOfWork, seller_id: str, user_ids: Iterable[str], known: set[str] | None = None
+) -> None:
     """A user sync for each of these users of the seller (deleted ones too: the identity
-    provider must learn what they lost)."""
-    for user_id in sorted(uow.users.ids_of(seller_id, user_ids, visible_only=False)):
+    provider must learn what they lost). Ids in ``known`` are taken as users of the seller
+    without reading them."""
+    wanted = set(user_ids)
+    sure = wanted & known if known else set()
+    found = sure | uow.users.ids_of(seller_id, wanted - sure, visible_only=False)
+    for user_id in sorted(found):
         enqueue_sync_of(uow, seller_id, user_id)
 
 
@@ -105,7 +118,7 @@ def add_permission_set(
             },
         )
     )
-    _enqueue(uow, permission_set, set(permission_set.member_ids))
+    _enqueue(uow, permission_set, set(permission_set.member_ids), permission_set.member_ids)
     return permission_set
 
 
@@ -137,7 +150,7 @@ def change_permission_set(
     touched = set(members) ^ set(before)
     if "permissions" in changes:
         touched |= set(members)
-    _enqueue(uow, permission_set, touched)
+    _enqueue(uow, permission_set, touched, members)
     return permission_set
 
 
